@@ -1,0 +1,40 @@
+"""Message brokers: the :class:`Broker` interface and its implementations.
+
+:class:`~flask_sse_push.brokers.redis.RedisBroker` lives in its own module and is
+imported only when asked for, so the ``redis`` package stays optional.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from .base import Broker, Subscription
+from .memory import MemoryBroker
+
+__all__ = ["Broker", "MemoryBroker", "Subscription", "broker_from_url"]
+
+
+def broker_from_url(url: str | None, **options: t.Any) -> Broker:
+    """Return the broker that ``SSE_PUSH_BROKER_URL`` names.
+
+    ``None`` (or ``"memory://"``) gives a :class:`MemoryBroker`; ``redis://``,
+    ``rediss://`` and ``unix://`` give a ``RedisBroker``.
+
+    :param options: ``history`` and ``queue_size``, passed to the broker.
+    """
+    if url is None or url == "memory://":
+        return MemoryBroker(**options)
+    scheme = url.partition("://")[0]
+    if scheme in {"redis", "rediss", "unix"}:
+        try:
+            from .redis import RedisBroker
+        except ImportError as exc:
+            raise RuntimeError(
+                f"SSE_PUSH_BROKER_URL is {url!r}, but the redis package is not"
+                " installed. Install it with: pip install 'flask-sse-push[redis]'"
+            ) from exc
+        return RedisBroker.from_url(url, **options)
+    raise ValueError(
+        f"SSE_PUSH_BROKER_URL {url!r} has an unknown scheme; use redis://host:port/db,"
+        " or leave it unset for the in-process broker."
+    )

@@ -1,0 +1,113 @@
+"""The pluggable source interface: :class:`Broker` and :class:`Subscription`.
+
+A broker fans published events out to subscriptions and keeps enough history to
+resume a client from its ``Last-Event-ID``. The in-memory broker and the Redis
+broker implement the same contract, and so can an application's own broker.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import typing as t
+
+from ..event import ServerSentEvent
+
+if t.TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
+#: Event type sent before live events when a client's cursor cannot be resumed.
+RESET_EVENT = "reset"
+
+
+def reset_event(last_event_id: str, head_id: str, reason: str) -> ServerSentEvent:
+    """Build the ``reset`` event that tells a client it missed events.
+
+    Its id is the newest id the broker knows, so the client's next reconnect
+    resumes from here instead of getting another reset.
+
+    :param reason: ``"unknown"`` when the broker never issued the id, ``"expired"``
+        when the events after it have left the history.
+    """
+    data = json.dumps({"last_event_id": last_event_id, "reason": reason})
+    return ServerSentEvent(data, event=RESET_EVENT, id=head_id)
+
+
+class Subscription(abc.ABC):
+    """A stream of events for one client, from one or more channels.
+
+    Use it as a context manager, or call :meth:`close` when the client leaves.
+
+    .. versionadded:: 0.1
+    """
+
+    @abc.abstractmethod
+    def get(self, timeout: float | None = None) -> list[ServerSentEvent]:
+        """Wait up to ``timeout`` seconds and return every event that is ready.
+
+        Replayed events come first, in id order, then live ones. An empty list
+        means the timeout passed with nothing to send, so a keepalive is due.
+
+        :raises SubscriptionClosed: the source ended this subscription.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the subscription. Calling it again does nothing."""
+
+    def __enter__(self) -> t.Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Broker(abc.ABC):
+    """Fan-out from publishers to subscriptions, with a bounded history.
+
+    .. versionadded:: 0.1
+    """
+
+    @abc.abstractmethod
+    def publish(self, channel: str, event: ServerSentEvent) -> str:
+        """Deliver ``event`` to every subscription of ``channel`` and return its id.
+
+        If ``event.id`` is ``None`` the broker assigns a monotonic id; otherwise
+        the given id is kept, sent as the SSE id, and accepted as a resume cursor.
+
+        :raises BrokerError: the backend could not take the event.
+        """
+
+    @abc.abstractmethod
+    def subscribe(
+        self, channels: Sequence[str], *, last_event_id: str | None = None
+    ) -> Subscription:
+        """Subscribe to ``channels``, replaying the events after ``last_event_id``.
+
+        The replay and the switch to live events are atomic: no event is lost
+        or repeated between them. A cursor that cannot be resumed gives a
+        ``reset`` event first (see :func:`reset_event`).
+
+        :raises BrokerError: the backend cannot be reached.
+        """
+
+    @abc.abstractmethod
+    def cursor(self, channels: Sequence[str]) -> str:
+        """Return an id that, used as ``last_event_id``, resumes from now.
+
+        Render it into a page so the first connection misses nothing published
+        between the page load and the ``EventSource`` connecting.
+        """
+
+    @abc.abstractmethod
+    def subscriber_count(self) -> int:
+        """Return how many subscriptions are open in this process."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release the broker's resources. Open subscriptions end."""

@@ -1,0 +1,189 @@
+"""Turn a :class:`~flask_sse_push.brokers.Subscription` into response chunks.
+
+This is the loop every SSE response runs: a first chunk at once, then batches of
+encoded events, a keepalive comment whenever the source stays quiet for the
+keepalive interval, and a clean end. It does no Flask work, so it costs nothing
+per event beyond the queue and the write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import typing as t
+
+from .brokers.base import Subscription
+from .encoding import encode_comment, encode_retry
+from .event import ServerSentEvent
+from .exceptions import SubscriptionClosed
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+logger = logging.getLogger("flask_sse_push")
+
+#: What a keepalive looks like on the wire: a comment, ignored by every client.
+KEEPALIVE = encode_comment("keepalive").encode()
+
+#: An item a user generator may yield: an event, its data, or its fields.
+StreamItem = t.Union[ServerSentEvent, str, t.Mapping[str, t.Any]]
+
+
+def first_chunk(retry: int | None) -> bytes:
+    """The chunk sent before any event, so headers and ``onopen`` happen at once."""
+    if retry is not None:
+        return encode_retry(retry).encode()
+    return encode_comment("connected").encode()
+
+
+def closing_chunk(reason: str, retry: int | None) -> bytes:
+    """The last chunk of a stream that the client should come back to."""
+    chunk = encode_comment(f"closed: {reason}")
+    if retry is not None:
+        chunk += encode_retry(retry)
+    return chunk.encode()
+
+
+def event_stream(
+    subscription: Subscription,
+    *,
+    keepalive: float,
+    retry: int | None = None,
+) -> Iterator[bytes]:
+    """Yield the bytes of an SSE response body for ``subscription``.
+
+    Every batch of ready events becomes one chunk, so a client that fell behind
+    catches up in one write. The subscription is closed when the generator ends,
+    including when the server closes it because the client went away.
+
+    :param keepalive: seconds of quiet before a keepalive comment is sent.
+    :param retry: milliseconds sent as ``retry:`` first and when the stream ends
+        in a way the client should recover from.
+    """
+    try:
+        yield first_chunk(retry)
+        while True:
+            try:
+                batch = subscription.get(keepalive)
+            except SubscriptionClosed as closed:
+                if closed.reconnect:
+                    yield closing_chunk(closed.reason, retry)
+                return
+            if not batch:
+                yield KEEPALIVE
+            elif len(batch) == 1:
+                yield batch[0].encode()
+            else:
+                yield b"".join([event.encode() for event in batch])
+    finally:
+        subscription.close()
+
+
+def to_event(item: StreamItem, dumps: Callable[[t.Any], str] = json.dumps) -> ServerSentEvent:
+    """Convert an item a user generator yielded into a :class:`ServerSentEvent`.
+
+    :param dumps: serializer for non-``str`` data in a mapping.
+    :raises TypeError: the item is of another type, or a mapping has unknown keys.
+    """
+    if isinstance(item, ServerSentEvent):
+        return item
+    if isinstance(item, str):
+        return ServerSentEvent(item)
+    if isinstance(item, t.Mapping):
+        unknown = set(item) - {"data", "event", "id", "retry"}
+        if unknown:
+            raise TypeError(
+                f"A streamed mapping may only have the keys data, event, id and retry;"
+                f" got also {sorted(unknown)}."
+            )
+        fields = dict(item)
+        data = fields.get("data", "")
+        if not isinstance(data, str):
+            fields["data"] = dumps(data)
+        return ServerSentEvent(**fields)
+    raise TypeError(
+        "A stream source must yield ServerSentEvent, str or a mapping of its fields,"
+        f" not {type(item).__name__}."
+    )
+
+
+class GeneratorSubscription(Subscription):
+    """A :class:`Subscription` fed by an application's own iterable.
+
+    The iterable runs in its own thread (a greenlet under gevent), so one that
+    blocks between items does not hold back keepalives. It starts on the first
+    :meth:`get` and is closed soon after :meth:`close`: at its next item.
+
+    :param source: yields :data:`StreamItem` values.
+    :param dumps: serializer for non-``str`` data in mappings.
+    :param buffer: items the thread may run ahead of the client.
+    """
+
+    def __init__(
+        self,
+        source: Iterable[StreamItem],
+        *,
+        dumps: Callable[[t.Any], str] = json.dumps,
+        buffer: int = 16,
+    ) -> None:
+        self._source = source
+        self._dumps = dumps
+        self._queue: queue.Queue[object] = queue.Queue(buffer)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ended: SubscriptionClosed | None = None
+
+    def _offer(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.25)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def _pump(self) -> None:
+        outcome: object = SubscriptionClosed("end", reconnect=False)
+        iterator: Iterator[StreamItem] | None = None
+        try:
+            iterator = iter(self._source)
+            for item in iterator:
+                if not self._offer(to_event(item, self._dumps)):
+                    break
+        except Exception:
+            logger.exception("Stream source raised; ending the stream.")
+            outcome = SubscriptionClosed("source error")
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        self._offer(outcome)
+
+    def get(self, timeout: float | None = None) -> list[ServerSentEvent]:
+        if self._ended is not None:
+            raise self._ended
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._pump, name="flask_sse_push-source", daemon=True
+            )
+            self._thread.start()
+        batch: list[ServerSentEvent] = []
+        try:
+            item = self._queue.get(timeout=timeout)
+            while True:
+                if isinstance(item, SubscriptionClosed):
+                    self._ended = item
+                    break
+                assert isinstance(item, ServerSentEvent)
+                batch.append(item)
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        if self._ended is not None and not batch:
+            raise self._ended
+        return batch
+
+    def close(self) -> None:
+        self._stop.set()
