@@ -56,9 +56,7 @@ class ServerSentEvent:
     event: str | None = None
     id: str | None = None
     retry: int | None = None
-    _wire: bytes | None = dataclasses.field(
-        default=None, init=False, repr=False, compare=False
-    )
+    _wire: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, str):

@@ -26,6 +26,7 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_RETRY": None,
     "SSE_PUSH_HISTORY": 1000,
     "SSE_PUSH_QUEUE_SIZE": 1000,
+    "SSE_PUSH_REDIS_PREFIX": "sse:",
 }
 
 EXTENSION_KEY = "sse_push"
@@ -66,7 +67,7 @@ def _retry(app: Flask) -> int | None:
         raise ValueError(
             f"SSE_PUSH_RETRY must be None or an int number of milliseconds >= 0, not {value!r}."
         )
-    return t.cast("int | None", value)
+    return None if value is None else int(value)
 
 
 class SSEPush:
@@ -108,6 +109,7 @@ class SSEPush:
         - ``SSE_PUSH_RETRY`` (``None``): milliseconds sent as ``retry:`` on connect.
         - ``SSE_PUSH_HISTORY`` (``1000``): events kept per channel for replay.
         - ``SSE_PUSH_QUEUE_SIZE`` (``1000``): events a client may fall behind by.
+        - ``SSE_PUSH_REDIS_PREFIX`` (``"sse:"``): namespace of the Redis keys.
 
         :raises RuntimeError: the extension is registered on ``app`` already.
         """
@@ -125,6 +127,7 @@ class SSEPush:
                 app.config["SSE_PUSH_BROKER_URL"],
                 history=int(app.config["SSE_PUSH_HISTORY"]),
                 queue_size=int(app.config["SSE_PUSH_QUEUE_SIZE"]),
+                redis_prefix=app.config["SSE_PUSH_REDIS_PREFIX"],
             )
         app.extensions[EXTENSION_KEY] = _State(
             broker=broker,

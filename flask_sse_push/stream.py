@@ -28,7 +28,7 @@ logger = logging.getLogger("flask_sse_push")
 KEEPALIVE = encode_comment("keepalive").encode()
 
 #: An item a user generator may yield: an event, its data, or its fields.
-StreamItem = t.Union[ServerSentEvent, str, t.Mapping[str, t.Any]]
+StreamItem: t.TypeAlias = "ServerSentEvent | str | t.Mapping[str, t.Any]"
 
 
 def first_chunk(retry: int | None) -> bytes:

@@ -19,8 +19,7 @@ def check_channel(name: object) -> str:
     """Return ``name`` if it is an allowed channel name, else raise :class:`ChannelError`."""
     if not isinstance(name, str) or CHANNEL_PATTERN.fullmatch(name) is None:
         raise ChannelError(
-            f"Invalid channel name {name!r}: use 1 to 128 characters from"
-            " A-Z a-z 0-9 _ . : -"
+            f"Invalid channel name {name!r}: use 1 to 128 characters from A-Z a-z 0-9 _ . : -"
         )
     return name
 

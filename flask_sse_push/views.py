@@ -34,9 +34,7 @@ CONTENT_TYPE = "text/event-stream; charset=utf-8"
 logger = logging.getLogger("flask_sse_push")
 
 
-def sse_response(
-    chunks: Iterable[bytes], on_close: Callable[[], object] | None = None
-) -> Response:
+def sse_response(chunks: Iterable[bytes], on_close: Callable[[], object] | None = None) -> Response:
     """Wrap encoded chunks in a streaming response with the SSE headers.
 
     ``on_close`` runs when the server closes the response, even if the body was

@@ -32,7 +32,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under SSE_PUSH_TESTS_STRICT=1 a skipped test fails the run."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if STRICT and reporter is not None and reporter.stats.get("skipped"):
-        reporter.write_line(
-            "SSE_PUSH_TESTS_STRICT=1: tests were skipped; install what they need."
-        )
+        reporter.write_line("SSE_PUSH_TESTS_STRICT=1: tests were skipped; install what they need.")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -55,7 +55,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
 
 
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+def stop(
+    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15.0
+) -> None:
     if process.poll() is None:
         process.send_signal(sig)
         try:
@@ -167,9 +169,7 @@ class RedisServer:
             "--appendfsync", "always",
             "--maxclients", "10000",
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.process)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

@@ -6,24 +6,30 @@ imported only when asked for, so the ``redis`` package stays optional.
 
 from __future__ import annotations
 
-import typing as t
-
 from .base import Broker, Subscription
 from .memory import MemoryBroker
 
 __all__ = ["Broker", "MemoryBroker", "Subscription", "broker_from_url"]
 
 
-def broker_from_url(url: str | None, **options: t.Any) -> Broker:
+def broker_from_url(
+    url: str | None,
+    *,
+    history: int = 1000,
+    queue_size: int = 1000,
+    redis_prefix: str = "sse:",
+) -> Broker:
     """Return the broker that ``SSE_PUSH_BROKER_URL`` names.
 
     ``None`` (or ``"memory://"``) gives a :class:`MemoryBroker`; ``redis://``,
     ``rediss://`` and ``unix://`` give a ``RedisBroker``.
 
-    :param options: ``history`` and ``queue_size``, passed to the broker.
+    :param history: events kept per channel for replay.
+    :param queue_size: events a client may fall behind by before it is dropped.
+    :param redis_prefix: namespace for every Redis key and channel.
     """
     if url is None or url == "memory://":
-        return MemoryBroker(**options)
+        return MemoryBroker(history=history, queue_size=queue_size)
     scheme = url.partition("://")[0]
     if scheme in {"redis", "rediss", "unix"}:
         try:
@@ -33,7 +39,9 @@ def broker_from_url(url: str | None, **options: t.Any) -> Broker:
                 f"SSE_PUSH_BROKER_URL is {url!r}, but the redis package is not"
                 " installed. Install it with: pip install 'flask-sse-push[redis]'"
             ) from exc
-        return RedisBroker.from_url(url, **options)
+        return RedisBroker.from_url(
+            url, history=history, queue_size=queue_size, prefix=redis_prefix
+        )
     raise ValueError(
         f"SSE_PUSH_BROKER_URL {url!r} has an unknown scheme; use redis://host:port/db,"
         " or leave it unset for the in-process broker."

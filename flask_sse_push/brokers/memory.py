@@ -38,8 +38,8 @@ class _Channel:
     __slots__ = ("history", "subscribers", "trimmed_through")
 
     def __init__(self, size: int) -> None:
-        self.history: collections.deque[tuple[int, ServerSentEvent]] = (
-            collections.deque(maxlen=size)
+        self.history: collections.deque[tuple[int, ServerSentEvent]] = collections.deque(
+            maxlen=size
         )
         # Copy-on-write: publish iterates the tuple it read, with no lock held
         # by the subscriber set itself.
@@ -182,18 +182,14 @@ class MemoryBroker(Broker):
             self._count += 1
         return mailbox
 
-    def _replay(
-        self, mailbox: _Mailbox, states: list[_Channel], last_event_id: str
-    ) -> None:
+    def _replay(self, mailbox: _Mailbox, states: list[_Channel], last_event_id: str) -> None:
         seq = self._seq_of(last_event_id)
         if seq is None:
             reason = "unknown"
         elif any(state.trimmed_through > seq for state in states):
             reason = "expired"
         else:
-            backlog = [
-                entry for state in states for entry in state.history if entry[0] > seq
-            ]
+            backlog = [entry for state in states for entry in state.history if entry[0] > seq]
             backlog.sort(key=lambda entry: entry[0])
             mailbox._items.extend(event for _, event in backlog)
             return
