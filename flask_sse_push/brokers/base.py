@@ -17,6 +17,8 @@ if t.TYPE_CHECKING:
     from collections.abc import Sequence
     from types import TracebackType
 
+_S = t.TypeVar("_S", bound="Subscription")
+
 #: Event type sent before live events when a client's cursor cannot be resumed.
 RESET_EVENT = "reset"
 
@@ -56,7 +58,7 @@ class Subscription(abc.ABC):
     def close(self) -> None:
         """Release the subscription. Calling it again does nothing."""
 
-    def __enter__(self) -> t.Self:
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(
