@@ -79,18 +79,33 @@ class ServerSentEvent:
                     "ServerSentEvent field 'retry' must be >= 0 milliseconds"
                     f" (got {retry}); clients ignore any other value."
                 )
+        try:
+            wire = encode_event(self.data, self.event, self.id, self.retry).encode()
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"ServerSentEvent field {self._unencodable()!r} is not valid Unicode"
+                " text (it has a lone surrogate), so it cannot be sent as UTF-8."
+            ) from None
+        object.__setattr__(self, "_wire", wire)
+
+    def _unencodable(self) -> str:
+        for name in ("data", "event", "id"):
+            value = getattr(self, name)
+            try:
+                if value is not None:
+                    value.encode()
+            except UnicodeEncodeError:
+                return name
+        return "data"
 
     def encode(self) -> bytes:
         """Return the exact UTF-8 bytes of this event, ending with ``\\n\\n``.
 
-        The bytes are computed once and cached, so an event fanned out to many
-        clients is encoded only once.
+        The bytes are computed once, when the event is made, so an event fanned
+        out to many clients is encoded only once.
         """
-        wire = self._wire
-        if wire is None:
-            wire = encode_event(self.data, self.event, self.id, self.retry).encode()
-            object.__setattr__(self, "_wire", wire)
-        return wire
+        assert self._wire is not None
+        return self._wire
 
     def replace(self, **changes: t.Any) -> ServerSentEvent:
         """Return a copy with some fields changed (and validated again)."""
