@@ -101,6 +101,8 @@ def start_gunicorn(
         "-w", str(workers),
         "-b", f"127.0.0.1:{port}",
         "--graceful-timeout", "5",
+        # Parallel test servers would otherwise share one control socket path.
+        "--no-control-socket",
         "--access-logfile", "-",
         *extra_args,
         app,
