@@ -1,0 +1,293 @@
+"""Helpers to test an app's event streams without writing an SSE parser.
+
+.. code-block:: python
+
+    from flask_sse_push.testing import open_stream
+
+    def test_order_created_is_pushed(app, client):
+        with open_stream(client, channels=["orders"]) as stream:
+            client.post("/orders", json={"item": "tea"})
+            event = stream.next_event(timeout=2)
+        assert event.event == "created"
+
+With the pytest plugin (``pytest -p flask_sse_push.testing``, or
+``pytest_plugins = ["flask_sse_push.testing"]`` in ``conftest.py``), the
+``sse_stream`` fixture opens streams on your ``app`` fixture's test client and
+closes them after the test.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import typing as t
+from urllib.parse import urlencode
+
+import pytest
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+    from flask import Flask
+    from flask.testing import FlaskClient
+    from werkzeug.test import TestResponse
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceivedEvent:
+    """An event as a browser's ``EventSource`` delivers it.
+
+    :param event: the type (``"message"`` when the block named none).
+    :param data: the data lines joined with LF.
+    :param id: the ``lastEventId`` after this event: it persists across events
+        that carry no id, as in the browser.
+    :param retry: the reconnection time the stream set so far, if any.
+
+    .. versionadded:: 0.1
+    """
+
+    event: str
+    data: str
+    id: str
+    retry: int | None = None
+
+
+class EventStreamParser:
+    """An incremental parser of the event-stream format (WHATWG HTML 9.2.6).
+
+    Feed it bytes in any split; it returns the events completed so far.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._decoder_pending = b""
+        self._data: list[str] = []
+        self._type = ""
+        self._id = ""
+        self._last_id = ""
+        self._retry: int | None = None
+        self._started = False
+        self._pending_cr = False
+        self.comments: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[ReceivedEvent]:
+        """Consume ``chunk`` and return the events it completed."""
+        raw = self._decoder_pending + chunk
+        try:
+            text = raw.decode("utf-8")
+            self._decoder_pending = b""
+        except UnicodeDecodeError as exc:
+            if exc.end != len(raw) or exc.reason != "unexpected end of data":
+                text = raw.decode("utf-8", errors="replace")
+                self._decoder_pending = b""
+            else:
+                text = raw[: exc.start].decode("utf-8", errors="replace")
+                self._decoder_pending = raw[exc.start :]
+        if not self._started and text:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        if self._pending_cr and text.startswith("\n"):
+            text = text[1:]
+        self._pending_cr = False
+        self._buffer += text
+        events: list[ReceivedEvent] = []
+        while True:
+            positions = [p for p in (self._buffer.find("\r"), self._buffer.find("\n")) if p >= 0]
+            if not positions:
+                break
+            end = min(positions)
+            line = self._buffer[:end]
+            skip = 1
+            if self._buffer[end] == "\r":
+                if end + 1 < len(self._buffer):
+                    if self._buffer[end + 1] == "\n":
+                        skip = 2
+                else:
+                    self._pending_cr = True
+            self._buffer = self._buffer[end + skip :]
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> ReceivedEvent | None:
+        if line == "":
+            self._last_id = self._id
+            data, kind = self._data, self._type
+            self._data, self._type = [], ""
+            if not data:
+                return None
+            return ReceivedEvent(kind or "message", "\n".join(data), self._last_id, self._retry)
+        if line.startswith(":"):
+            self.comments.append(line[1:].removeprefix(" "))
+            return None
+        name, colon, value = line.partition(":")
+        if colon:
+            value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._type = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)
+        return None
+
+
+def parse_stream(body: bytes) -> list[ReceivedEvent]:
+    """Parse a complete body; an unterminated last event is dropped, as at EOF."""
+    return EventStreamParser().feed(body)
+
+
+_EOF = object()
+
+
+class TestStream:
+    """An open stream on a Flask test client, read in the background.
+
+    Use :func:`open_stream` to make one, and close it (or use ``with``).
+
+    .. versionadded:: 0.1
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, response: TestResponse) -> None:
+        self.response = response
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self.parser = EventStreamParser()
+        self._chunks: queue.Queue[object] = queue.Queue()
+        self._pending: list[ReceivedEvent] = []
+        self._ended = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for chunk in t.cast("Iterable[bytes]", self.response.response):
+                self._chunks.put(chunk)
+        finally:
+            self._chunks.put(_EOF)
+
+    def _pull(self, timeout: float) -> bool:
+        """Wait for one chunk; return False on timeout or end of stream."""
+        if self._ended:
+            return False
+        try:
+            chunk = self._chunks.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        if chunk is _EOF:
+            self._ended = True
+            return False
+        assert isinstance(chunk, bytes)
+        self._pending.extend(self.parser.feed(chunk))
+        return True
+
+    def next_event(self, timeout: float = 5.0) -> ReceivedEvent:
+        """Return the next event, waiting up to ``timeout`` seconds.
+
+        :raises AssertionError: no event arrived in time, or the stream ended.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._pull(left):
+                if self._ended:
+                    raise AssertionError("the stream ended before another event arrived")
+                if time.monotonic() >= deadline:
+                    raise AssertionError(f"no event arrived within {timeout} s")
+        return self._pending.pop(0)
+
+    def events(self, count: int, timeout: float = 5.0) -> list[ReceivedEvent]:
+        """Return the next ``count`` events, waiting up to ``timeout`` in all."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        return [self.next_event(max(0.0, deadline - time.monotonic())) for _ in range(count)]
+
+    def assert_no_event(self, within: float = 0.2) -> None:
+        """Assert that no event arrives for ``within`` seconds."""
+        import time
+
+        deadline = time.monotonic() + within
+        while not self._pending and (left := deadline - time.monotonic()) > 0:
+            if not self._pull(left) and self._ended:
+                break
+        assert not self._pending, f"unexpected event {self._pending[0]!r}"
+
+    def read_to_end(self, timeout: float = 5.0) -> list[ReceivedEvent]:
+        """Return every remaining event once the server ends the stream."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not self._ended:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"the stream did not end within {timeout} s")
+            self._pull(left)
+        events, self._pending = self._pending, []
+        return events
+
+    def close(self) -> None:
+        """Disconnect, as a browser does when the page goes away."""
+        self.response.close()
+        self._reader.join(5)
+
+    def __enter__(self) -> TestStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_stream(
+    client: FlaskClient,
+    path: str = "/events",
+    *,
+    channels: Sequence[str] = (),
+    last_event_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> TestStream:
+    """Open ``path`` on ``client`` as an ``EventSource`` would.
+
+    :param channels: added as ``?channel=`` parameters.
+    :param last_event_id: sent as the ``Last-Event-ID`` header.
+    """
+    query = urlencode([("channel", name) for name in channels])
+    url = f"{path}?{query}" if query else path
+    sent = {"Accept": "text/event-stream", **(headers or {})}
+    if last_event_id is not None:
+        sent["Last-Event-ID"] = last_event_id
+    return TestStream(client.get(url, headers=sent, buffered=False))
+
+
+@pytest.fixture
+def sse_stream(app: Flask) -> Iterator[t.Callable[..., TestStream]]:
+    """Open streams on the ``app`` fixture's test client; they close after the test.
+
+    .. code-block:: python
+
+        def test_push(app, sse_stream):
+            stream = sse_stream(channels=["news"])
+    """
+    opened: list[TestStream] = []
+    client = app.test_client()
+
+    def opener(path: str = "/events", **kwargs: t.Any) -> TestStream:
+        stream = open_stream(client, path, **kwargs)
+        opened.append(stream)
+        return stream
+
+    yield opener
+    for stream in opened:
+        stream.close()
