@@ -30,6 +30,9 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
     app.config["COUNTDOWN_INTERVAL"] = float(os.environ.get("COUNTDOWN_INTERVAL", "1.0"))
     # Reconnect quickly after a server restart; the browser default is ~3 s.
     app.config["SSE_PUSH_RETRY"] = 1000
+    # Scale out: SSE_PUSH_BROKER_URL=redis://host:6379/0 lets gunicorn run -w N.
+    if os.environ.get("SSE_PUSH_BROKER_URL"):
+        app.config["SSE_PUSH_BROKER_URL"] = os.environ["SSE_PUSH_BROKER_URL"]
     if config:
         app.config.update(config)
     sse.init_app(app)

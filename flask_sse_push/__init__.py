@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing as t
+
 from .brokers import Broker, MemoryBroker, Subscription
 from .event import ServerSentEvent
 from .exceptions import (
@@ -12,6 +14,10 @@ from .exceptions import (
     SubscriptionClosed,
 )
 from .extension import SSEPush
+from .publisher import Publisher
+
+if t.TYPE_CHECKING:
+    from .brokers.redis import RedisBroker
 
 __all__ = [
     "Broker",
@@ -19,6 +25,8 @@ __all__ = [
     "ChannelError",
     "LastEventIDError",
     "MemoryBroker",
+    "Publisher",
+    "RedisBroker",
     "SSEPush",
     "SSEPushError",
     "ServerSentEvent",
@@ -27,3 +35,17 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> t.Any:
+    # RedisBroker imports redis, an optional dependency: only load it on use.
+    if name == "RedisBroker":
+        try:
+            from .brokers.redis import RedisBroker
+        except ImportError as exc:
+            raise ImportError(
+                "flask_sse_push.RedisBroker needs the redis package. Install it with:"
+                " pip install 'flask-sse-push[redis]'"
+            ) from exc
+        return RedisBroker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,96 @@
+"""Publishing from outside the web process: :class:`Publisher`."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+from .event import ServerSentEvent
+from .validation import check_channel
+
+if t.TYPE_CHECKING:
+    from types import TracebackType
+
+    from .brokers.redis import RedisBroker
+
+
+class Publisher:
+    """Publish events to the web processes' clients through Redis, with no Flask app.
+
+    Use it where the app is not running: an RQ or Celery worker, a cron job, a
+    script. Give it the same URL and prefix as the app's ``SSE_PUSH_BROKER_URL``
+    and ``SSE_PUSH_REDIS_PREFIX``.
+
+    .. code-block:: python
+
+        from flask_sse_push import Publisher
+
+        publisher = Publisher("redis://localhost:6379/0")
+        publisher.publish({"order": 7}, event="created", channel="orders")
+
+    Connections open on the first publish and are shared by every later one;
+    the object is safe to share between threads.
+
+    :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
+    :param prefix: the apps' ``SSE_PUSH_REDIS_PREFIX``.
+    :param history: the apps' ``SSE_PUSH_HISTORY``: events kept per channel.
+    :raises ValueError: ``url`` is not a Redis URL.
+    :raises RuntimeError: the ``redis`` package is not installed.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, url: str, *, prefix: str = "sse:", history: int = 1000) -> None:
+        scheme = url.partition("://")[0]
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(
+                f"Publisher needs a Redis URL such as redis://localhost:6379/0, not {url!r}:"
+                " the in-process broker cannot be reached from another process."
+            )
+        try:
+            from .brokers.redis import RedisBroker
+        except ImportError as exc:
+            raise RuntimeError(
+                "Publisher needs the redis package. Install it with:"
+                " pip install 'flask-sse-push[redis]'"
+            ) from exc
+        self._broker: RedisBroker = RedisBroker.from_url(url, history=history, prefix=prefix)
+
+    def publish(
+        self,
+        data: t.Any,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+        channel: str = "default",
+    ) -> str:
+        """Send an event to every client of ``channel``, and return its id.
+
+        :param data: a ``str`` is sent as is; anything else is encoded with
+            :func:`json.dumps`.
+        :param event: the event type (``None`` is ``message``).
+        :param id: an explicit event id; by default Redis assigns one.
+        :param retry: a reconnection delay in milliseconds for the clients.
+        :param channel: the channel name.
+        :raises ValueError: a field or the channel name is invalid; nothing is sent.
+        :raises TypeError: a field has the wrong type; nothing is sent.
+        :raises BrokerError: Redis could not take the event.
+        """
+        text = data if isinstance(data, str) else json.dumps(data)
+        message = ServerSentEvent(text, event=event, id=id, retry=retry)
+        return self._broker.publish(check_channel(channel), message)
+
+    def close(self) -> None:
+        """Close the connections. A later publish opens new ones."""
+        self._broker.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
