@@ -111,5 +111,14 @@ class Broker(abc.ABC):
     def subscriber_count(self) -> int:
         """Return how many subscriptions are open in this process."""
 
+    def ping(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Check that the backend is reachable; used by the health endpoint.
+
+        :raises BrokerError: it is not, with the reason in the message.
+        """
+
+    #: How often this process lost its backend connection and re-established it.
+    reconnects: int = 0
+
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release the broker's resources. Open subscriptions end."""
