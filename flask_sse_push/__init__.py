@@ -5,6 +5,7 @@ from __future__ import annotations
 import typing as t
 
 from .brokers import Broker, MemoryBroker, Subscription
+from .connections import StreamInfo
 from .event import ServerSentEvent
 from .exceptions import (
     BrokerError,
@@ -30,6 +31,7 @@ __all__ = [
     "SSEPush",
     "SSEPushError",
     "ServerSentEvent",
+    "StreamInfo",
     "Subscription",
     "SubscriptionClosed",
 ]

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing as t
 
 import click
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, request
 from flask.cli import AppGroup
 
+from . import server
 from .brokers import Broker, broker_from_url
+from .connections import Ending, StreamInfo, StreamRegistry
+from .cors import check_origins
 from .event import ServerSentEvent
-from .stream import GeneratorSubscription, StreamItem, event_stream
+from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
 from .validation import check_channel, check_channels
-from .views import make_blueprint, sse_response
+from .views import make_blueprint, open_stream
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
+
+logger = logging.getLogger("flask_sse_push")
+
+_F = t.TypeVar("_F", bound="Callable[..., t.Any]")
 
 #: Every configuration key :meth:`SSEPush.init_app` reads, with its default.
 DEFAULTS: dict[str, t.Any] = {
@@ -27,9 +35,21 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_HISTORY": 1000,
     "SSE_PUSH_QUEUE_SIZE": 1000,
     "SSE_PUSH_REDIS_PREFIX": "sse:",
+    "SSE_PUSH_SEND_TIMEOUT": 30.0,
+    "SSE_PUSH_MAX_LIFETIME": 600.0,
+    "SSE_PUSH_MAX_CONNECTIONS": None,
+    "SSE_PUSH_CORS_ORIGINS": None,
 }
 
 EXTENSION_KEY = "sse_push"
+
+
+@dataclasses.dataclass
+class _Hooks:
+    """The callbacks an :class:`SSEPush` object has registered, shared by its apps."""
+
+    authorizers: list[Callable[[str], bool]] = dataclasses.field(default_factory=list)
+    identify: Callable[[], t.Any] | None = None
 
 
 @dataclasses.dataclass
@@ -39,6 +59,12 @@ class _State:
     broker: Broker
     keepalive: float
     retry: int | None
+    send_timeout: float = DEFAULTS["SSE_PUSH_SEND_TIMEOUT"]
+    max_lifetime: float | None = DEFAULTS["SSE_PUSH_MAX_LIFETIME"]
+    hooks: _Hooks = dataclasses.field(default_factory=_Hooks)
+    registry: StreamRegistry = dataclasses.field(
+        default_factory=lambda: StreamRegistry(max_connections=None, send_timeout=30.0, retry=None)
+    )
 
 
 def get_state(app: Flask) -> _State:
@@ -70,6 +96,28 @@ def _retry(app: Flask) -> int | None:
     return None if value is None else int(value)
 
 
+def _optional_seconds(app: Flask, key: str) -> float | None:
+    return None if app.config[key] is None else _positive_number(app, key)
+
+
+def _max_connections(app: Flask) -> int | None:
+    value = app.config["SSE_PUSH_MAX_CONNECTIONS"]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"SSE_PUSH_MAX_CONNECTIONS must be None or an int >= 1, not {value!r}.")
+    if value is not None:
+        limit = server.worker_connections()
+        if limit is not None and value > limit:
+            logger.warning(
+                "SSE_PUSH_MAX_CONNECTIONS is %d, but gunicorn's worker_connections is %d,"
+                " so gunicorn will stop accepting first and clients will wait instead of"
+                " being told to retry. Raise worker_connections (--worker-connections)"
+                " above SSE_PUSH_MAX_CONNECTIONS.",
+                value,
+                limit,
+            )
+    return value
+
+
 class SSEPush:
     """Server-Sent Events for a Flask app.
 
@@ -94,6 +142,7 @@ class SSEPush:
 
     def __init__(self, app: Flask | None = None, *, broker: Broker | None = None) -> None:
         self._broker = broker
+        self._hooks = _Hooks()
         if app is not None:
             self.init_app(app)
 
@@ -110,6 +159,21 @@ class SSEPush:
         - ``SSE_PUSH_HISTORY`` (``1000``): events kept per channel for replay.
         - ``SSE_PUSH_QUEUE_SIZE`` (``1000``): events a client may fall behind by.
         - ``SSE_PUSH_REDIS_PREFIX`` (``"sse:"``): namespace of the Redis keys.
+        - ``SSE_PUSH_SEND_TIMEOUT`` (``30.0``): seconds one write to a client may
+          take before the connection is dropped. A client that acknowledges
+          nothing for keepalive + send timeout (it vanished without a FIN) is
+          dropped too, and that sum is set as ``TCP_USER_TIMEOUT`` (Linux).
+          Enforced where the server exposes the socket (gunicorn).
+        - ``SSE_PUSH_MAX_LIFETIME`` (``600.0``): seconds after which a channel
+          stream ends (at 80-100 %, at random) with a ``retry:`` hint, so the
+          client reconnects, resumes, and may land on another worker. ``None``:
+          never. Streams of :meth:`stream` are not cut, as only the application
+          knows how to resume them.
+        - ``SSE_PUSH_MAX_CONNECTIONS`` (``None``): streams per worker process;
+          more get ``200`` with ``retry:`` and an immediate end. ``None``: no limit.
+        - ``SSE_PUSH_CORS_ORIGINS`` (``None``): origins such as
+          ``["https://app.example.com"]`` that may open streams with credentials
+          from another site; others get ``403``. Needs ``flask-sse-push[cors]``.
 
         :raises RuntimeError: the extension is registered on ``app`` already.
         """
@@ -129,12 +193,25 @@ class SSEPush:
                 queue_size=int(app.config["SSE_PUSH_QUEUE_SIZE"]),
                 redis_prefix=app.config["SSE_PUSH_REDIS_PREFIX"],
             )
+        retry = _retry(app)
+        send_timeout = _positive_number(app, "SSE_PUSH_SEND_TIMEOUT")
+        cors_origins = check_origins(app.config["SSE_PUSH_CORS_ORIGINS"])
+        keepalive = _positive_number(app, "SSE_PUSH_KEEPALIVE")
         app.extensions[EXTENSION_KEY] = _State(
             broker=broker,
-            keepalive=_positive_number(app, "SSE_PUSH_KEEPALIVE"),
-            retry=_retry(app),
+            keepalive=keepalive,
+            retry=retry,
+            send_timeout=send_timeout,
+            max_lifetime=_optional_seconds(app, "SSE_PUSH_MAX_LIFETIME"),
+            hooks=self._hooks,
+            registry=StreamRegistry(
+                max_connections=_max_connections(app),
+                send_timeout=send_timeout,
+                retry=retry,
+                keepalive=keepalive,
+            ),
         )
-        app.register_blueprint(make_blueprint(app.config["SSE_PUSH_URL_PREFIX"]))
+        app.register_blueprint(make_blueprint(app.config["SSE_PUSH_URL_PREFIX"], cors_origins))
         app.cli.add_command(_cli)
 
     @property
@@ -199,9 +276,92 @@ class SSEPush:
                 return sse.stream(ticks())
         """
         state = get_state(current_app)
-        subscription = GeneratorSubscription(source, dumps=current_app.json.dumps)
-        chunks = event_stream(subscription, keepalive=state.keepalive, retry=state.retry)
-        return sse_response(chunks, subscription.close)
+        dumps = current_app.json.dumps
+        info = StreamInfo(channels=(), remote_addr=request.remote_addr)
+        return open_stream(state, info, lambda: GeneratorSubscription(source, dumps=dumps))
+
+    def authorize(self, func: _F) -> _F:
+        """Register a hook that decides whether the request may stream a channel.
+
+        It is called as ``func(channel) -> bool`` for every channel a client asks
+        for, before the stream starts, on the first connection and on every
+        reconnect, with the request context active (``request``, ``g``, your
+        login extension's ``current_user``). If any hook returns false for any
+        channel the answer is ``403`` with a plain-text reason, and
+        ``EventSource`` does not retry. A hook may also ``abort(401)``.
+
+        .. code-block:: python
+
+            @sse.authorize
+            def may_listen(channel):
+                return not channel.startswith("user.") or channel == f"user.{current_user.id}"
+
+        .. versionadded:: 0.1
+        """
+        self._hooks.authorizers.append(func)
+        return func
+
+    def identify(self, func: _F) -> _F:
+        """Register ``func() -> object`` to label each stream, for :meth:`revoke`.
+
+        It runs once per accepted stream, after the :meth:`authorize` hooks, in
+        the request context; its result becomes :attr:`StreamInfo.identity`.
+        Registering another replaces it.
+
+        .. code-block:: python
+
+            @sse.identify
+            def who():
+                return current_user.get_id()
+
+        .. versionadded:: 0.1
+        """
+        self._hooks.identify = func
+        return func
+
+    def revoke(
+        self,
+        channel: str,
+        predicate: Callable[[StreamInfo], bool] | None = None,
+        *,
+        reconnect: bool = False,
+    ) -> int:
+        """End the live streams of ``channel`` in this process; return how many.
+
+        :param predicate: only streams whose :class:`StreamInfo` it returns true
+            for, for example ``lambda info: info.identity == user_id``; ``None``
+            ends every stream of the channel.
+        :param reconnect: by default the stream ends for good: its client gets
+            :data:`~flask_sse_push.stream.STOP_ID` as its last event id, the
+            reconnect it makes with it is answered ``204``, and ``EventSource``
+            stops (a new page load starts afresh, through the ``authorize``
+            hooks). With ``True`` the stream ends with a ``retry:`` hint
+            instead and keeps the client's cursor, so it comes back, is
+            authorized again, and resumes without loss if it may.
+
+        Streams in other worker processes are not affected: call it in each,
+        for example from a handler of a control channel.
+
+        .. versionadded:: 0.1
+        """
+        check_channel(channel)
+        state = get_state(current_app)
+        if reconnect:
+            ending = Ending("revoked", closing_chunk("revoked", reconnect_retry(state.retry)))
+        else:
+            ending = Ending("revoked", stop_chunk("revoked"))
+
+        def matches(info: StreamInfo) -> bool:
+            return channel in info.channels and (predicate is None or predicate(info))
+
+        return state.registry.end_where(matches, ending)
+
+    def streams(self) -> list[StreamInfo]:
+        """Return the live streams of the current app in this process.
+
+        .. versionadded:: 0.1
+        """
+        return [stream.info for stream in get_state(current_app).registry.streams()]
 
 
 _cli = AppGroup("sse", help="Server-Sent Events commands.")

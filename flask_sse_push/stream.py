@@ -8,10 +8,13 @@ per event beyond the queue and the write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
+import random
 import threading
+import time
 import typing as t
 
 from .brokers.base import Subscription
@@ -21,6 +24,8 @@ from .exceptions import SubscriptionClosed
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
+
+    from .connections import LiveStream
 
 logger = logging.getLogger("flask_sse_push")
 
@@ -46,11 +51,53 @@ def closing_chunk(reason: str, retry: int | None) -> bytes:
     return chunk.encode()
 
 
+#: The event id a deliberately stopped stream leaves with its client. The
+#: browser sends it back as ``Last-Event-ID`` on its one reconnect, and is
+#: answered ``204``, which stops ``EventSource`` for good. No broker issues it.
+STOP_ID = "flask-sse-push:stopped"
+
+
+def stop_chunk(reason: str) -> bytes:
+    """The last chunk of a stream that is ended on purpose, for good.
+
+    An ``id:`` line without data sets the client's last event id without firing
+    an event (WHATWG HTML 9.2.6), so the reconnect that follows carries
+    :data:`STOP_ID`.
+    """
+    return (encode_comment(f"closed: {reason}") + f"id: {STOP_ID}\n\n").encode()
+
+
+def reconnect_retry(retry: int | None) -> int:
+    """The ``retry:`` to end a stream with: the configured one, or 1 to 3 s.
+
+    A random value keeps clients that were dropped together (one overflowing
+    channel, a broker hiccup) from coming back together.
+    """
+    return retry if retry is not None else random.randint(1000, 3000)
+
+
+def spread_retry(retry: int | None) -> int:
+    """A ``retry:`` between one and three times the usual delay, for mass endings.
+
+    Used when a whole worker lets its clients go (shutdown), so they reconnect
+    spread out instead of all at once.
+    """
+    base = 1000 if retry is None else retry
+    return random.randint(base, 3 * base)
+
+
+def jittered_lifetime(lifetime: float | None) -> float | None:
+    """Return 80 to 100 % of ``lifetime``, so clients connected together leave apart."""
+    return None if lifetime is None else lifetime * random.uniform(0.8, 1.0)
+
+
 def event_stream(
     subscription: Subscription,
     *,
     keepalive: float,
     retry: int | None = None,
+    lifetime: float | None = None,
+    live: LiveStream | None = None,
 ) -> Iterator[bytes]:
     """Yield the bytes of an SSE response body for ``subscription``.
 
@@ -59,24 +106,63 @@ def event_stream(
     including when the server closes it because the client went away.
 
     :param keepalive: seconds of quiet before a keepalive comment is sent.
-    :param retry: milliseconds sent as ``retry:`` first and when the stream ends
-        in a way the client should recover from.
+    :param retry: milliseconds sent as ``retry:`` first. A stream that ends in a
+        way the client should recover from always ends with a ``retry:``: this
+        value, or a random 1 to 3 s when it is ``None``.
+    :param lifetime: seconds after which the stream ends, between two events,
+        with a ``retry:`` hint; the client then resumes from its last event id.
+    :param live: this stream's entry in the registry of live streams. The stream
+        marks each write it hands to the server, so that a write that hangs can
+        be cut, and ends, dropping any batch in hand, once asked to.
     """
+    deadline = None if lifetime is None else time.monotonic() + lifetime
+    final = b""
     try:
+        if live is not None:
+            live.write_started = time.monotonic()
         yield first_chunk(retry)
         while True:
+            if live is not None:
+                live.write_started = None
+                if live.ending is not None:
+                    break
+            timeout = keepalive
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    final = closing_chunk("lifetime", reconnect_retry(retry))
+                    break
+                timeout = min(keepalive, remaining)
             try:
-                batch = subscription.get(keepalive)
+                batch = subscription.get(timeout)
             except SubscriptionClosed as closed:
                 if closed.reconnect:
-                    yield closing_chunk(closed.reason, retry)
-                return
-            if not batch:
-                yield KEEPALIVE
-            elif len(batch) == 1:
-                yield batch[0].encode()
+                    final = closing_chunk(closed.reason, reconnect_retry(retry))
+                break
+            if live is not None and live.ending is not None:
+                break
+            if batch:
+                chunk = (
+                    batch[0].encode()
+                    if len(batch) == 1
+                    else b"".join([event.encode() for event in batch])
+                )
+            elif timeout < keepalive:
+                continue  # the lifetime is up, not the keepalive interval
             else:
-                yield b"".join([event.encode() for event in batch])
+                chunk = KEEPALIVE
+            if live is not None:
+                live.write_started = time.monotonic()
+            yield chunk
+        if live is not None and live.ending is not None:
+            final = live.ending.final
+        if final:
+            if live is not None:
+                live.write_started = time.monotonic()
+            yield final
+        if live is not None:
+            live.write_started = None
+            live.finished = True
     finally:
         subscription.close()
 
@@ -187,3 +273,6 @@ class GeneratorSubscription(Subscription):
 
     def close(self) -> None:
         self._stop.set()
+        # Wake a reader blocked in get(); if the queue is full it is not blocked.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(SubscriptionClosed("closed", reconnect=False))

@@ -12,14 +12,17 @@ import typing as t
 
 from flask import Blueprint, Response, current_app, request
 
+from .connections import StreamInfo
 from .encoding import encode_comment
 from .exceptions import BrokerError, ChannelError, LastEventIDError
-from .stream import closing_chunk, event_stream
+from .sockets import client_socket, tune
+from .stream import STOP_ID, closing_chunk, event_stream, jittered_lifetime, reconnect_retry
 from .validation import check_channels, check_last_event_id
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
+    from .brokers.base import Subscription
     from .extension import _State
 
 #: Headers on every stream. There is deliberately no ``Connection`` header:
@@ -34,16 +37,52 @@ CONTENT_TYPE = "text/event-stream; charset=utf-8"
 logger = logging.getLogger("flask_sse_push")
 
 
+class StreamBody:
+    """The response body: chunks, plus a ``close()`` that is safe from any thread.
+
+    The server calls ``close()`` when the client goes away. A generator that is
+    blocked waiting for events in another thread cannot be closed directly
+    ("generator already executing"), so ``on_close`` ends its subscription first,
+    which wakes it and lets it finish by itself.
+    """
+
+    __slots__ = ("_chunks", "_on_close")
+
+    def __init__(self, chunks: Iterator[bytes], on_close: Callable[[], object] | None) -> None:
+        self._chunks = chunks
+        self._on_close = on_close
+
+    def __iter__(self) -> StreamBody:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+        if not getattr(self._chunks, "gi_running", False):
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+
+
 def sse_response(chunks: Iterable[bytes], on_close: Callable[[], object] | None = None) -> Response:
     """Wrap encoded chunks in a streaming response with the SSE headers.
 
     ``on_close`` runs when the server closes the response, even if the body was
     never iterated (a generator that never started never runs its ``finally``).
     """
-    response = Response(chunks, status=200, content_type=CONTENT_TYPE)
+    # direct_passthrough hands StreamBody to the server as is: no per-chunk
+    # re-encoding generator, and close() reaches StreamBody without passing
+    # through a generator that may be running in another thread.
+    response = Response(
+        StreamBody(iter(chunks), on_close),
+        status=200,
+        content_type=CONTENT_TYPE,
+        direct_passthrough=True,
+    )
     response.headers.update(STREAM_HEADERS)
-    if on_close is not None:
-        response.call_on_close(on_close)
     return response
 
 
@@ -53,11 +92,15 @@ def transient_response(reason: str, retry: int | None) -> Response:
     A 5xx would make ``EventSource`` give up for good; this makes it come back.
     """
     body = encode_comment(f"unavailable: {reason}").encode()
-    return sse_response([body + closing_chunk(reason, retry or 1000)])
+    return sse_response([body + closing_chunk(reason, reconnect_retry(retry))])
 
 
 def _bad_request(message: str) -> Response:
     return Response(message + "\n", status=400, content_type="text/plain; charset=utf-8")
+
+
+def _forbidden(message: str) -> Response:
+    return Response(message + "\n", status=403, content_type="text/plain; charset=utf-8")
 
 
 def request_last_event_id() -> str | None:
@@ -89,25 +132,98 @@ def _state() -> _State:
     return get_state(current_app)
 
 
+def open_stream(
+    state: _State,
+    info: StreamInfo,
+    subscribe: Callable[[], Subscription],
+    *,
+    lifetime: float | None = None,
+) -> Response:
+    """Accept a stream, subscribe it, and return its response.
+
+    A worker that is full or shutting down, or a broker that cannot be reached,
+    gets the transient answer (``200``, ``retry:``, end) instead. Under gunicorn
+    the client socket gets TCP keepalive and ``TCP_USER_TIMEOUT``, and is closed
+    once a stream ends by itself, so the reconnect can land on another worker.
+    """
+    registry = state.registry
+    sock = client_socket(request.environ)
+    live = registry.open(info, sock)
+    if isinstance(live, str):
+        return transient_response(live, state.retry)
+    try:
+        subscription = subscribe()
+    except BrokerError as exc:
+        registry.close(live)
+        logger.warning("Broker unavailable, asking the client to retry: %s", exc)
+        return transient_response("broker unavailable", state.retry)
+    except BaseException:
+        registry.close(live)
+        raise
+    live.subscription = subscription
+    if sock is not None:
+        tune(sock, state.keepalive, state.send_timeout)
+    chunks = event_stream(
+        subscription,
+        keepalive=state.keepalive,
+        retry=state.retry,
+        lifetime=jittered_lifetime(lifetime),
+        live=live,
+    )
+
+    def on_close() -> None:
+        subscription.close()
+        registry.close(live)
+        if live.finished:
+            live.cut_connection()
+
+    return sse_response(chunks, on_close)
+
+
 def stream_view() -> Response:
-    """Stream the channels named by ``?channel=`` (default ``default``)."""
+    """Stream the channels named by ``?channel=`` (default ``default``).
+
+    The answers, in order: ``400`` for a bad channel name or cursor; ``204`` to
+    a client whose stream was revoked (its cursor is :data:`STOP_ID`); ``403``
+    when an :meth:`SSEPush.authorize` hook refuses a channel; then the stream,
+    or the transient answer.
+    """
     state = _state()
     try:
         channels = check_channels(request.args.getlist("channel") or ["default"])
         last_event_id = request_last_event_id()
     except (ChannelError, LastEventIDError) as exc:
         return _bad_request(str(exc))
-    try:
-        subscription = state.broker.subscribe(channels, last_event_id=last_event_id)
-    except BrokerError as exc:
-        logger.warning("Broker unavailable, asking the client to retry: %s", exc)
-        return transient_response("broker unavailable", state.retry)
-    chunks = event_stream(subscription, keepalive=state.keepalive, retry=state.retry)
-    return sse_response(chunks, subscription.close)
+    if last_event_id == STOP_ID:
+        return Response(status=204)
+    hooks = state.hooks
+    for channel in channels:
+        for authorize in hooks.authorizers:
+            if not authorize(channel):
+                return _forbidden(f"Not allowed to subscribe to channel {channel!r}.")
+    info = StreamInfo(
+        channels=tuple(channels),
+        identity=None if hooks.identify is None else hooks.identify(),
+        remote_addr=request.remote_addr,
+        last_event_id=last_event_id,
+    )
+    return open_stream(
+        state,
+        info,
+        lambda: state.broker.subscribe(channels, last_event_id=last_event_id),
+        lifetime=state.max_lifetime,
+    )
 
 
-def make_blueprint(url_prefix: str) -> Blueprint:
-    """Return a blueprint serving :func:`stream_view` at ``url_prefix``."""
+def make_blueprint(url_prefix: str, cors_origins: list[str] | None = None) -> Blueprint:
+    """Return a blueprint serving :func:`stream_view` at ``url_prefix``.
+
+    :param cors_origins: origins allowed to open streams from other sites.
+    """
     blueprint = Blueprint("sse_push", __name__, url_prefix=url_prefix)
     blueprint.add_url_rule("", "stream", stream_view, methods=["GET"])
+    if cors_origins:
+        from .cors import apply_cors
+
+        apply_cors(blueprint, cors_origins)
     return blueprint

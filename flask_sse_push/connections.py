@@ -1,0 +1,206 @@
+"""The live streams of one app in this process: capacity, revocation and shutdown.
+
+Every streaming response holds a :class:`LiveStream` in its app's
+:class:`StreamRegistry` from the moment it is accepted until the server closes it.
+The registry refuses streams beyond ``SSE_PUSH_MAX_CONNECTIONS`` and while the
+worker shuts down, and can end any set of streams from another greenlet or
+thread: the stream wakes, writes its final bytes and returns.
+:mod:`flask_sse_push.monitor` watches the registries for hung writes and dead
+peers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import typing as t
+
+from . import sockets
+from .stream import closing_chunk, spread_retry
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .brokers.base import Subscription
+    from .sockets import SocketLike
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamInfo:
+    """What the extension knows about one live stream.
+
+    :meth:`SSEPush.revoke` predicates and :meth:`SSEPush.streams` get these.
+
+    :param channels: the channels the stream serves, in the order asked for;
+        empty for an application's own :meth:`SSEPush.stream`.
+    :param identity: what the :meth:`SSEPush.identify` hook returned for the
+        request (for example a user id), or ``None``.
+    :param remote_addr: the client address as Flask saw it (``request.remote_addr``).
+    :param last_event_id: the cursor the client connected with, if any.
+    :param started_at: when the stream was accepted (``time.time()``).
+
+    .. versionadded:: 0.1
+    """
+
+    channels: tuple[str, ...]
+    identity: t.Any = None
+    remote_addr: str | None = None
+    last_event_id: str | None = None
+    started_at: float = dataclasses.field(default_factory=time.time)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ending:
+    """Why a stream is being ended from outside, and the bytes it leaves with."""
+
+    reason: str
+    final: bytes
+
+
+class LiveStream:
+    """One accepted stream, as its registry and the monitor see it."""
+
+    __slots__ = (
+        "info",
+        "socket",
+        "subscription",
+        "write_started",
+        "ending",
+        "finished",
+        "cut",
+    )
+
+    def __init__(self, info: StreamInfo, socket: SocketLike | None) -> None:
+        self.info = info
+        self.socket = socket
+        self.subscription: Subscription | None = None
+        #: ``time.monotonic()`` when the stream handed the server a chunk that it
+        #: has not finished writing; ``None`` between writes.
+        self.write_started: float | None = None
+        self.ending: Ending | None = None
+        #: Set when the body ended by itself, so the connection can be closed too.
+        self.finished = False
+        self.cut = False
+
+    def end(self, ending: Ending) -> bool:
+        """Ask the stream to end with ``ending``; return False if it was ending already.
+
+        Closing the subscription wakes a stream that waits for events.
+        """
+        if self.ending is not None:
+            return False
+        self.ending = ending
+        subscription = self.subscription
+        if subscription is not None:
+            subscription.close()
+        return True
+
+    def cut_connection(self) -> None:
+        """Shut the socket down, so a hung write fails and the stream is released."""
+        if self.socket is not None and not self.cut:
+            self.cut = True
+            sockets.cut(self.socket)
+
+
+class StreamRegistry:
+    """The live streams of one app in this process.
+
+    :param max_connections: streams accepted at once; ``None`` for no limit.
+    :param send_timeout: seconds a single write may take.
+    :param retry: the app's ``SSE_PUSH_RETRY``, the basis of the shutdown hint.
+    :param keepalive: the app's keepalive interval: a peer that has acknowledged
+        nothing for ``keepalive + send_timeout`` is gone.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int | None,
+        send_timeout: float,
+        retry: int | None,
+        keepalive: float = 15.0,
+    ) -> None:
+        self.max_connections = max_connections
+        self.send_timeout = send_timeout
+        self.retry = retry
+        self.keepalive = keepalive
+        self._streams: dict[LiveStream, None] = {}
+        self._lock = threading.Lock()
+        #: ``time.monotonic()`` when shutdown began, or ``None``.
+        self.shutdown_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def open(self, info: StreamInfo, socket: SocketLike | None) -> LiveStream | str:
+        """Accept a stream, or return why not (the worker is full or stopping)."""
+        if self.shutdown_at is not None:
+            return "server shutting down"
+        with self._lock:
+            limit = self.max_connections
+            if limit is not None and len(self._streams) >= limit:
+                return "at capacity"
+            stream = LiveStream(info, socket)
+            self._streams[stream] = None
+        from .monitor import watch
+
+        watch(self)
+        return stream
+
+    def close(self, stream: LiveStream) -> None:
+        """Forget ``stream``; the server is done with it."""
+        with self._lock:
+            self._streams.pop(stream, None)
+
+    def streams(self) -> list[LiveStream]:
+        with self._lock:
+            return list(self._streams)
+
+    def end_where(self, predicate: Callable[[StreamInfo], bool], ending: Ending) -> int:
+        """End every stream whose info matches; return how many were ended."""
+        matched = [stream for stream in self.streams() if predicate(stream.info)]
+        return sum(stream.end(ending) for stream in matched)
+
+    def shut_down(self) -> int:
+        """Refuse new streams and end every open one with a spread-out ``retry:``."""
+        if self.shutdown_at is None:
+            self.shutdown_at = time.monotonic()
+        ended = 0
+        for stream in self.streams():
+            if stream.ending is None:
+                final = closing_chunk("server shutting down", spread_retry(self.retry))
+                ended += stream.end(Ending("shutdown", final))
+        return ended
+
+    def sweep(self, now: float) -> None:
+        """Release streams whose peer is gone, and cut writes that hang.
+
+        A peer is gone when the kernel reports an error on its socket (reset,
+        or ``TCP_USER_TIMEOUT``), or when it has acknowledged none of the data
+        in flight for ``keepalive + send_timeout``. A write may take
+        ``send_timeout`` seconds; once shutdown has begun, at most one more
+        second, so a stuck client cannot hold the worker up.
+        """
+        limit = self.send_timeout
+        silence = self.keepalive + self.send_timeout
+        shutdown_at = self.shutdown_at
+        if shutdown_at is not None:
+            limit = min(limit, 1.0)
+        for index, stream in enumerate(self.streams()):
+            if index % 512 == 511:
+                time.sleep(0)  # let other greenlets run during a long sweep
+            sock = stream.socket
+            if sock is None or stream.cut:
+                continue
+            unacked = sockets.unacked_for(sock)
+            if sockets.take_error(sock) or (unacked is not None and unacked > silence):
+                stream.end(Ending("peer gone", b""))
+                stream.cut_connection()
+                continue
+            started = stream.write_started
+            if started is not None:
+                if shutdown_at is not None:
+                    started = max(started, shutdown_at)
+                if now - started > limit:
+                    stream.cut_connection()

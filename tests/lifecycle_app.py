@@ -1,0 +1,91 @@
+"""An app for the lifecycle tests that run it under gunicorn.
+
+``LIFECYCLE_APP_CONFIG`` holds a JSON object of config keys. Besides the stream
+at ``/events`` it has:
+
+- ``POST /publish``: JSON ``{"channel", "data", "count"}``; publishes ``count``
+  events (``data`` is sent as is) and returns their ids;
+- ``GET /stats``: the live streams of this worker, its broker subscribers, and
+  the TCP options set on the stream sockets;
+- an ``authorize`` hook refusing channels named ``private-*`` unless the
+  ``X-User`` header is ``admin``, and an ``identify`` hook returning ``X-User``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import typing as t
+
+from flask import Flask, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from flask_sse_push import SSEPush
+from flask_sse_push.extension import get_state
+
+#: The environment variable :func:`create_app` reads its config from.
+CONFIG_VARIABLE = "LIFECYCLE_APP_CONFIG"
+
+#: Socket options reported by ``/stats``, by name.
+REPORTED_OPTIONS = ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
+
+
+def environment(**config: object) -> dict[str, str]:
+    """Return the environment that makes :func:`create_app` use ``config``."""
+    return {CONFIG_VARIABLE: json.dumps(config)}
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.config.update(json.loads(os.environ.get(CONFIG_VARIABLE, "{}")))
+    sse = SSEPush(app)
+
+    @sse.authorize
+    def only_admin_for_private(channel: str) -> bool:
+        return not channel.startswith("private-") or request.headers.get("X-User") == "admin"
+
+    @sse.identify
+    def user() -> str | None:
+        return request.headers.get("X-User")
+
+    @app.post("/publish")
+    def publish() -> ResponseReturnValue:
+        body: dict[str, t.Any] = request.get_json(force=True)
+        channel = body.get("channel", "default")
+        ids = [sse.publish(body["data"], channel=channel) for _ in range(body.get("count", 1))]
+        return jsonify(ids=ids)
+
+    @app.get("/stats")
+    def stats() -> ResponseReturnValue:
+        live = get_state(app).registry.streams()
+        options = []
+        for stream in live:
+            sock = stream.socket
+            if sock is None:
+                continue
+            entry = {"SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)}
+            for name in REPORTED_OPTIONS:
+                if hasattr(socket, name):
+                    entry[name] = sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
+            options.append(entry)
+        return jsonify(
+            pid=os.getpid(),
+            live=len(live),
+            subscribers=sse.broker.subscriber_count(),
+            identities=[stream.info.identity for stream in live],
+            sockopts=options,
+        )
+
+    @app.post("/revoke")
+    def revoke() -> ResponseReturnValue:
+        body: dict[str, t.Any] = request.get_json(force=True)
+        user = body.get("user")
+        ended = sse.revoke(
+            body["channel"],
+            None if user is None else (lambda info: info.identity == user),
+            reconnect=bool(body.get("reconnect")),
+        )
+        return jsonify(ended=ended)
+
+    return app

@@ -1,0 +1,171 @@
+"""Many SSE connections from one thread: raw HTTP/1.1 sockets and a selector.
+
+Tests that need hundreds of streams, a client that stops reading, or the exact
+end of the chunked body use this instead of an HTTP library. Events are parsed
+with httpx-sse's decoder, which is independent of the package under test.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import selectors
+import socket
+import time
+import typing as t
+
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Received:
+    """One dispatched block, with when it arrived (``time.time()``)."""
+
+    id: str
+    event: str
+    data: str
+    retry: int | None
+    at: float
+
+
+class RawStream:
+    """One ``GET`` whose response is parsed incrementally as bytes arrive."""
+
+    def __init__(
+        self,
+        port: int,
+        path: str = "/events",
+        headers: Mapping[str, str] | None = None,
+        *,
+        rcvbuf: int | None = None,
+    ) -> None:
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            # Before connect, so the advertised window stays small.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Accept: text/event-stream"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.sock.setblocking(False)
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        #: The zero-length chunk that ends a chunked body arrived.
+        self.terminated = False
+        #: The server closed the connection (or reset it).
+        self.eof = False
+        self.received: list[Received] = []
+        self._event_count = 0
+        self._raw = b""
+        self._chunked = False
+        self._text = codecs.getincrementaldecoder("utf-8")()
+        self._lines = SSELineDecoder()
+        self._decoder = SSEDecoder()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def done(self) -> bool:
+        return self.eof or self.terminated
+
+    @property
+    def events(self) -> list[Received]:
+        """Blocks that carried data (keepalives and ``retry:``-only blocks left out)."""
+        return [item for item in self.received if item.data]
+
+    @property
+    def event_count(self) -> int:
+        """``len(self.events)``, without building the list."""
+        return self._event_count
+
+    def read(self) -> None:
+        """Read what the socket has; call when the selector says it is readable."""
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        self._raw += data
+        if self.status is None:
+            head, sep, rest = self._raw.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            self.status = int(status_line.split()[1])
+            for line in header_lines:
+                name, _, value = line.partition(":")
+                self.headers[name.strip().lower()] = value.strip()
+            self._chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+            self._raw = rest
+        if not self._chunked:
+            payload, self._raw = self._raw, b""
+            self._body(payload)
+            return
+        while not self.terminated:
+            size_line, sep, rest = self._raw.partition(b"\r\n")
+            if not sep:
+                return
+            size = int(size_line.split(b";")[0], 16)
+            if len(rest) < size + 2:
+                return
+            self._raw = rest[size + 2 :]
+            if size == 0:
+                self.terminated = True
+                return
+            self._body(rest[:size])
+
+    def _body(self, payload: bytes) -> None:
+        self.body += payload
+        now = time.time()
+        text = self._text.decode(payload)
+        if not text:
+            return
+        for line in self._lines.decode(text):
+            sse = self._decoder.decode(line)
+            if sse is not None:
+                self.received.append(Received(sse.id, sse.event, sse.data, sse.retry, now))
+                self._event_count += bool(sse.data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def pump(
+    streams: Iterable[RawStream],
+    until: Callable[[], bool],
+    timeout: float,
+) -> bool:
+    """Read every stream until ``until()`` or ``timeout`` seconds.
+
+    :returns: whether ``until()`` became true.
+    """
+    with selectors.DefaultSelector() as selector:
+        for stream in streams:
+            if not stream.eof:
+                selector.register(stream.sock, selectors.EVENT_READ, stream)
+        deadline = time.monotonic() + timeout
+        while not until():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if not selector.get_map():
+                return until()
+            for key, _ in selector.select(min(left, 0.2)):
+                stream = t.cast("RawStream", key.data)
+                stream.read()
+                if stream.eof:
+                    selector.unregister(stream.sock)
+    return True
