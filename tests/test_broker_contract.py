@@ -267,6 +267,18 @@ class TestEnding:
         assert broker.subscriber_count() == 0
 
 
+class TestHealth:
+    def test_ping_passes_and_nothing_reconnected(self, broker: Broker) -> None:
+        """A reachable backend answers ping(), before and after use; a fresh broker
+        has not reconnected."""
+        broker.ping()
+        with broker.subscribe(["a"]) as sub:
+            publish_all(broker, ("a", "x"))
+            take(sub, 1)
+        broker.ping()
+        assert broker.reconnects == 0
+
+
 class TestHandover:
     def test_reconnecting_clients_see_every_id_once_in_order(self, broker: Broker) -> None:
         """Replay hands over to live without loss or repeats, while publishing never stops."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +24,8 @@ from flask_sse_push import (
     SSEPush,
     SubscriptionClosed,
 )
-from flask_sse_push.brokers.redis import RedisBroker, parse_id
+from flask_sse_push.brokers._redis_scripts import parse_id
+from flask_sse_push.brokers.redis import RedisBroker
 from tests.redis_helpers import (  # noqa: F401 - the *_fixture names are pytest fixtures
     Inspector,
     inspector_fixture,
@@ -262,7 +264,7 @@ class TestOutage:
                 with broker.subscribe(["a"]) as sub:
                     ids = [broker.publish("a", ServerSentEvent("before"))]
                     take(sub, 1)
-                    server.stop(signal_kill())
+                    server.stop(signal.SIGKILL)
                     wait_until(lambda: raises_broker_error(broker), what="outage detection")
                     server.start()
                     ids += [broker.publish("a", ServerSentEvent(str(n))) for n in range(5)]
@@ -295,18 +297,94 @@ class TestOutage:
                 broker.close()
 
 
-def signal_kill() -> int:
-    import signal
-
-    return signal.SIGKILL
-
-
 def raises_broker_error(broker: RedisBroker) -> bool:
     try:
         broker.subscribe(["probe"]).close()
     except BrokerError:
         return True
     return False
+
+
+class TestHealth:
+    def test_ping_follows_a_fakeredis_outage(self) -> None:
+        """ping() fails while the server is unreachable, and passes again once it is back."""
+        server = fakeredis.FakeServer()
+        broker = RedisBroker(fakeredis.FakeRedis(server=server))
+        try:
+            broker.ping()
+            server.connected = False
+            with pytest.raises(BrokerError, match="Could not run PING on Redis"):
+                broker.ping()
+            server.connected = True
+            broker.ping()
+        finally:
+            broker.close()
+
+    @pytest.mark.integration
+    def test_ping_raises_broker_error_while_redis_server_is_stopped(self) -> None:
+        """The error names the server and the fix, keeps the cause, and clears after a restart."""
+        with RedisServer() as server:
+            broker = RedisBroker.from_url(server.url)
+            try:
+                broker.ping()
+                server.stop()
+                with pytest.raises(BrokerError) as caught:
+                    broker.ping()
+                message = str(caught.value)
+                assert f"127.0.0.1:{server.port}" in message
+                assert "redis-server is running" in message
+                assert isinstance(caught.value.__cause__, redis.ConnectionError)
+                server.start()
+                broker.ping()  # the pooled connection the stop broke is replaced
+            finally:
+                broker.close()
+
+    @pytest.mark.integration
+    def test_ping_gives_up_after_its_timeout(self, real: RedisBroker, inspector: Inspector) -> None:
+        """A Redis that accepts but does not answer fails the ping in time, and the late
+        PONG is never read as the reply to a later command."""
+        real.ping()  # the pool now holds an open connection
+        inspector.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        with pytest.raises(BrokerError, match="no reply to PING within 0.2 s"):
+            real.ping(timeout=0.2)
+        real.ping(timeout=10.0)  # waits out the pause
+        assert parse_id(real.publish("a", ServerSentEvent("x"))) is not None
+
+    @pytest.mark.integration
+    def test_reconnects_counts_a_killed_subscriber_connection(
+        self, real: RedisBroker, inspector: Inspector
+    ) -> None:
+        """The count rises once the listener has its connection back, and delivery resumes."""
+        with real.subscribe(["a"]) as sub:
+            real.publish("a", ServerSentEvent("before"))
+            take(sub, 1)
+            assert real.reconnects == 0
+            assert inspector.client_kill_filter(_type="pubsub") == 1
+            wait_until(lambda: real.reconnects >= 1, what="the listener to reconnect")
+            real.publish("a", ServerSentEvent("after"))
+            assert [e.data for e in take(sub, 1)] == ["after"]
+        assert real.reconnects == 1
+
+    @pytest.mark.integration
+    def test_reconnects_counts_a_restart_but_not_a_late_first_connection(self) -> None:
+        """Connecting for the first time after Redis came up is no reconnect; a restart is."""
+        with RedisServer() as server:
+            server.stop()
+            broker = RedisBroker.from_url(server.url)
+            try:
+                with pytest.raises(BrokerError):
+                    broker.subscribe(["a"])
+                server.start()
+                wait_until(lambda: not raises_broker_error(broker), what="the first connection")
+                assert broker.reconnects == 0
+                server.stop()
+                server.start()
+                wait_until(lambda: broker.reconnects == 1, what="the listener to reconnect")
+                with broker.subscribe(["a"]) as sub:
+                    broker.publish("a", ServerSentEvent("after the restart"))
+                    assert [e.data for e in take(sub, 1)] == ["after the restart"]
+            finally:
+                broker.close()
 
 
 @pytest.mark.integration

@@ -1,0 +1,428 @@
+"""The Redis broker's per-process listener: one subscriber connection for every client.
+
+Each process holds one pub/sub connection, read by one background thread (a
+greenlet under gunicorn's gevent worker). Channels are reference-counted:
+``SUBSCRIBE`` goes out for a channel's first local client and ``UNSUBSCRIBE``
+after its last. Announcements fan out to the clients' queues. When the
+connection breaks, the thread reconnects with backoff, resubscribes, and catches
+every client up from the streams.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import typing as t
+
+import redis
+
+from ..exceptions import BrokerError, SubscriptionClosed
+from ._redis_scripts import ZERO, as_text, decode_announcement, optional_key
+
+if t.TYPE_CHECKING:
+    from ._redis_scripts import Key
+    from ._redis_subscription import RedisSubscription
+    from .redis import RedisBroker
+
+logger = logging.getLogger("flask_sse_push")
+
+#: The name the subscriber connection has in ``CLIENT LIST``.
+SUBSCRIBER_NAME = "flask_sse_push:subscriber"
+
+_IDLE, _CONNECTING, _OPEN, _DOWN = "idle", "connecting", "open", "down"
+
+
+class _Waiter:
+    """One subscribe() call waiting for Redis to confirm its new channels."""
+
+    def __init__(self, count: int) -> None:
+        self.remaining = count
+        self.failed = False
+        self.done = threading.Event()
+
+    def confirm(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self.done.set()
+
+    def fail(self) -> None:
+        self.failed = True
+        self.done.set()
+
+
+class _Channel:
+    """The listener's view of one channel.
+
+    Redis confirms ``SUBSCRIBE`` commands in the order they were sent, so
+    counting them tells which confirmation a waiter needs, even when the
+    channel is dropped and wanted again before Redis has answered.
+    """
+
+    __slots__ = ("subs", "wanted", "sent", "acked", "inflight", "waiters")
+
+    def __init__(self) -> None:
+        self.subs: tuple[RedisSubscription, ...] = ()
+        self.waiters: list[tuple[int, _Waiter]] = []
+        self.new_connection()
+
+    def new_connection(self) -> None:
+        self.wanted = False  # the last command sent for it was SUBSCRIBE
+        self.sent = 0  # SUBSCRIBE commands sent on this connection
+        self.acked = 0  # ... and confirmed
+        self.inflight = 0  # SUBSCRIBE and UNSUBSCRIBE commands not yet confirmed
+
+
+class Listener:
+    """This process' one subscriber connection, and the thread that reads it.
+
+    Whichever thread needs a ``SUBSCRIBE``, ``UNSUBSCRIBE`` or ``PING`` writes it,
+    holding :attr:`lock`; only the listener thread reads.
+    """
+
+    #: Seconds of silence before the listener pings Redis, and then gives up.
+    health_interval = 10.0
+    #: Reconnection delays, in seconds (doubling, with jitter).
+    backoff_min, backoff_max = 0.05, 2.0
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.state = _IDLE
+        self.channels: dict[str, _Channel] = {}
+        self.count = 0
+        self.connection = 0  # counts the connections opened
+        # The newest id read here: anything published later has a greater id.
+        self.seen: Key = ZERO
+        self.error = "not connected yet"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: t.Any = None
+        self._prefix = broker.prefix + "channel:"
+        # Subscriptions made before the first connection: they start where it does.
+        self._joining: list[RedisSubscription] = []
+        self._failures = 0  # failed attempts since the connection was last open
+        # An open connection broke: the next one to open counts as a reconnect.
+        self._lost = False
+
+    # -- called by request threads -------------------------------------------------
+
+    def attach(self, sub: RedisSubscription) -> _Waiter | None:
+        """Register ``sub``; return a waiter if Redis must confirm a channel first.
+
+        :raises BrokerError: the connection is down and being re-established.
+        """
+        with self.lock:
+            if self.state == _DOWN:
+                raise BrokerError(
+                    f"Redis at {self.broker.where()} is unreachable ({self.error}); the"
+                    " broker keeps reconnecting. Check that redis-server is running."
+                )
+            if self.state == _IDLE:
+                self.state = _CONNECTING
+                self._stop = stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._run, args=(stop,), name="flask_sse_push-redis", daemon=True
+                )
+                self._thread.start()
+            sub.last = self.seen
+            sub.attached = True
+            sub.connection = self.connection
+            if self.state == _CONNECTING:
+                sub.connection += 1  # the one being opened
+                self._joining.append(sub)
+            self.count += 1
+            fresh = []
+            unconfirmed = []
+            for name in sub.channels:
+                channel = self.channels.get(name)
+                if channel is None:
+                    channel = self.channels[name] = _Channel()
+                channel.subs = (*channel.subs, sub)
+                if self.state == _OPEN and not channel.wanted:
+                    fresh.append(name)
+                    channel.wanted = True
+                    channel.sent += 1
+                    channel.inflight += 1
+                if self.state == _CONNECTING or channel.acked < channel.sent:
+                    unconfirmed.append(channel)
+            waiter = None
+            if unconfirmed:
+                waiter = _Waiter(len(unconfirmed))
+                for channel in unconfirmed:
+                    # While connecting, the connection's first SUBSCRIBE covers it.
+                    channel.waiters.append((max(channel.sent, 1), waiter))
+            if not fresh:
+                return waiter
+            try:
+                self._send("SUBSCRIBE", fresh)
+                return waiter
+            except redis.ConnectionError as exc:
+                failure = exc
+        self.detach(sub)
+        raise BrokerError(
+            f"Could not subscribe on Redis at {self.broker.where()}: {failure}. The broker"
+            " reconnects by itself; check that redis-server is running."
+        ) from failure
+
+    def detach(self, sub: RedisSubscription) -> None:
+        """Unregister ``sub``; unsubscribe the channels nobody here wants any more."""
+        with self.lock:
+            if not sub.attached:
+                return
+            sub.attached = False
+            self.count -= 1
+            gone = []
+            for name in sub.channels:
+                channel = self.channels.get(name)
+                if channel is None:
+                    continue
+                channel.subs = tuple(s for s in channel.subs if s is not sub)
+                if channel.subs:
+                    continue
+                if self.state == _OPEN and channel.wanted:
+                    gone.append(name)
+                    channel.wanted = False
+                    channel.inflight += 1
+                elif channel.inflight == 0:
+                    del self.channels[name]
+            if gone:
+                try:
+                    self._send("UNSUBSCRIBE", gone)
+                except (redis.RedisError, OSError) as exc:
+                    # The listener finds the broken connection too, and reconnects.
+                    logger.debug("Could not unsubscribe from Redis: %s", exc)
+
+    def _send(self, command: str, names: list[str] | None = None) -> None:
+        """Write a command on the subscriber connection; the caller holds the lock."""
+        conn = self._conn
+        if conn is None or not conn.is_connected:
+            # Never let redis-py reconnect here: the listener thread owns that.
+            raise redis.ConnectionError("the Redis subscriber connection is closed")
+        args = [command, *[self._prefix + name for name in names or ()]]
+        try:
+            conn.send_packed_command(conn.pack_command(*args), check_health=False)
+        except Exception as exc:
+            # Also what a send racing the listener's own disconnect raises.
+            raise redis.ConnectionError(f"could not send {command}: {exc}") from exc
+
+    # -- the listener thread ---------------------------------------------------------
+
+    def _run(self, stop: threading.Event) -> None:
+        while True:
+            try:
+                self._serve(stop)
+                return  # it returns only when stopped
+            except Exception as exc:  # whatever broke, the cure is to reconnect
+                if stop.is_set():
+                    return
+                # One warning per outage, not one per attempt.
+                log = logger.debug if self._failures else logger.warning
+                log("Redis subscriber connection lost (%s); reconnecting.", exc)
+                self._failures += 1
+                self._mark_down(exc)
+            delay = min(self.backoff_min * 2 ** min(self._failures - 1, 10), self.backoff_max)
+            if stop.wait(delay * random.uniform(0.8, 1.2)):
+                return
+
+    def _serve(self, stop: threading.Event) -> None:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self.broker.pool.get_connection()
+        if not conn.is_connected:
+            conn.connect()
+        # Not subscribed yet, so plain commands work: name the connection for
+        # CLIENT LIST, and learn where ids stand.
+        conn.send_packed_command(
+            conn.pack_commands(
+                [
+                    ("CLIENT", "SETNAME", SUBSCRIBER_NAME),
+                    ("HGET", self.broker.prefix + "clock", "last"),
+                ]
+            ),
+            check_health=False,
+        )
+        conn.read_response(push_request=True)
+        last = optional_key(conn.read_response(push_request=True))
+        with self.lock:
+            if stop.is_set():
+                return
+            self.seen = max(self.seen, last or ZERO)
+            self.connection += 1
+            # Those that joined while connecting start where this connection does.
+            for sub in self._joining:
+                sub.last = max(sub.last, self.seen)
+            self._joining.clear()
+            names = []
+            for name, channel in list(self.channels.items()):
+                channel.new_connection()
+                if channel.subs:
+                    names.append(name)
+                    channel.wanted = True
+                    channel.sent = channel.inflight = 1
+                else:
+                    del self.channels[name]
+            if names:
+                self._send("SUBSCRIBE", names)
+            self.state = _OPEN
+            if self._lost:
+                self._lost = False
+                self.broker.reconnects += 1
+        if self._failures:
+            logger.info("Redis subscriber connection is back after %d attempts.", self._failures)
+            self._failures = 0
+        # Messages wait until the catch-up has read what was missed: delivering
+        # a newer one first would make the client skip the older ones.
+        held: list[t.Any] = []
+        deadline = time.monotonic() + 2 * self.health_interval
+        while not self._confirmed(names):
+            if time.monotonic() > deadline:
+                raise redis.TimeoutError("Redis did not confirm SUBSCRIBE in time")
+            reply = self._read(conn, 0.5)
+            if reply is not None and not self._control(reply):
+                held.append(reply)
+        self._catch_up(names)
+        for reply in held:
+            self._dispatch(reply)
+        self._read_forever(conn, stop)
+
+    def _confirmed(self, names: list[str]) -> bool:
+        with self.lock:
+            for name in names:
+                channel = self.channels.get(name)
+                if channel is not None and channel.acked < 1:
+                    return False
+        return True
+
+    def _read(self, conn: t.Any, timeout: float) -> t.Any:
+        if not conn.is_connected:
+            raise redis.ConnectionError("the Redis subscriber connection was closed")
+        if not conn.can_read(timeout=timeout):
+            return None
+        return conn.read_response(push_request=True)
+
+    def _read_forever(self, conn: t.Any, stop: threading.Event) -> None:
+        heard = time.monotonic()
+        pinged = False
+        while not stop.is_set():
+            reply = self._read(conn, 1.0)
+            now = time.monotonic()
+            if reply is not None:
+                heard, pinged = now, False
+                if not self._control(reply):
+                    self._dispatch(reply)
+            elif now - heard > self.health_interval:
+                if pinged:
+                    raise redis.TimeoutError("Redis did not answer PING")
+                with self.lock:
+                    self._send("PING")
+                heard, pinged = now, True
+
+    def _control(self, reply: t.Any) -> bool:
+        """Handle a reply that is not a message; return False for a message."""
+        if not isinstance(reply, list):
+            return True  # PONG, in RESP3
+        kind = as_text(reply[0])
+        if kind == "message":
+            return False
+        if kind not in ("subscribe", "unsubscribe"):
+            return True  # pong, in RESP2
+        name = as_text(reply[1])[len(self._prefix) :]
+        with self.lock:
+            channel = self.channels.get(name)
+            if channel is None:
+                return True
+            channel.inflight -= 1
+            if kind == "subscribe":
+                channel.acked += 1
+                waiting = []
+                for target, waiter in channel.waiters:
+                    if target <= channel.acked:
+                        waiter.confirm()
+                    else:
+                        waiting.append((target, waiter))
+                channel.waiters = waiting
+            if not channel.subs and channel.inflight <= 0:
+                del self.channels[name]
+        return True
+
+    def _dispatch(self, reply: t.Any) -> None:
+        channel = self.channels.get(as_text(reply[1])[len(self._prefix) :])
+        if channel is None or not channel.subs:
+            return
+        try:
+            key, event = decode_announcement(as_text(reply[2]))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("Ignoring a malformed message on Redis channel %r.", as_text(reply[1]))
+            return
+        self.seen = max(self.seen, key)
+        for sub in channel.subs:
+            if not sub.deliver(key, event):
+                self.detach(sub)
+
+    def _catch_up(self, names: list[str]) -> None:
+        """Give subscriptions from earlier connections what was published meanwhile."""
+        with self.lock:
+            subs = {
+                id(s): s
+                for n in names
+                if n in self.channels
+                for s in self.channels[n].subs
+                if s.connection < self.connection
+            }
+        firsts: dict[str, Key] = {}
+        for sub in subs.values():
+            for name in sub.channels:
+                firsts[name] = min(firsts.get(name, sub.last), sub.last)
+        if not firsts:
+            return
+        snapshot = self.broker.read(list(firsts), firsts=firsts)
+        for sub in subs.values():
+            if not sub.catch_up(snapshot):
+                self.detach(sub)
+
+    def _mark_down(self, exc: BaseException) -> None:
+        with self.lock:
+            self.error = str(exc) or type(exc).__name__
+            self._lost = self._lost or self.state == _OPEN
+            self.state = _DOWN
+            self._joining.clear()
+            for name, channel in list(self.channels.items()):
+                for _, waiter in channel.waiters:
+                    waiter.fail()
+                channel.waiters = []
+                channel.new_connection()
+                if not channel.subs:
+                    del self.channels[name]
+            conn = self._conn
+        if conn is not None:
+            conn.disconnect()
+
+    # -- shutdown --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the thread, drop the connection and end every subscription."""
+        with self.lock:
+            self._stop.set()
+            subs = {id(s): s for c in self.channels.values() for s in c.subs}
+            for channel in self.channels.values():
+                for _, waiter in channel.waiters:
+                    waiter.fail()
+            for sub in subs.values():
+                sub.attached = False
+            self.channels.clear()
+            self.count = 0
+            self.state = _IDLE
+            self._lost = False
+            conn, self._conn = self._conn, None
+            thread, self._thread = self._thread, None
+        for sub in subs.values():
+            sub.finish(SubscriptionClosed("broker closed"))
+        if conn is not None:
+            conn.disconnect()
+            self.broker.pool.release(conn)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
