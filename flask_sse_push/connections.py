@@ -69,6 +69,7 @@ class LiveStream:
         "ending",
         "finished",
         "cut",
+        "reason",
     )
 
     def __init__(self, info: StreamInfo, socket: SocketLike | None) -> None:
@@ -82,6 +83,9 @@ class LiveStream:
         #: Set when the body ended by itself, so the connection can be closed too.
         self.finished = False
         self.cut = False
+        #: Why the stream ended, for stats and logs: ``"client"`` until the
+        #: stream itself learns otherwise.
+        self.reason = "client"
 
     def end(self, ending: Ending) -> bool:
         """Ask the stream to end with ``ending``; return False if it was ending already.

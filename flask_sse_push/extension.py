@@ -15,6 +15,7 @@ from .brokers import Broker, broker_from_url
 from .connections import Ending, StreamInfo, StreamRegistry
 from .cors import check_origins
 from .event import ServerSentEvent
+from .metrics import Metrics, PrometheusMetrics
 from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
 from .validation import check_channel, check_channels
 from .views import make_blueprint, open_stream
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_MAX_LIFETIME": 600.0,
     "SSE_PUSH_MAX_CONNECTIONS": None,
     "SSE_PUSH_CORS_ORIGINS": None,
+    "SSE_PUSH_PROMETHEUS": False,
 }
 
 EXTENSION_KEY = "sse_push"
@@ -65,6 +67,7 @@ class _State:
     registry: StreamRegistry = dataclasses.field(
         default_factory=lambda: StreamRegistry(max_connections=None, send_timeout=30.0, retry=None)
     )
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
 
 
 def get_state(app: Flask) -> _State:
@@ -174,6 +177,10 @@ class SSEPush:
         - ``SSE_PUSH_CORS_ORIGINS`` (``None``): origins such as
           ``["https://app.example.com"]`` that may open streams with credentials
           from another site; others get ``403``. Needs ``flask-sse-push[cors]``.
+        - ``SSE_PUSH_PROMETHEUS`` (``False``): also export :meth:`stats` figures
+          as ``prometheus_client`` metrics (see
+          :class:`~flask_sse_push.metrics.PrometheusMetrics`). Needs
+          ``flask-sse-push[metrics]``.
 
         :raises RuntimeError: the extension is registered on ``app`` already.
         """
@@ -197,6 +204,7 @@ class SSEPush:
         send_timeout = _positive_number(app, "SSE_PUSH_SEND_TIMEOUT")
         cors_origins = check_origins(app.config["SSE_PUSH_CORS_ORIGINS"])
         keepalive = _positive_number(app, "SSE_PUSH_KEEPALIVE")
+        metrics = PrometheusMetrics(broker) if app.config["SSE_PUSH_PROMETHEUS"] else Metrics()
         app.extensions[EXTENSION_KEY] = _State(
             broker=broker,
             keepalive=keepalive,
@@ -210,6 +218,7 @@ class SSEPush:
                 retry=retry,
                 keepalive=keepalive,
             ),
+            metrics=metrics,
         )
         app.register_blueprint(make_blueprint(app.config["SSE_PUSH_URL_PREFIX"], cors_origins))
         app.cli.add_command(_cli)
@@ -246,7 +255,9 @@ class SSEPush:
         state = get_state(current_app)
         text = data if isinstance(data, str) else current_app.json.dumps(data)
         message = ServerSentEvent(text, event=event, id=id, retry=retry)
-        return state.broker.publish(check_channel(channel), message)
+        event_id = state.broker.publish(check_channel(channel), message)
+        state.metrics.published()
+        return event_id
 
     def cursor(self, *channels: str) -> str:
         """Return a cursor for ``?last_event_id=`` that resumes from this moment.
@@ -354,7 +365,27 @@ class SSEPush:
         def matches(info: StreamInfo) -> bool:
             return channel in info.channels and (predicate is None or predicate(info))
 
-        return state.registry.end_where(matches, ending)
+        ended = state.registry.end_where(matches, ending)
+        logger.info("SSE revoke: channel=%s ended=%d reconnect=%s", channel, ended, reconnect)
+        return ended
+
+    def stats(self) -> dict[str, t.Any]:
+        """Return what the current app's streams did in this process.
+
+        Keys: ``clients_connected``, ``clients_by_channel`` (channel -> open
+        streams), ``events_published`` (through :meth:`publish` here),
+        ``deliveries`` (events written to clients), ``disconnects`` (reason ->
+        count: ``client``, ``overflow``, ``lifetime``, ``shutdown``, ``revoked``,
+        ``peer gone``, ...), ``overflow_disconnects``, ``replays`` (streams
+        resumed from a cursor), ``resets`` (``reset`` events sent),
+        ``broker_reconnects`` and ``lag`` (the most events waiting for any one
+        client right now). Counts start when the app is set up; under gunicorn
+        each worker has its own (see ``SSE_PUSH_PROMETHEUS`` to add them up).
+
+        .. versionadded:: 0.1
+        """
+        state = get_state(current_app)
+        return state.metrics.snapshot(state.broker, state.registry)
 
     def streams(self) -> list[StreamInfo]:
         """Return the live streams of the current app in this process.

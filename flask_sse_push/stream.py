@@ -17,7 +17,7 @@ import threading
 import time
 import typing as t
 
-from .brokers.base import Subscription
+from .brokers.base import RESET_EVENT, Subscription
 from .encoding import encode_comment, encode_retry
 from .event import ServerSentEvent
 from .exceptions import SubscriptionClosed
@@ -26,6 +26,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
     from .connections import LiveStream
+    from .metrics import Metrics
 
 logger = logging.getLogger("flask_sse_push")
 
@@ -98,6 +99,7 @@ def event_stream(
     retry: int | None = None,
     lifetime: float | None = None,
     live: LiveStream | None = None,
+    metrics: Metrics | None = None,
 ) -> Iterator[bytes]:
     """Yield the bytes of an SSE response body for ``subscription``.
 
@@ -113,7 +115,9 @@ def event_stream(
         with a ``retry:`` hint; the client then resumes from its last event id.
     :param live: this stream's entry in the registry of live streams. The stream
         marks each write it hands to the server, so that a write that hangs can
-        be cut, and ends, dropping any batch in hand, once asked to.
+        be cut, and ends, dropping any batch in hand, once asked to. It also
+        learns why the stream ended (``live.reason``).
+    :param metrics: counts the events written and the ``reset`` events among them.
     """
     deadline = None if lifetime is None else time.monotonic() + lifetime
     final = b""
@@ -131,6 +135,8 @@ def event_stream(
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     final = closing_chunk("lifetime", reconnect_retry(retry))
+                    if live is not None:
+                        live.reason = "lifetime"
                     break
                 timeout = min(keepalive, remaining)
             try:
@@ -138,10 +144,16 @@ def event_stream(
             except SubscriptionClosed as closed:
                 if closed.reconnect:
                     final = closing_chunk(closed.reason, reconnect_retry(retry))
+                if live is not None and closed.reason != "closed":
+                    live.reason = closed.reason  # "closed" is the server closing it
                 break
             if live is not None and live.ending is not None:
                 break
             if batch:
+                if metrics is not None:
+                    metrics.delivered(
+                        len(batch), sum(1 for event in batch if event.event == RESET_EVENT)
+                    )
                 chunk = (
                     batch[0].encode()
                     if len(batch) == 1
@@ -156,6 +168,7 @@ def event_stream(
             yield chunk
         if live is not None and live.ending is not None:
             final = live.ending.final
+            live.reason = live.ending.reason
         if final:
             if live is not None:
                 live.write_started = time.monotonic()

@@ -161,6 +161,14 @@ def open_stream(
         registry.close(live)
         raise
     live.subscription = subscription
+    metrics = state.metrics
+    metrics.connected(info.channels, replay=info.last_event_id is not None)
+    logger.info(
+        "SSE stream opened: channels=%s remote=%s resume=%s",
+        ",".join(info.channels) or "-",
+        info.remote_addr,
+        info.last_event_id is not None,
+    )
     if sock is not None:
         tune(sock, state.keepalive, state.send_timeout)
     chunks = event_stream(
@@ -169,13 +177,27 @@ def open_stream(
         retry=state.retry,
         lifetime=jittered_lifetime(lifetime),
         live=live,
+        metrics=metrics,
     )
+    closed = False
 
     def on_close() -> None:
+        nonlocal closed
         subscription.close()
         registry.close(live)
         if live.finished:
             live.cut_connection()
+        if not closed:
+            closed = True
+            metrics.disconnected(info.channels, live.reason)
+            level = logging.WARNING if live.reason == "overflow" else logging.INFO
+            logger.log(
+                level,
+                "SSE stream closed: channels=%s remote=%s reason=%s",
+                ",".join(info.channels) or "-",
+                info.remote_addr,
+                live.reason,
+            )
 
     return sse_response(chunks, on_close)
 
@@ -215,6 +237,21 @@ def stream_view() -> Response:
     )
 
 
+def health_view() -> tuple[dict[str, t.Any], int]:
+    """``200`` when the broker answers, ``503`` with the reason when it does not.
+
+    This is for load balancers and orchestrators, not for ``EventSource``: the
+    stream itself never answers 5xx.
+    """
+    state = _state()
+    try:
+        state.broker.ping()
+    except BrokerError as exc:
+        logger.warning("Health check: broker unavailable: %s", exc)
+        return {"status": "unavailable", "reason": str(exc)}, 503
+    return {"status": "ok", "clients_connected": len(state.registry)}, 200
+
+
 def make_blueprint(url_prefix: str, cors_origins: list[str] | None = None) -> Blueprint:
     """Return a blueprint serving :func:`stream_view` at ``url_prefix``.
 
@@ -222,6 +259,7 @@ def make_blueprint(url_prefix: str, cors_origins: list[str] | None = None) -> Bl
     """
     blueprint = Blueprint("sse_push", __name__, url_prefix=url_prefix)
     blueprint.add_url_rule("", "stream", stream_view, methods=["GET"])
+    blueprint.add_url_rule("/health", "health", health_view, methods=["GET"])
     if cors_origins:
         from .cors import apply_cors
 

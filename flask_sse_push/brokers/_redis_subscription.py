@@ -140,6 +140,9 @@ class RedisSubscription(Subscription):
             batch.append(items.popleft())
         return batch
 
+    def pending(self) -> int:
+        return len(self._items)
+
     def close(self) -> None:
         self.finish(SubscriptionClosed("closed", reconnect=False))
         self._listener.detach(self)

@@ -58,6 +58,10 @@ class Subscription(abc.ABC):
     def close(self) -> None:
         """Release the subscription. Calling it again does nothing."""
 
+    def pending(self) -> int:
+        """Return how many events wait to be sent: the client's lag, for stats."""
+        return 0
+
     def __enter__(self: _S) -> _S:
         return self
 

@@ -88,6 +88,9 @@ class _Mailbox(Subscription):
             batch.append(items.popleft())
         return batch
 
+    def pending(self) -> int:
+        return len(self._items)
+
     def close(self) -> None:
         with self._broker._lock:
             if self.finish(SubscriptionClosed("closed", reconnect=False)):
