@@ -210,7 +210,7 @@ def test_multiprocess_figures_add_up_over_gunicorn_workers(tmp_path: Path) -> No
                 for _ in range(100):  # the second worker may still be booting
                     batch = [RawStream(server.port, "/events?channel=m") for _ in range(10)]
                     clients += batch
-                    assert pump(batch, lambda b=batch: all(c.status for c in b), 20)
+                    assert pump(batch, lambda: all(c.status for c in clients), 20)
                     if len({c.headers.get("x-worker-pid") for c in clients}) == 2:
                         break
                     time.sleep(0.2)
