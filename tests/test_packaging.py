@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.servers import ROOT
+from tests.servers import ROOT, free_port, stop, wait_for_port
+from tests.wire import parse
 
 
 @pytest.mark.slow
@@ -26,3 +30,61 @@ def test_wheel_ships_py_typed_and_no_tests_or_example(tmp_path: Path) -> None:
     top_level = {name.split("/")[0] for name in names}
     assert {name for name in top_level if not name.endswith(".dist-info")} == {"flask_sse_push"}
     assert not [name for name in names if name.startswith(("tests/", "example_app/"))]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_installed_wheel_runs_the_example_and_passes_twine_check(tmp_path: Path) -> None:
+    """Build sdist and wheel, check them with twine, install the wheel into a fresh
+    venv, and serve the example app from outside the source tree."""
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("*.whl")
+    (sdist,) = dist.glob("*.tar.gz")
+    twine = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],
+        capture_output=True,
+        text=True,
+    )
+    assert twine.returncode == 0, twine.stdout + twine.stderr
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", f"{wheel}[gevent]"],
+        check=True,
+        capture_output=True,
+    )
+    # The example is not in the wheel: copy it next to nothing else, so the
+    # package can only come from the venv's site-packages.
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "example_app", site / "example_app")
+    where = subprocess.run(
+        [str(python), "-c", "import flask_sse_push; print(flask_sse_push.__file__)"],
+        cwd=site,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert str(venv) in where
+    port = free_port()
+    server = subprocess.Popen(
+        [str(venv / "bin" / "gunicorn"), "-k", "gevent", "-w", "1", "--no-control-socket"]
+        + ["-b", f"127.0.0.1:{port}", "example_app:create_app()"],
+        cwd=site,
+        env={**os.environ, "COUNTDOWN_INTERVAL": "0.01"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, server)
+        body = httpx.get(f"http://127.0.0.1:{port}/api/sse", timeout=10).content
+    finally:
+        stop(server)
+    events = parse(body).events
+    assert [e.last_event_id for e in events][:1] == ["1"]
+    assert events[-1].type == "end" and len(events) == 9
