@@ -1,0 +1,59 @@
+"""The flask_sse_push bench app: the extension as shipped, plus a publish trigger.
+
+Run it with ``gunicorn -k gevent 'app_push:create_app()'``. The broker comes from
+``SSE_PUSH_BROKER_URL`` (unset: the memory broker) and the keepalive interval
+from ``SSE_PUSH_KEEPALIVE``, both read from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+
+import gevent
+from flask import Flask, request
+from publisher import WARM, Plan, run_gevent
+
+from flask_sse_push import SSEPush
+
+sse = SSEPush()
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.config["SSE_PUSH_BROKER_URL"] = os.environ.get("SSE_PUSH_BROKER_URL") or None
+    app.config["SSE_PUSH_KEEPALIVE"] = float(os.environ.get("SSE_PUSH_KEEPALIVE", "15"))
+    sse.init_app(app)
+
+    def publish(data: str) -> object:
+        return sse.publish(data)
+
+    def publisher(plan: Plan) -> None:
+        with app.app_context():
+            run_gevent(publish, plan)
+
+    @app.get("/bench/publish")
+    def trigger() -> str:
+        if request.args.get("kind") == "warm":
+            sse.publish(WARM)
+            return "warm\n"
+        gevent.spawn(publisher, Plan.from_query(request.args))
+        return "started\n"
+
+    @app.get("/bench/memory")
+    def memory() -> str:
+        """Allocation sites grown since the previous call (needs PYTHONTRACEMALLOC=1)."""
+        import tracemalloc
+
+        global _baseline
+        snapshot = tracemalloc.take_snapshot()
+        previous, _baseline = _baseline, snapshot
+        if previous is None:
+            return "baseline taken\n"
+        stats = snapshot.compare_to(previous, "lineno")[:25]
+        return "".join(f"{stat}\n" for stat in stats)
+
+    return app
+
+
+_baseline: t.Any = None

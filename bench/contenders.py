@@ -1,0 +1,176 @@
+"""The servers under test, and how to start each on the server core."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+import typing as t
+
+from procs import SERVER_CPU, Proc, Processes, free_port, pinned, redis_server_path
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+@dataclasses.dataclass
+class Server:
+    """A started contender: where to connect and which processes to measure."""
+
+    port: int
+    path: str
+    workers: list[int]
+    keepalive_marker: str
+
+
+def _missing_modules(*names: str) -> list[str]:
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def _gunicorn(
+    procs: Processes, name: str, app: str, *, workers: int, env: Mapping[str, str]
+) -> tuple[Proc, int]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "-k", "gevent",
+        "-w", str(workers),
+        "--worker-connections", "100000",
+        "--backlog", "4096",
+        "--timeout", "120",
+        "--graceful-timeout", "3",
+        "-b", f"127.0.0.1:{port}",
+        app,
+    ]  # fmt: skip
+    proc = procs.start(name, pinned(SERVER_CPU, command), env=env)
+    proc.wait_for_port(port)
+    return proc, port
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """One row of every table: a library (or the limit) and how it is run."""
+
+    name: str
+    description: str
+    #: Whether ``--smoke`` runs it by default: it needs only the test extras.
+    smoke: bool
+    #: Sends nothing, not even the status line, before the first event.
+    silent_until_event: bool = False
+
+    def unavailable(self) -> str | None:
+        """Why this contender cannot run here, or None if it can."""
+        raise NotImplementedError
+
+    def start(
+        self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
+    ) -> Server:
+        raise NotImplementedError
+
+    @property
+    def needs_redis(self) -> bool:
+        return False
+
+
+class FlaskSSEPush(Contender):
+    def unavailable(self) -> str | None:
+        missing = _missing_modules("gevent", "gunicorn")
+        return f"n/a (pip install {' '.join(missing)})" if missing else None
+
+    def start(
+        self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
+    ) -> Server:
+        env = {"SSE_PUSH_KEEPALIVE": str(keepalive), "SSE_PUSH_BROKER_URL": redis_url or ""}
+        proc, port = _gunicorn(procs, self.name, "app_push:create_app()", workers=workers, env=env)
+        return Server(port, "/events", proc.wait_for_children(workers), ": keepalive")
+
+
+class FlaskSSEPushRedis(FlaskSSEPush):
+    @property
+    def needs_redis(self) -> bool:
+        return True
+
+    def unavailable(self) -> str | None:
+        if importlib.util.find_spec("flask_sse_push.brokers.redis") is None:
+            return "n/a (redis broker missing)"
+        if _missing_modules("redis"):
+            return "n/a (pip install redis)"
+        if redis_server_path() is None:
+            return "n/a (redis-server missing)"
+        return super().unavailable()
+
+
+class FlaskSSE(Contender):
+    @property
+    def needs_redis(self) -> bool:
+        return True
+
+    def unavailable(self) -> str | None:
+        missing = _missing_modules("flask_sse", "gevent", "gunicorn", "redis")
+        if missing:
+            return "n/a (pip install -r bench/requirements.txt)"
+        if redis_server_path() is None:
+            return "n/a (redis-server missing)"
+        return None
+
+    def start(
+        self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
+    ) -> Server:
+        assert redis_url is not None
+        proc, port = _gunicorn(
+            procs,
+            self.name,
+            "app_flask_sse:create_app()",
+            workers=workers,
+            env={"SSE_REDIS_URL": redis_url},
+        )
+        # flask-sse sends no keepalives at all.
+        return Server(port, "/stream", proc.wait_for_children(workers), ": keepalive")
+
+
+class SSEStarlette(Contender):
+    def unavailable(self) -> str | None:
+        missing = _missing_modules("sse_starlette", "uvicorn")
+        return "n/a (pip install -r bench/requirements.txt)" if missing else None
+
+    def start(
+        self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
+    ) -> Server:
+        port = free_port()
+        command = [
+            sys.executable, "-m", "uvicorn", "app_starlette:app",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--backlog", "4096", "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+        env = {"BENCH_PING": str(keepalive)}
+        proc = procs.start(self.name, pinned(SERVER_CPU, command), env=env)
+        proc.wait_for_port(port)
+        return Server(port, "/events", [proc.pid], ": ping")
+
+
+class Limit(Contender):
+    def unavailable(self) -> str | None:
+        return "n/a (pip install gevent)" if _missing_modules("gevent") else None
+
+    def start(
+        self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
+    ) -> Server:
+        port = free_port()
+        command = [sys.executable, "limit_server.py", str(port), str(keepalive)]
+        proc = procs.start(self.name, pinned(SERVER_CPU, command))
+        proc.wait_for_port(port)
+        return Server(port, "/events", [proc.pid], ": keepalive")
+
+
+CONTENDERS: dict[str, Contender] = {
+    c.name: c
+    for c in (
+        FlaskSSEPush("flask_sse_push", "flask_sse_push, memory broker, gunicorn -k gevent", True),
+        FlaskSSEPushRedis(
+            "flask_sse_push_redis", "flask_sse_push, Redis broker, gunicorn -k gevent", True
+        ),
+        FlaskSSE("flask_sse", "flask-sse (incumbent), Redis, gunicorn -k gevent", False, True),
+        SSEStarlette("sse_starlette", "sse-starlette, asyncio queues, uvicorn", False),
+        Limit("limit", "bare gevent StreamServer, pre-encoded bytes", True),
+    )
+}
