@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.servers import ROOT
+from tests.servers import ROOT, missing
 
 
 def _table(output: str, column: str) -> tuple[list[str], list[list[str]]]:
@@ -30,7 +30,7 @@ def _table(output: str, column: str) -> tuple[list[str], list[list[str]]]:
 @pytest.mark.slow
 def test_smoke_run_reports_flask_sse_push_without_loss() -> None:
     if importlib.util.find_spec("gevent") is None or importlib.util.find_spec("gunicorn") is None:
-        pytest.skip("the bench needs gevent and gunicorn (pip install 'flask-sse-push[gevent]')")
+        missing("gevent and gunicorn (pip install 'flask-sse-push[gevent]')")
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke"],
         cwd=ROOT,
