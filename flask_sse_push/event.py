@@ -103,6 +103,8 @@ class ServerSentEvent:
 
         The bytes are computed once, when the event is made, so an event fanned
         out to many clients is encoded only once.
+
+        .. versionadded:: 0.1
         """
         assert self._wire is not None
         return self._wire

@@ -183,6 +183,8 @@ class SSEPush:
           ``flask-sse-push[metrics]``.
 
         :raises RuntimeError: the extension is registered on ``app`` already.
+
+        .. versionadded:: 0.1
         """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
@@ -225,7 +227,10 @@ class SSEPush:
 
     @property
     def broker(self) -> Broker:
-        """The current app's broker."""
+        """The current app's broker.
+
+        .. versionadded:: 0.1
+        """
         return get_state(current_app).broker
 
     def publish(
@@ -251,6 +256,8 @@ class SSEPush:
         :raises ValueError: a field or the channel name is invalid; nothing is sent.
         :raises TypeError: a field has the wrong type; nothing is sent.
         :raises BrokerError: the broker could not take the event.
+
+        .. versionadded:: 0.1
         """
         state = get_state(current_app)
         text = data if isinstance(data, str) else current_app.json.dumps(data)
@@ -264,6 +271,8 @@ class SSEPush:
 
         Render it into the page, so events published between the page load and
         the ``EventSource`` connecting are not missed.
+
+        .. versionadded:: 0.1
         """
         names = check_channels(list(channels) or ["default"])
         return get_state(current_app).broker.cursor(names)
@@ -285,6 +294,8 @@ class SSEPush:
                         yield {"event": "tick", "data": time.ctime()}
                         time.sleep(1)
                 return sse.stream(ticks())
+
+        .. versionadded:: 0.1
         """
         state = get_state(current_app)
         dumps = current_app.json.dumps

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
+import time
 import typing as t
 from urllib.parse import urlencode
 
@@ -141,7 +142,10 @@ class EventStreamParser:
 
 
 def parse_stream(body: bytes) -> list[ReceivedEvent]:
-    """Parse a complete body; an unterminated last event is dropped, as at EOF."""
+    """Parse a complete body; an unterminated last event is dropped, as at EOF.
+
+    .. versionadded:: 0.1
+    """
     return EventStreamParser().feed(body)
 
 
@@ -196,8 +200,6 @@ class TestStream:
 
         :raises AssertionError: no event arrived in time, or the stream ended.
         """
-        import time
-
         deadline = time.monotonic() + timeout
         while not self._pending:
             left = deadline - time.monotonic()
@@ -210,15 +212,11 @@ class TestStream:
 
     def events(self, count: int, timeout: float = 5.0) -> list[ReceivedEvent]:
         """Return the next ``count`` events, waiting up to ``timeout`` in all."""
-        import time
-
         deadline = time.monotonic() + timeout
         return [self.next_event(max(0.0, deadline - time.monotonic())) for _ in range(count)]
 
     def assert_no_event(self, within: float = 0.2) -> None:
         """Assert that no event arrives for ``within`` seconds."""
-        import time
-
         deadline = time.monotonic() + within
         while not self._pending and (left := deadline - time.monotonic()) > 0:
             if not self._pull(left) and self._ended:
@@ -227,8 +225,6 @@ class TestStream:
 
     def read_to_end(self, timeout: float = 5.0) -> list[ReceivedEvent]:
         """Return every remaining event once the server ends the stream."""
-        import time
-
         deadline = time.monotonic() + timeout
         while not self._ended:
             left = deadline - time.monotonic()
@@ -262,6 +258,8 @@ def open_stream(
 
     :param channels: added as ``?channel=`` parameters.
     :param last_event_id: sent as the ``Last-Event-ID`` header.
+
+    .. versionadded:: 0.1
     """
     query = urlencode([("channel", name) for name in channels])
     url = f"{path}?{query}" if query else path
