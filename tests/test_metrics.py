@@ -187,6 +187,10 @@ class TestPrometheus:
         assert registry.get_sample_value("sse_push_events_published_total") == 2
 
 
+def _all_answered(streams: list[RawStream]) -> t.Callable[[], bool]:
+    return lambda: all(stream.status for stream in streams)
+
+
 def _sample(text: str, name: str) -> float:
     match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     assert match, f"{name} not in metrics output"
@@ -210,7 +214,7 @@ def test_multiprocess_figures_add_up_over_gunicorn_workers(tmp_path: Path) -> No
                 for _ in range(100):  # the second worker may still be booting
                     batch = [RawStream(server.port, "/events?channel=m") for _ in range(10)]
                     clients += batch
-                    assert pump(batch, lambda: all(c.status for c in clients), 20)
+                    assert pump(batch, _all_answered(batch), 20)
                     if len({c.headers.get("x-worker-pid") for c in clients}) == 2:
                         break
                     time.sleep(0.2)
