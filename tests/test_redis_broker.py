@@ -344,7 +344,7 @@ class TestHealth:
         """A Redis that accepts but does not answer fails the ping in time, and the late
         PONG is never read as the reply to a later command."""
         real.ping()  # the pool now holds an open connection
-        inspector.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        t.cast("t.Any", inspector).execute_command("CLIENT", "PAUSE", 1500, "ALL")
         with pytest.raises(BrokerError, match="no reply to PING within 0.2 s"):
             real.ping(timeout=0.2)
         real.ping(timeout=10.0)  # waits out the pause

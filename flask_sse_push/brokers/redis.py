@@ -180,7 +180,8 @@ class RedisBroker(Broker):
         .. versionadded:: 0.1
         """
         try:
-            conn = self.pool.get_connection()
+            # Some redis-py releases leave Connection's methods untyped.
+            conn: t.Any = self.pool.get_connection()
         except (redis.RedisError, OSError) as exc:
             raise self._error("run PING", exc) from exc
         answered = False
