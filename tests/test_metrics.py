@@ -11,18 +11,16 @@ import prometheus_client
 import pytest
 from flask import Flask
 
-from flask_sse_push import Broker, BrokerError, MemoryBroker, ServerSentEvent, SSEPush
+from flask_sse_push import MemoryBroker, ServerSentEvent, SSEPush
 from flask_sse_push.brokers.redis import RedisBroker
 from flask_sse_push.metrics import PrometheusMetrics
 from flask_sse_push.testing import open_stream
 from tests.raw_client import RawStream, pump
 from tests.servers import RedisServer, free_port, gunicorn
+from tests.unreachable import UnreachableBroker
 
 if t.TYPE_CHECKING:
-    from collections.abc import Sequence
     from pathlib import Path
-
-    from flask_sse_push import Subscription
 
 
 class TestStats:
@@ -85,27 +83,6 @@ class TestStats:
             assert sse.stats()["broker_reconnects"] == 2
 
 
-class _Unreachable(Broker):
-    """A broker whose backend never answers, like Redis during an outage."""
-
-    def publish(self, channel: str, event: ServerSentEvent) -> str:
-        raise BrokerError("no route to broker")
-
-    def subscribe(
-        self, channels: Sequence[str], *, last_event_id: str | None = None
-    ) -> Subscription:
-        raise BrokerError("no route to broker")
-
-    def cursor(self, channels: Sequence[str]) -> str:
-        raise BrokerError("no route to broker")
-
-    def subscriber_count(self) -> int:
-        return 0
-
-    def ping(self) -> None:
-        raise BrokerError("no route to broker")
-
-
 class TestHealth:
     def test_ok_with_the_memory_broker(self, app: Flask) -> None:
         SSEPush(app)
@@ -114,7 +91,7 @@ class TestHealth:
         assert response.get_json() == {"status": "ok", "clients_connected": 0}
 
     def test_503_with_reason_when_the_broker_is_down(self, app: Flask) -> None:
-        SSEPush(app, broker=_Unreachable())
+        SSEPush(app, broker=UnreachableBroker())
         response = app.test_client().get("/events/health")
         assert response.status_code == 503
         assert response.get_json() == {"status": "unavailable", "reason": "no route to broker"}

@@ -9,17 +9,15 @@ from flask import Flask, Response
 from werkzeug.test import TestResponse
 
 from flask_sse_push import (
-    Broker,
-    BrokerError,
     MemoryBroker,
     ServerSentEvent,
     SSEPush,
-    Subscription,
 )
+from tests.unreachable import UnreachableBroker
 from tests.wire import parse
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator
 
 
 def _chunks(response: TestResponse) -> Iterator[bytes]:
@@ -212,30 +210,12 @@ class TestBadInput:
 
     def test_unreachable_broker_gives_200_with_retry_then_end(self, app: Flask) -> None:
         """Never a 5xx: EventSource would give up for good."""
-        SSEPush(app, broker=_DownBroker())
+        SSEPush(app, broker=UnreachableBroker())
         response = app.test_client().get("/events")
         assert response.status_code == 200
         assert response.mimetype == "text/event-stream"
         stream = parse(response.get_data())
         assert stream.retry is not None and stream.events == []
-
-
-class _DownBroker(Broker):
-    """A broker whose backend is unreachable, as a Redis broker is in an outage."""
-
-    def publish(self, channel: str, event: ServerSentEvent) -> str:
-        raise BrokerError("backend down")
-
-    def subscribe(
-        self, channels: Sequence[str], *, last_event_id: str | None = None
-    ) -> Subscription:
-        raise BrokerError("backend down")
-
-    def cursor(self, channels: Sequence[str]) -> str:
-        raise BrokerError("backend down")
-
-    def subscriber_count(self) -> int:
-        return 0
 
 
 class TestUserGenerator:
