@@ -15,8 +15,7 @@ import typing as t
 
 from flask import Flask, Response, jsonify, render_template, request
 
-from flask_sse_push import SSEPush
-from flask_sse_push.views import request_last_event_id
+from flask_sse_push import SSEPush, last_event_id
 
 from .countdown import countdown, resume_step
 
@@ -44,7 +43,7 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
     @app.get("/api/sse")
     def countdown_stream() -> Response:
         try:
-            step = resume_step(request_last_event_id())
+            step = resume_step(last_event_id())
         except ValueError as exc:
             return Response(f"{exc}\n", status=400, content_type="text/plain")
         if step is None:

@@ -16,6 +16,7 @@ from .exceptions import (
 )
 from .extension import SSEPush
 from .publisher import Publisher
+from .views import request_last_event_id as last_event_id
 
 if t.TYPE_CHECKING:
     from .brokers.redis import RedisBroker
@@ -34,6 +35,7 @@ __all__ = [
     "StreamInfo",
     "Subscription",
     "SubscriptionClosed",
+    "last_event_id",
 ]
 
 __version__ = "0.1.0"

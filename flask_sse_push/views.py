@@ -109,8 +109,13 @@ def request_last_event_id() -> str | None:
     The ``Last-Event-ID`` header wins: it is what the browser sends on reconnect,
     while ``?last_event_id=`` stays at its first-connect value in the URL.
 
+    Exported as :func:`flask_sse_push.last_event_id`, for views that resume an
+    application generator given to :meth:`SSEPush.stream`.
+
     :raises LastEventIDError: the value is not valid UTF-8, too long, or has a
         character no event id can have.
+
+    .. versionadded:: 0.1
     """
     raw = request.headers.get("Last-Event-ID")
     if raw is not None:

@@ -18,6 +18,7 @@ from flask_sse_push import (
     SSEPush,
     Subscription,
     SubscriptionClosed,
+    last_event_id,
 )
 
 sse = SSEPush()
@@ -40,6 +41,12 @@ def create_app() -> Flask:
                 yield ServerSentEvent(time.ctime(), event="tick", id=str(n))
 
         return sse.stream(ticks())
+
+    @app.get("/resumable")
+    def resumable() -> Response:
+        cursor: str | None = last_event_id()
+        start = 0 if cursor is None else int(cursor) + 1
+        return sse.stream(ServerSentEvent(str(n), id=str(n)) for n in range(start, 10))
 
     @app.get("/mixed")
     def mixed() -> Response:
