@@ -21,6 +21,10 @@ if t.TYPE_CHECKING:
     from .connections import StreamRegistry
 
 
+#: Pending batch sizes that make :meth:`Metrics.delivered` take the lock once.
+_FOLD_AT = 256
+
+
 class Metrics:
     """In-process counters. Every method is cheap and thread-safe.
 
@@ -36,6 +40,11 @@ class Metrics:
         self.disconnects: collections.Counter[str] = collections.Counter()
         self.replays = 0
         self.resets = 0
+        # Batch sizes written but not yet added to ``deliveries``. Every written
+        # batch lands here, so that path takes no lock: list.append is atomic
+        # under the GIL. They are added up under the lock, in bulk, when read
+        # and every _FOLD_AT batches.
+        self._unfolded: list[int] = []
 
     def connected(self, channels: Sequence[str], *, replay: bool) -> None:
         """A stream opened for ``channels``, resuming from a cursor if ``replay``."""
@@ -61,9 +70,20 @@ class Metrics:
 
     def delivered(self, count: int, resets: int = 0) -> None:
         """One client was sent ``count`` events, ``resets`` of them ``reset`` events."""
-        with self._lock:
-            self.deliveries += count
-            self.resets += resets
+        unfolded = self._unfolded
+        unfolded.append(count)
+        if resets or len(unfolded) >= _FOLD_AT:
+            with self._lock:
+                self._fold()
+                self.resets += resets
+
+    def _fold(self) -> None:
+        """Add the pending batch sizes to ``deliveries``; the caller holds the lock."""
+        unfolded = self._unfolded
+        # Sizes appended meanwhile, by other threads, lie past ``done`` and stay.
+        done = len(unfolded)
+        self.deliveries += sum(unfolded[:done])
+        del unfolded[:done]
 
     def snapshot(self, broker: Broker, registry: StreamRegistry) -> dict[str, t.Any]:
         """Return the figures :meth:`SSEPush.stats` documents."""
@@ -71,6 +91,7 @@ class Metrics:
             (s.subscription.pending() for s in registry.streams() if s.subscription), default=0
         )
         with self._lock:
+            self._fold()
             return {
                 "clients_connected": self.clients,
                 "clients_by_channel": dict(self.clients_by_channel),

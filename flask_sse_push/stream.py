@@ -150,15 +150,15 @@ def event_stream(
             if live is not None and live.ending is not None:
                 break
             if batch:
+                if len(batch) == 1:
+                    first = batch[0]
+                    chunk = first.encode()
+                    resets = 1 if first.event == RESET_EVENT else 0
+                else:
+                    chunk = b"".join([event.encode() for event in batch])
+                    resets = [event.event for event in batch].count(RESET_EVENT)
                 if metrics is not None:
-                    metrics.delivered(
-                        len(batch), sum(1 for event in batch if event.event == RESET_EVENT)
-                    )
-                chunk = (
-                    batch[0].encode()
-                    if len(batch) == 1
-                    else b"".join([event.encode() for event in batch])
-                )
+                    metrics.delivered(len(batch), resets)
             elif timeout < keepalive:
                 continue  # the lifetime is up, not the keepalive interval
             else:
