@@ -20,6 +20,23 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
 
+def split_response_head(buffer: bytes) -> tuple[int, dict[str, str], bytes] | None:
+    """Parse an HTTP/1.1 status line and headers from the start of ``buffer``.
+
+    :returns: the status, the headers (names lower-cased) and the bytes after the
+        blank line, or ``None`` while the head is still incomplete.
+    """
+    head, sep, rest = buffer.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, rest
+
+
 @dataclasses.dataclass(frozen=True)
 class Received:
     """One dispatched block, with when it arrived (``time.time()``)."""
@@ -100,14 +117,11 @@ class RawStream:
     def _feed(self, data: bytes) -> None:
         self._raw += data
         if self.status is None:
-            head, sep, rest = self._raw.partition(b"\r\n\r\n")
-            if not sep:
+            parsed = split_response_head(self._raw)
+            if parsed is None:
                 return
-            status_line, *header_lines = head.decode("latin-1").split("\r\n")
-            self.status = int(status_line.split()[1])
-            for line in header_lines:
-                name, _, value = line.partition(":")
-                self.headers[name.strip().lower()] = value.strip()
+            self.status, head_fields, rest = parsed
+            self.headers.update(head_fields)
             self._chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
             self._raw = rest
         if not self._chunked:

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from flask_sse_push import ServerSentEvent
+from tests.raw_client import split_response_head
 from tests.servers import RedisServer
 
 if t.TYPE_CHECKING:
@@ -151,14 +152,11 @@ class SSEClient:
             return
         if self.status is None:
             self._buffer += chunk
-            head, sep, chunk = self._buffer.partition(b"\r\n\r\n")
-            if not sep:
+            parsed = split_response_head(self._buffer)
+            if parsed is None:
                 return
-            status_line, *header_lines = head.decode("latin-1").split("\r\n")
-            self.status = int(status_line.split()[1])
-            for header in header_lines:
-                name, _, value = header.partition(":")
-                self.headers[name.strip().lower()] = value.strip()
+            self.status, head_fields, chunk = parsed
+            self.headers.update(head_fields)
             self._buffer = b""
         self.body += chunk
         self._buffer += chunk
