@@ -51,7 +51,10 @@ def brief(scenario: Scenario, run: Run) -> str:
             f" load gen {data['loadgen_cpu']:.0%}"
         )
     if scenario.mode == "latency":
-        return f"p50 {data['p50_ms']:.2f} ms, p99 {data['p99_ms']:.2f} ms, lost {data['lost']}"
+        return (
+            f"p50 {data['p50_ms']:.2f} ms, p99 {data['p99_ms']:.2f} ms, lost {data['lost']},"
+            f" CPU server {data['server_cpu']:.0%} load gen {data['loadgen_cpu']:.0%}"
+        )
     if scenario.mode == "idle":
         return "; ".join(
             f"{s['open']:,} open, {s['per_conn'] / 1024:.1f} KiB/conn, {s['kept']:,} kept"
@@ -136,7 +139,9 @@ def _fanout_table(per: dict[str, Outcome], redis: bool) -> list[str]:
 
 
 def _latency_table(per: dict[str, Outcome]) -> list[str]:
-    header = ["contender", "p50 ms", "p99 ms", "max ms", "lost", "loss"]
+    header = [
+        "contender", "p50 ms", "p99 ms", "max ms", "lost", "loss", "server CPU", "load gen CPU",
+    ]  # fmt: skip
 
     def cells(runs: list[Run]) -> list[str]:
         lost, share = _loss(runs)
@@ -146,6 +151,8 @@ def _latency_table(per: dict[str, Outcome]) -> list[str]:
             _num(_median(runs, "max_ms"), 1),
             str(lost),
             share,
+            f"{_median(runs, 'server_cpu'):.0%}",
+            f"{_median(runs, 'loadgen_cpu'):.0%}",
         ]
 
     return _table(header, _rows(per, len(header), cells))

@@ -95,6 +95,7 @@ class Bench:
                 f"&pad={size['pad']}&burst={size.get('burst', 1)}"
             )
             config["timestamps"] = scenario.mode == "latency"
+            config["sample_every"] = size.get("sample_every", 1)
             config["drain"] = 10 if self.smoke else 30
         elif scenario.mode == "idle":
             config["rss_pids"] = server.workers

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_MAX_CONNECTIONS": None,
     "SSE_PUSH_CORS_ORIGINS": None,
     "SSE_PUSH_PROMETHEUS": False,
+    "SSE_PUSH_DIRECT_WRITES": True,
 }
 
 EXTENSION_KEY = "sse_push"
@@ -68,6 +69,7 @@ class _State:
         default_factory=lambda: StreamRegistry(max_connections=None, send_timeout=30.0, retry=None)
     )
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
+    direct_writes: bool = DEFAULTS["SSE_PUSH_DIRECT_WRITES"]
 
 
 def get_state(app: Flask) -> _State:
@@ -97,6 +99,13 @@ def _retry(app: Flask) -> int | None:
             f"SSE_PUSH_RETRY must be None or an int number of milliseconds >= 0, not {value!r}."
         )
     return None if value is None else int(value)
+
+
+def _flag(app: Flask, key: str) -> bool:
+    value = app.config[key]
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be True or False, not {value!r}.")
+    return value
 
 
 def _optional_seconds(app: Flask, key: str) -> float | None:
@@ -181,6 +190,12 @@ class SSEPush:
           as ``prometheus_client`` metrics (see
           :class:`~flask_sse_push.metrics.PrometheusMetrics`). Needs
           ``flask-sse-push[metrics]``.
+        - ``SSE_PUSH_DIRECT_WRITES`` (``True``): under gunicorn's gevent worker,
+          write events to waiting plain-HTTP/1.x streams straight from the
+          fan-out, framed as gunicorn frames them, instead of waking each
+          stream's greenlet (see :mod:`flask_sse_push.direct`). Turn it off if a
+          WSGI middleware rewrites response bodies (compression, for one):
+          direct writes go past it.
 
         :raises RuntimeError: the extension is registered on ``app`` already.
 
@@ -221,6 +236,7 @@ class SSEPush:
                 keepalive=keepalive,
             ),
             metrics=metrics,
+            direct_writes=_flag(app, "SSE_PUSH_DIRECT_WRITES"),
         )
         app.register_blueprint(make_blueprint(app.config["SSE_PUSH_URL_PREFIX"], cors_origins))
         app.cli.add_command(_cli)

@@ -25,7 +25,10 @@ _Handler: t.TypeAlias = "Callable[[int, FrameType | None], t.Any] | int | None"
 
 def gunicorn_process() -> t.Any | None:
     """Return the gunicorn worker or arbiter of this process, or ``None``."""
-    owner = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    handler = signal.getsignal(signal.SIGTERM)
+    if isinstance(handler, _Chained):  # ours, in front of gunicorn's
+        handler = handler.previous
+    owner = getattr(handler, "__self__", None)
     if owner is None or not type(owner).__module__.startswith("gunicorn."):
         return None
     return owner
@@ -63,7 +66,7 @@ def chain_shutdown_handlers(callback: Callable[[], None]) -> bool:
         if not callable(previous):
             continue
         try:
-            signal.signal(number, _chained(callback, previous))
+            signal.signal(number, _Chained(callback, previous))
         except ValueError:  # not the main thread
             return False
         if number == signal.SIGTERM:
@@ -73,10 +76,16 @@ def chain_shutdown_handlers(callback: Callable[[], None]) -> bool:
     return True
 
 
-def _chained(callback: Callable[[], None], previous: _Handler) -> Callable[[int, t.Any], None]:
-    def handler(signum: int, frame: t.Any) -> None:
-        callback()
-        if callable(previous):
-            previous(signum, frame)
+class _Chained:
+    """A signal handler that calls ``callback``, then the handler it replaced."""
 
-    return handler
+    __slots__ = ("callback", "previous")
+
+    def __init__(self, callback: Callable[[], None], previous: _Handler) -> None:
+        self.callback = callback
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: t.Any) -> None:
+        self.callback()
+        if callable(self.previous):
+            self.previous(signum, frame)

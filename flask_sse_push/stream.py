@@ -26,6 +26,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
     from .connections import LiveStream
+    from .direct import DirectWriter
     from .metrics import Metrics
 
 logger = logging.getLogger("flask_sse_push")
@@ -100,6 +101,7 @@ def event_stream(
     lifetime: float | None = None,
     live: LiveStream | None = None,
     metrics: Metrics | None = None,
+    writer: DirectWriter | None = None,
 ) -> Iterator[bytes]:
     """Yield the bytes of an SSE response body for ``subscription``.
 
@@ -118,6 +120,8 @@ def event_stream(
         be cut, and ends, dropping any batch in hand, once asked to. It also
         learns why the stream ended (``live.reason``).
     :param metrics: counts the events written and the ``reset`` events among them.
+    :param writer: writes events to the client's socket while this generator
+        waits, where the subscription allows it (see :mod:`flask_sse_push.direct`).
     """
     deadline = None if lifetime is None else time.monotonic() + lifetime
     final = b""
@@ -125,6 +129,9 @@ def event_stream(
         if live is not None:
             live.write_started = time.monotonic()
         yield first_chunk(retry)
+        # Only now: gunicorn has written the headers and the first chunk.
+        if writer is not None and not writer.attach(subscription):
+            writer = None
         while True:
             if live is not None:
                 live.write_started = None
@@ -139,13 +146,25 @@ def event_stream(
                         live.reason = "lifetime"
                     break
                 timeout = min(keepalive, remaining)
+            ended: SubscriptionClosed | None = None
             try:
                 batch = subscription.get(timeout)
             except SubscriptionClosed as closed:
-                if closed.reconnect:
-                    final = closing_chunk(closed.reason, reconnect_retry(retry))
-                if live is not None and closed.reason != "closed":
-                    live.reason = closed.reason  # "closed" is the server closing it
+                ended, batch = closed, []
+            if writer is not None and (writer.unsent is not None or not writer.active):
+                # A direct write left part of a chunk: it goes first, whole.
+                if not writer.finish_chunk():
+                    return  # the client is gone
+                if not writer.active:
+                    subscription.set_direct(None)
+                    writer = None
+                if ended is None and not batch:
+                    continue  # woken to finish that chunk; no keepalive is due
+            if ended is not None:
+                if ended.reconnect:
+                    final = closing_chunk(ended.reason, reconnect_retry(retry))
+                if live is not None and ended.reason != "closed":
+                    live.reason = ended.reason  # "closed" is the server closing it
                 break
             if live is not None and live.ending is not None:
                 break
@@ -177,6 +196,8 @@ def event_stream(
             live.write_started = None
             live.finished = True
     finally:
+        if writer is not None:
+            writer.detach()
         subscription.close()
 
 

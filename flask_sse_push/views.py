@@ -13,6 +13,7 @@ import typing as t
 from flask import Blueprint, Response, current_app, request
 
 from .connections import StreamInfo
+from .direct import DirectWriter, direct_socket
 from .encoding import encode_comment
 from .exceptions import BrokerError, ChannelError, LastEventIDError
 from .sockets import client_socket, tune
@@ -178,6 +179,12 @@ def open_stream(
     )
     if sock is not None:
         tune(sock, state.keepalive, state.send_timeout)
+    writer = None
+    if state.direct_writes:
+        direct = direct_socket(request.environ)
+        if direct is not None:
+            chunked = request.environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+            writer = DirectWriter(direct, chunked=chunked, live=live, metrics=metrics)
     chunks = event_stream(
         subscription,
         keepalive=state.keepalive,
@@ -185,6 +192,7 @@ def open_stream(
         lifetime=jittered_lifetime(lifetime),
         live=live,
         metrics=metrics,
+        writer=writer,
     )
     closed = False
 

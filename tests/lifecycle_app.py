@@ -4,9 +4,10 @@
 at ``/events`` it has:
 
 - ``POST /publish``: JSON ``{"channel", "data", "count"}``; publishes ``count``
-  events (``data`` is sent as is) and returns their ids;
-- ``GET /stats``: the live streams of this worker, its broker subscribers, and
-  the TCP options set on the stream sockets;
+  events (``data`` is sent as is) and returns their ids. With ``"events"``, a
+  list of ``{"data", "event", "id"}`` objects, it publishes those instead;
+- ``GET /stats``: the live streams of this worker, its broker subscribers, the
+  TCP options set on the stream sockets, and how many direct-write passes ran;
 - an ``authorize`` hook refusing channels named ``private-*`` unless the
   ``X-User`` header is ``admin``, and an ``identify`` hook returning ``X-User``.
 """
@@ -21,7 +22,7 @@ import typing as t
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from flask_sse_push import SSEPush
+from flask_sse_push import SSEPush, direct
 from flask_sse_push.extension import get_state
 
 #: The environment variable :func:`create_app` reads its config from.
@@ -53,7 +54,13 @@ def create_app() -> Flask:
     def publish() -> ResponseReturnValue:
         body: dict[str, t.Any] = request.get_json(force=True)
         channel = body.get("channel", "default")
-        ids = [sse.publish(body["data"], channel=channel) for _ in range(body.get("count", 1))]
+        if "events" in body:
+            ids = [
+                sse.publish(item["data"], item.get("event"), item.get("id"), channel=channel)
+                for item in body["events"]
+            ]
+        else:
+            ids = [sse.publish(body["data"], channel=channel) for _ in range(body.get("count", 1))]
         return jsonify(ids=ids)
 
     @app.get("/stats")
@@ -75,6 +82,7 @@ def create_app() -> Flask:
             subscribers=sse.broker.subscriber_count(),
             identities=[stream.info.identity for stream in live],
             sockopts=options,
+            direct_passes=direct.flusher().passes,
         )
 
     @app.post("/revoke")

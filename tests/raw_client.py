@@ -58,6 +58,7 @@ class RawStream:
         headers: Mapping[str, str] | None = None,
         *,
         rcvbuf: int | None = None,
+        http_version: str = "1.1",
     ) -> None:
         self.sock = socket.socket()
         if rcvbuf is not None:
@@ -65,7 +66,11 @@ class RawStream:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(10)
         self.sock.connect(("127.0.0.1", port))
-        lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Accept: text/event-stream"]
+        lines = [
+            f"GET {path} HTTP/{http_version}",
+            "Host: 127.0.0.1",
+            "Accept: text/event-stream",
+        ]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         self.sock.setblocking(False)

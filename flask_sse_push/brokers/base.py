@@ -14,7 +14,7 @@ import typing as t
 from ..event import ServerSentEvent
 
 if t.TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from types import TracebackType
 
 _S = t.TypeVar("_S", bound="Subscription")
@@ -61,6 +61,35 @@ class Subscription(abc.ABC):
     def pending(self) -> int:
         """Return how many events wait to be sent: the client's lag, for stats."""
         return 0
+
+    # Direct delivery is optional: a subscription that supports it lets the
+    # server write events for a reader parked in get() without waking it.
+
+    def set_direct(self, ready: Callable[[], None] | None) -> bool:
+        """Call ``ready()`` instead of waking a reader that waits in :meth:`get`.
+
+        From then on, when events arrive while the reader waits, the
+        subscription calls ``ready()`` once (from the publishing thread) and
+        leaves the reader asleep; the caller then collects the events with
+        :meth:`take`, or wakes the reader with :meth:`wake`. A reader that is
+        not waiting gets its events from :meth:`get` as usual.
+
+        ``None`` turns it off again: the reader is woken as usual.
+
+        :returns: whether the subscription supports this; the default does not.
+        """
+        return False
+
+    def take(self) -> list[ServerSentEvent]:
+        """Return and remove the ready events, but only while the reader waits.
+
+        Returns ``[]`` when the reader is busy, the subscription is closed, or
+        nothing is ready. Only called after :meth:`set_direct` returned True.
+        """
+        return []
+
+    def wake(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Make a reader that waits in :meth:`get` return at once."""
 
     def __enter__(self: _S) -> _S:
         return self

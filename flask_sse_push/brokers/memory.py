@@ -17,7 +17,7 @@ from ..exceptions import SubscriptionClosed
 from .base import Broker, Subscription, reset_event
 
 if t.TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ..event import ServerSentEvent
 
@@ -51,10 +51,22 @@ class _Mailbox(Subscription):
     """A bounded per-client queue, woken by an event flag.
 
     The publisher sets the flag only when the reader is waiting for it, so a
-    burst of events to a busy reader costs one wake-up, not one per event.
+    burst of events to a busy reader costs one wake-up, not one per event. With
+    direct delivery on (:meth:`set_direct`), a waiting reader is not woken at
+    all: the publisher calls ``ready()`` once, and the events are taken for it.
     """
 
-    __slots__ = ("_broker", "channels", "_items", "_wake", "_waiting", "_limit", "_closed")
+    __slots__ = (
+        "_broker",
+        "channels",
+        "_items",
+        "_wake",
+        "_waiting",
+        "_limit",
+        "_closed",
+        "_ready",
+        "_flagged",
+    )
 
     def __init__(self, broker: MemoryBroker, channels: Sequence[str], limit: int):
         self._broker = broker
@@ -66,6 +78,8 @@ class _Mailbox(Subscription):
         self._waiting = False
         self._limit = limit
         self._closed: SubscriptionClosed | None = None
+        self._ready: Callable[[], None] | None = None
+        self._flagged = False  # ready() was called and take() has not run since
 
     def put(self, event: ServerSentEvent) -> bool:
         """Queue ``event``; return False, queueing nothing, if the client is full."""
@@ -74,8 +88,13 @@ class _Mailbox(Subscription):
             return False
         items.append(event)
         if self._waiting:
-            self._waiting = False
-            self._wake.set()
+            ready = self._ready
+            if ready is None:
+                self._waiting = False
+                self._wake.set()
+            elif not self._flagged:
+                self._flagged = True
+                ready()
         return True
 
     def finish(self, reason: SubscriptionClosed) -> bool:
@@ -91,6 +110,7 @@ class _Mailbox(Subscription):
             # Announce the wait before looking again, so a put in between
             # either is seen here or sets the flag.
             self._wake.clear()
+            self._flagged = False
             self._waiting = True
             if not self._items and self._closed is None:
                 self._wake.wait(timeout)
@@ -105,6 +125,22 @@ class _Mailbox(Subscription):
 
     def pending(self) -> int:
         return len(self._items)
+
+    def set_direct(self, ready: Callable[[], None] | None) -> bool:
+        self._ready = ready
+        return True
+
+    def take(self) -> list[ServerSentEvent]:
+        if not self._waiting or self._closed is not None or not self._items:
+            return []
+        self._flagged = False
+        with self._broker._lock:
+            batch, self._items = self._items, []
+        return batch
+
+    def wake(self) -> None:
+        self._waiting = False
+        self._wake.set()
 
     def close(self) -> None:
         with self._broker._lock:

@@ -1,0 +1,223 @@
+"""Direct writes: events go onto idle clients' sockets in one pass, without waking them.
+
+Under gunicorn's gevent worker every stream is a greenlet parked in
+:meth:`~flask_sse_push.brokers.Subscription.get`. Waking each one to hand gunicorn
+an event costs a switch into the greenlet and back; at a thousand clients that
+is most of a broadcast's time, and it is paid again for every event. Instead, a
+subscription that supports it (:meth:`~flask_sse_push.brokers.Subscription.set_direct`)
+reports that events are ready for a waiting stream, and one flush per process,
+run as soon as the publisher yields, writes every ready stream's events with a
+single non-blocking ``send``, framed exactly as gunicorn frames a chunk.
+
+A stream's greenlet takes over again only when the kernel does not take a whole
+chunk: it wakes, finishes that chunk with an ordinary blocking write (watched by
+the send timeout like any other), and carries on with the usual path. Chunks
+written either way are whole, so the two never interleave inside one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import typing as t
+
+from .brokers.base import RESET_EVENT
+
+if t.TYPE_CHECKING:
+    import socket
+    from collections.abc import Mapping
+
+    from .brokers.base import Subscription
+    from .connections import LiveStream
+    from .metrics import Metrics
+
+logger = logging.getLogger("flask_sse_push")
+
+
+def direct_socket(environ: Mapping[str, t.Any]) -> t.Any | None:
+    """Return gunicorn's socket for a request whose stream may be written directly.
+
+    That is a plain-text ``GET`` over HTTP/1.x on gunicorn's gevent worker,
+    speaking HTTP (not the uwsgi protocol). TLS sockets, HTTP/2 streams and
+    every other server get ``None``, and the stream writes through the server.
+    """
+    if environ.get("REQUEST_METHOD") != "GET":
+        return None
+    if environ.get("SERVER_PROTOCOL") not in ("HTTP/1.1", "HTTP/1.0"):
+        return None
+    if not str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn"):
+        return None
+    sock = environ.get("gunicorn.socket")
+    kind = type(sock)
+    # Exactly gevent's socket: its SSLSocket subclass encrypts in send().
+    if kind.__name__ != "socket" or not kind.__module__.startswith("gevent."):
+        return None
+    if not hasattr(sock, "_sock"):
+        return None
+    from .server import gunicorn_worker
+
+    worker = gunicorn_worker()
+    if worker is None or getattr(getattr(worker, "cfg", None), "protocol", "http") != "http":
+        return None
+    return sock
+
+
+class _Flusher:
+    """The one flush pass of a process: the streams with events ready, written in turn."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.dirty: list[DirectWriter] = []
+        self.scheduled = False
+        #: Flush passes run so far, for tests and benchmarks.
+        self.passes = 0
+
+    def add(self, writer: DirectWriter) -> None:
+        self.dirty.append(writer)
+        if not self.scheduled:
+            self.scheduled = True
+            import gevent
+
+            # A greenlet, not a loop callback: a metrics backend may take a lock.
+            gevent.spawn_raw(self.run)
+
+    def run(self) -> None:
+        try:
+            while self.dirty:
+                dirty, self.dirty = self.dirty, []
+                self.passes += 1
+                for writer in dirty:
+                    try:
+                        writer.flush()
+                    except Exception:  # one stream's failure must not stop the rest
+                        logger.exception("Direct write failed; the stream takes over.")
+                        writer.fail()
+        finally:
+            self.scheduled = False
+
+
+_flusher: _Flusher | None = None
+
+
+def flusher() -> _Flusher:
+    """Return this process's flusher (a forked worker gets its own)."""
+    global _flusher
+    current = _flusher
+    if current is None or current.pid != os.getpid():
+        current = _flusher = _Flusher()
+    return current
+
+
+class DirectWriter:
+    """Writes one stream's events straight to its socket while its greenlet waits.
+
+    :param sock: gunicorn's (gevent) socket for the request.
+    :param chunked: frame each write as an HTTP/1.1 chunk, as gunicorn does for
+        an HTTP/1.1 response without a length.
+    """
+
+    __slots__ = (
+        "_sock",
+        "_raw",
+        "_chunked",
+        "_subscription",
+        "_live",
+        "_metrics",
+        "unsent",
+        "active",
+    )
+
+    def __init__(
+        self,
+        sock: t.Any,
+        *,
+        chunked: bool,
+        live: LiveStream | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._sock = sock
+        self._raw: socket.socket = sock._sock
+        self._chunked = chunked
+        self._subscription: Subscription | None = None
+        self._live = live
+        self._metrics = metrics
+        #: The rest of a chunk the kernel did not take; the stream's greenlet
+        #: must write it before anything else. ``None`` when there is none.
+        self.unsent: bytes | None = None
+        #: False once the stream's greenlet must write everything itself again.
+        self.active = True
+
+    def attach(self, subscription: Subscription) -> bool:
+        """Start taking ``subscription``'s events; False if it cannot deliver directly."""
+        if not subscription.set_direct(self._ready):
+            return False
+        self._subscription = subscription
+        return True
+
+    def detach(self) -> None:
+        """Stop writing: the stream is ending, and its socket will soon be closed."""
+        self._subscription = None
+
+    def _ready(self) -> None:
+        flusher().add(self)
+
+    def flush(self) -> None:
+        """Write the stream's ready events, if its greenlet still waits."""
+        subscription = self._subscription
+        if subscription is None or self.unsent is not None:
+            return
+        live = self._live
+        if live is not None and live.ending is not None:
+            return
+        batch = subscription.take()
+        if not batch:
+            return
+        if len(batch) == 1:
+            body = batch[0].encode()
+            resets = 1 if batch[0].event == RESET_EVENT else 0
+        else:
+            body = b"".join([event.encode() for event in batch])
+            resets = [event.event for event in batch].count(RESET_EVENT)
+        data = b"%X\r\n%b\r\n" % (len(body), body) if self._chunked else body
+        try:
+            sent = self._raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # The peer is gone; the greenlet's own write will fail and end it.
+            sent = 0
+        if self._metrics is not None:
+            self._metrics.delivered(len(batch), resets)
+        if sent < len(data):
+            self.unsent = data[sent:]
+            subscription.wake()
+
+    def fail(self) -> None:
+        """Give the stream back to its greenlet for good, after an unexpected error."""
+        self.active = False
+        subscription = self._subscription
+        self._subscription = None
+        if subscription is not None:
+            subscription.wake()
+
+    def finish_chunk(self) -> bool:
+        """Write what the kernel did not take, blocking; False if the socket failed.
+
+        Runs in the stream's own greenlet, which the send timeout watches.
+        """
+        unsent = self.unsent
+        if unsent is None:
+            return True
+        live = self._live
+        if live is not None:
+            live.write_started = time.monotonic()
+        try:
+            self._sock.sendall(unsent)
+        except OSError:
+            return False
+        finally:
+            if live is not None:
+                live.write_started = None
+        self.unsent = None
+        return True

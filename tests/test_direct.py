@@ -1,0 +1,344 @@
+"""Direct writes: the fan-out writing to waiting streams' sockets itself.
+
+The unit tests drive a real memory-broker subscription and a real socket pair
+in this process: a reader thread waits in ``get()`` while gevent, in the main
+thread, runs the flush. The integration tests run ``gunicorn -k gevent`` and
+check, with a chunked-body decoder and a WHATWG parser that are independent of
+the package, that what the direct path writes parses back to exactly what was
+published, also when the kernel takes only part of a chunk.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing as t
+
+import gevent
+import httpx
+import pytest
+from gevent import socket as gsocket
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flask_sse_push import MemoryBroker, ServerSentEvent
+from flask_sse_push.connections import StreamRegistry
+from flask_sse_push.direct import DirectWriter, flusher
+from flask_sse_push.exceptions import SubscriptionClosed
+from flask_sse_push.metrics import Metrics
+from tests import wire
+from tests.lifecycle_app import environment
+from tests.raw_client import RawStream, pump
+from tests.servers import Gunicorn, gunicorn
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from flask_sse_push.brokers.base import Subscription
+
+APP = "tests.lifecycle_app:create_app()"
+
+
+class Reader:
+    """A thread parked in ``subscription.get()``, recording what each call returned."""
+
+    def __init__(self, subscription: Subscription, timeout: float = 5.0) -> None:
+        self.subscription = subscription
+        self.timeout = timeout
+        self.returns: list[list[ServerSentEvent]] = []
+        self.ended: SubscriptionClosed | None = None
+        self.returned = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        # get() marks itself waiting before it blocks; give it the moment to.
+        time.sleep(0.05)
+
+    def _run(self) -> None:
+        try:
+            self.returns.append(self.subscription.get(self.timeout))
+        except SubscriptionClosed as closed:
+            self.ended = closed
+        self.returned.set()
+
+    def join(self) -> None:
+        self.thread.join(self.timeout + 1)
+        assert not self.thread.is_alive()
+
+
+# -- the subscription's side ---------------------------------------------------
+
+
+def test_a_waiting_reader_is_not_woken_and_ready_is_called_once() -> None:
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["room"])
+    calls: list[int] = []
+    assert subscription.set_direct(lambda: calls.append(1))
+    reader = Reader(subscription, timeout=0.5)
+    ids = [broker.publish("room", ServerSentEvent(f"e{n}")) for n in range(3)]
+    assert calls == [1]
+    taken = subscription.take()
+    assert [event.id for event in taken] == ids
+    assert not reader.returned.wait(0.2), "the reader was woken although its events were taken"
+    reader.join()
+    assert reader.returns == [[]]  # it timed out, with nothing left for it
+
+
+def test_take_gives_nothing_while_the_reader_is_busy() -> None:
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["room"])
+    calls: list[int] = []
+    subscription.set_direct(lambda: calls.append(1))
+    event_id = broker.publish("room", ServerSentEvent("queued"))
+    assert calls == []  # nobody waits: no direct delivery
+    assert subscription.take() == []
+    assert [event.id for event in subscription.get(0)] == [event_id]
+
+
+def test_wake_and_turning_direct_delivery_off() -> None:
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["room"])
+    subscription.set_direct(lambda: None)
+    reader = Reader(subscription)
+    subscription.wake()
+    assert reader.returned.wait(2), "wake() did not wake the reader"
+    reader.join()
+    assert reader.returns == [[]]
+
+    assert subscription.set_direct(None)
+    reader = Reader(subscription)
+    event_id = broker.publish("room", ServerSentEvent("woken"))
+    assert reader.returned.wait(2), "without direct delivery a publish must wake the reader"
+    reader.join()
+    assert [event.id for event in reader.returns[0]] == [event_id]
+
+
+def test_a_closed_subscription_gives_nothing_to_take() -> None:
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["room"])
+    subscription.set_direct(lambda: None)
+    reader = Reader(subscription)
+    broker.publish("room", ServerSentEvent("x"))
+    subscription.close()
+    assert subscription.take() == []
+    reader.join()
+    assert reader.ended is not None and reader.ended.reason == "closed"
+
+
+# -- the writer's side ---------------------------------------------------------
+
+
+def _unchunk(raw: bytes) -> bytes:
+    """Decode an HTTP/1.1 chunked body; fail on anything malformed."""
+    body = b""
+    while raw:
+        size_line, sep, rest = raw.partition(b"\r\n")
+        assert sep, f"truncated chunk header: {raw[:40]!r}"
+        size = int(size_line, 16)
+        assert rest[size : size + 2] == b"\r\n", "chunk not followed by CRLF"
+        body += rest[:size]
+        raw = rest[size + 2 :]
+    return body
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[gsocket.socket, gsocket.socket]]:
+    server, client = gsocket.socketpair()
+    yield server, client
+    server.close()
+    client.close()
+
+
+def _drain(sock: gsocket.socket, end: bytes, timeout: float = 10) -> bytes:
+    """Read until the data ends with ``end`` (or ``timeout`` passes)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(end) and time.monotonic() < deadline:
+        try:
+            with gevent.Timeout(0.5):
+                data += sock.recv(1 << 20)
+        except gevent.Timeout:
+            continue
+    return data
+
+
+def test_the_flush_writes_one_chunk_per_waiting_stream(
+    pair: tuple[gsocket.socket, gsocket.socket],
+) -> None:
+    server, client = pair
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["room"])
+    metrics = Metrics()
+    writer = DirectWriter(server, chunked=True, metrics=metrics)
+    assert writer.attach(subscription)
+    reader = Reader(subscription, timeout=1.0)
+    passes = flusher().passes
+    published = [ServerSentEvent(f"line {n}\nsecond", event="tick") for n in range(5)]
+    ids = [broker.publish("room", event) for event in published]
+    gevent.sleep(0)  # the publisher yields: the flush runs
+    assert flusher().passes == passes + 1
+    raw = _drain(client, b"\n\n\r\n")
+    body = _unchunk(raw)
+    assert raw.count(b"\r\n") == 2, "five events ready together make one chunk"
+    parsed = wire.parse(body).events
+    assert [(p.type, p.data, p.last_event_id) for p in parsed] == [
+        ("tick", f"line {n}\nsecond", event_id) for n, event_id in enumerate(ids)
+    ]
+    assert (
+        metrics.snapshot(broker, StreamRegistry(max_connections=None, send_timeout=1, retry=None))[
+            "deliveries"
+        ]
+        == 5
+    )
+    reader.join()
+    assert reader.returns == [[]], "the reader was woken for events already written"
+
+
+def test_a_partial_write_is_finished_by_the_stream_whole(
+    pair: tuple[gsocket.socket, gsocket.socket],
+) -> None:
+    server, client = pair
+    server.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_SNDBUF, 4096)
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["room"])
+    writer = DirectWriter(server, chunked=True)
+    writer.attach(subscription)
+    reader = Reader(subscription)
+    big = "x" * 2_000_000
+    event_id = broker.publish("room", ServerSentEvent(big))
+    gevent.sleep(0)
+    assert writer.unsent, "a 2 MB chunk should not fit in the socket buffer at once"
+    assert reader.returned.wait(2), "the stream was not woken to finish its chunk"
+    reader.join()
+    receiving = gevent.spawn(_drain, client, b"\n\n\r\n")
+    assert writer.finish_chunk()
+    assert writer.unsent is None
+    raw = receiving.get(timeout=10)
+    (parsed,) = wire.parse(_unchunk(raw)).events
+    assert (parsed.data, parsed.last_event_id) == (big, event_id)
+
+
+def test_an_http_1_0_stream_is_written_unframed(
+    pair: tuple[gsocket.socket, gsocket.socket],
+) -> None:
+    server, client = pair
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["room"])
+    DirectWriter(server, chunked=False).attach(subscription)
+    reader = Reader(subscription, timeout=0.5)
+    event_id = broker.publish("room", ServerSentEvent("plain"))
+    gevent.sleep(0)
+    assert _drain(client, b"\n\n") == f"id: {event_id}\ndata: plain\n\n".encode()
+    reader.join()
+
+
+# -- under gunicorn -k gevent --------------------------------------------------
+
+
+def _stats(server: Gunicorn) -> dict[str, t.Any]:
+    reply = httpx.get(f"{server.url}/stats", timeout=10)
+    reply.raise_for_status()
+    result: dict[str, t.Any] = reply.json()
+    return result
+
+
+def _publish(server: Gunicorn, events: list[dict[str, t.Any]], channel: str) -> list[str]:
+    reply = httpx.post(
+        f"{server.url}/publish", json={"channel": channel, "events": events}, timeout=10
+    )
+    reply.raise_for_status()
+    ids: list[str] = reply.json()["ids"]
+    return ids
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Gunicorn]:
+    with gunicorn(APP, env=environment(SSE_PUSH_KEEPALIVE=5.0)) as running:
+        yield running
+
+
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=300)
+_field = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\0"),
+    min_size=1,
+    max_size=20,
+)
+_events = st.lists(
+    st.fixed_dictionaries({"data": _text}, optional={"event": _field}),
+    min_size=1,
+    max_size=30,
+)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=_events, http_version=st.sampled_from(["1.1", "1.0"]))
+def test_what_is_written_directly_parses_back_exactly(
+    server: Gunicorn, events: list[dict[str, t.Any]], http_version: str
+) -> None:
+    streams = [
+        RawStream(server.port, "/events?channel=direct", http_version=http_version)
+        for _ in range(3)
+    ]
+    try:
+        assert pump(streams, lambda: all(s.body for s in streams), 10), "streams did not open"
+        time.sleep(0.05)  # let each stream park in get()
+        passes = _stats(server)["direct_passes"]
+        ids = _publish(server, [*events, {"data": "end"}], "direct")
+        expected = [
+            (item.get("event") or "message", item["data"], event_id)
+            for item, event_id in zip([*events, {"data": "end"}], ids, strict=True)
+        ]
+        last = f"id: {ids[-1]}\ndata: end\n\n".encode()
+        assert pump(streams, lambda: all(last in s.body for s in streams), 10)
+        assert _stats(server)["direct_passes"] > passes, "the direct path did not write"
+        for stream in streams:
+            assert stream.headers.get("transfer-encoding") == (
+                "chunked" if http_version == "1.1" else None
+            )
+            parsed = wire.parse(stream.body)
+            got = [(p.type, p.data, p.last_event_id) for p in parsed.events]
+            assert got == expected
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_slow_reader_gets_every_byte_in_order(server: Gunicorn) -> None:
+    """A tiny receive window makes direct writes partial; nothing is torn or lost."""
+    slow = RawStream(server.port, "/events?channel=slow", rcvbuf=4096)
+    fast = RawStream(server.port, "/events?channel=slow")
+    try:
+        assert pump([slow, fast], lambda: bool(slow.body and fast.body), 10)
+        time.sleep(0.05)
+        events = [{"data": f"{n:04d}" + "y" * 20_000} for n in range(60)]
+        ids = []
+        for start in range(0, len(events), 10):
+            ids += _publish(server, events[start : start + 10], "slow")
+        assert pump([slow, fast], lambda: slow.event_count >= 60 and fast.event_count >= 60, 30)
+        for stream in (slow, fast):
+            got = [(p.data, p.last_event_id) for p in wire.parse(stream.body).events]
+            assert got == [(e["data"], i) for e, i in zip(events, ids, strict=True)]
+    finally:
+        slow.close()
+        fast.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_direct_writes_can_be_turned_off() -> None:
+    config = environment(SSE_PUSH_KEEPALIVE=5.0, SSE_PUSH_DIRECT_WRITES=False)
+    with gunicorn(APP, env=config) as off:
+        stream = RawStream(off.port, "/events?channel=off")
+        try:
+            assert pump([stream], lambda: bool(stream.body), 10)
+            time.sleep(0.05)
+            ids = _publish(off, [{"data": "through gunicorn"}], "off")
+            assert pump([stream], lambda: stream.event_count >= 1, 10)
+            (parsed,) = wire.parse(stream.body).events
+            assert (parsed.data, parsed.last_event_id) == ("through gunicorn", ids[0])
+            assert _stats(off)["direct_passes"] == 0
+        finally:
+            stream.close()
