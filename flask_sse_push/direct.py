@@ -18,6 +18,7 @@ written either way are whole, so the two never interleave inside one.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import time
 import typing as t
@@ -30,6 +31,7 @@ if t.TYPE_CHECKING:
 
     from .brokers.base import Subscription
     from .connections import LiveStream
+    from .event import ServerSentEvent
     from .metrics import Metrics
 
 logger = logging.getLogger("flask_sse_push")
@@ -63,36 +65,96 @@ def direct_socket(environ: Mapping[str, t.Any]) -> t.Any | None:
     return sock
 
 
-class _Flusher:
-    """The one flush pass of a process: the streams with events ready, written in turn."""
+class _Pass:
+    """What one flush pass has encoded, so identical batches are encoded once.
+
+    Streams on the same channel that were all waiting get the very same event
+    objects, so consecutive batches are usually identical; comparing them by
+    identity is cheaper than joining and framing them again.
+    """
+
+    __slots__ = ("batch", "chunked", "data", "resets", "delivered")
 
     def __init__(self) -> None:
+        self.batch: list[ServerSentEvent] = []
+        self.chunked = False
+        self.data = b""
+        self.resets = 0
+        #: Deliveries per metrics object, counted once at the end of the pass.
+        self.delivered: dict[Metrics, list[int]] = {}
+
+    def frame(self, batch: list[ServerSentEvent], chunked: bool) -> bytes:
+        previous = self.batch
+        if (
+            chunked is self.chunked
+            and len(batch) == len(previous)
+            and all(map(operator.is_, batch, previous))
+        ):
+            return self.data
+        if len(batch) == 1:
+            body = batch[0].encode()
+            self.resets = 1 if batch[0].event == RESET_EVENT else 0
+        else:
+            body = b"".join([event.encode() for event in batch])
+            self.resets = [event.event for event in batch].count(RESET_EVENT)
+        self.batch, self.chunked = batch, chunked
+        self.data = b"%X\r\n%b\r\n" % (len(body), body) if chunked else body
+        return self.data
+
+    def count(self, metrics: Metrics, events: int) -> None:
+        totals = self.delivered.get(metrics)
+        if totals is None:
+            totals = self.delivered[metrics] = [0, 0]
+        totals[0] += events
+        totals[1] += self.resets
+
+    def report(self) -> None:
+        for metrics, (events, resets) in self.delivered.items():
+            metrics.delivered(events, resets)
+
+
+class _Flusher:
+    """The flush passes of one process: the streams with events ready, written in turn."""
+
+    def __init__(self) -> None:
+        import gevent
+        from gevent.monkey import get_original
+
         self.pid = os.getpid()
+        self.spawn = gevent.spawn_raw
+        #: The thread of the gevent hub the streams run in.
+        self.thread: int = gevent.get_hub().thread_ident
+        self.ident: t.Callable[[], int] = get_original("_thread", "get_ident")
         self.dirty: list[DirectWriter] = []
         self.scheduled = False
         #: Flush passes run so far, for tests and benchmarks.
         self.passes = 0
 
     def add(self, writer: DirectWriter) -> None:
+        if self.ident() != self.thread:
+            # A publisher in another OS thread: let the stream wake and write
+            # for itself, as it would without direct writes.
+            writer.hand_back()
+            return
         self.dirty.append(writer)
         if not self.scheduled:
             self.scheduled = True
-            import gevent
-
             # A greenlet, not a loop callback: a metrics backend may take a lock.
-            gevent.spawn_raw(self.run)
+            self.spawn(self.run)
 
     def run(self) -> None:
         try:
             while self.dirty:
                 dirty, self.dirty = self.dirty, []
                 self.passes += 1
+                done = _Pass()
                 for writer in dirty:
                     try:
-                        writer.flush()
+                        writer.flush(done)
                     except Exception:  # one stream's failure must not stop the rest
                         logger.exception("Direct write failed; the stream takes over.")
                         writer.fail()
+                done.report()
         finally:
             self.scheduled = False
 
@@ -101,7 +163,10 @@ _flusher: _Flusher | None = None
 
 
 def flusher() -> _Flusher:
-    """Return this process's flusher (a forked worker gets its own)."""
+    """Return this process's flusher (a forked worker gets its own).
+
+    Call it first from the gevent hub's thread, where the streams run.
+    """
     global _flusher
     current = _flusher
     if current is None or current.pid != os.getpid():
@@ -126,6 +191,7 @@ class DirectWriter:
         "_metrics",
         "unsent",
         "active",
+        "_flusher",
     )
 
     def __init__(
@@ -142,6 +208,7 @@ class DirectWriter:
         self._subscription: Subscription | None = None
         self._live = live
         self._metrics = metrics
+        self._flusher = flusher()
         #: The rest of a chunk the kernel did not take; the stream's greenlet
         #: must write it before anything else. ``None`` when there is none.
         self.unsent: bytes | None = None
@@ -160,9 +227,15 @@ class DirectWriter:
         self._subscription = None
 
     def _ready(self) -> None:
-        flusher().add(self)
+        self._flusher.add(self)
 
-    def flush(self) -> None:
+    def hand_back(self) -> None:
+        """Wake the stream, to take its events itself this time."""
+        subscription = self._subscription
+        if subscription is not None:
+            subscription.wake()
+
+    def flush(self, done: _Pass) -> None:
         """Write the stream's ready events, if its greenlet still waits."""
         subscription = self._subscription
         if subscription is None or self.unsent is not None:
@@ -173,13 +246,7 @@ class DirectWriter:
         batch = subscription.take()
         if not batch:
             return
-        if len(batch) == 1:
-            body = batch[0].encode()
-            resets = 1 if batch[0].event == RESET_EVENT else 0
-        else:
-            body = b"".join([event.encode() for event in batch])
-            resets = [event.event for event in batch].count(RESET_EVENT)
-        data = b"%X\r\n%b\r\n" % (len(body), body) if self._chunked else body
+        data = done.frame(batch, self._chunked)
         try:
             sent = self._raw.send(data)
         except BlockingIOError:
@@ -188,7 +255,7 @@ class DirectWriter:
             # The peer is gone; the greenlet's own write will fail and end it.
             sent = 0
         if self._metrics is not None:
-            self._metrics.delivered(len(batch), resets)
+            done.count(self._metrics, len(batch))
         if sent < len(data):
             self.unsent = data[sent:]
             subscription.wake()

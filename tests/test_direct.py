@@ -2,14 +2,16 @@
 
 The unit tests drive a real memory-broker subscription and a real socket pair
 in this process: a reader thread waits in ``get()`` while gevent, in the main
-thread, runs the flush. The integration tests run ``gunicorn -k gevent`` and
-check, with a chunked-body decoder and a WHATWG parser that are independent of
+thread, runs the flush. The integration tests run ``gunicorn -k gevent`` on the
+memory broker and on a real redis-server, and check, with a chunked-body decoder and a WHATWG parser that are independent of
 the package, that what the direct path writes parses back to exactly what was
 published, also when the kernel takes only part of a chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import threading
 import time
 import typing as t
@@ -29,7 +31,7 @@ from flask_sse_push.metrics import Metrics
 from tests import wire
 from tests.lifecycle_app import environment
 from tests.raw_client import RawStream, pump
-from tests.servers import Gunicorn, gunicorn
+from tests.servers import Gunicorn, RedisServer, gunicorn
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -250,10 +252,14 @@ def _publish(server: Gunicorn, events: list[dict[str, t.Any]], channel: str) -> 
     return ids
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Gunicorn]:
-    with gunicorn(APP, env=environment(SSE_PUSH_KEEPALIVE=5.0)) as running:
-        yield running
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def server(request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
+    """The app under gunicorn, on each broker that supports direct delivery."""
+    with contextlib.ExitStack() as stack:
+        config: dict[str, object] = {"SSE_PUSH_KEEPALIVE": 5.0}
+        if request.param == "redis":
+            config["SSE_PUSH_BROKER_URL"] = stack.enter_context(RedisServer()).url
+        yield stack.enter_context(gunicorn(APP, env=environment(**config)))
 
 
 _text = st.text(st.characters(exclude_categories=["Cs"]), max_size=300)
@@ -285,8 +291,9 @@ def test_what_is_written_directly_parses_back_exactly(
         time.sleep(0.05)  # let each stream park in get()
         passes = _stats(server)["direct_passes"]
         ids = _publish(server, [*events, {"data": "end"}], "direct")
+        # CR and CRLF in data are line breaks on the wire: they arrive as LF.
         expected = [
-            (item.get("event") or "message", item["data"], event_id)
+            (item.get("event") or "message", re.sub(r"\r\n?", "\n", item["data"]), event_id)
             for item, event_id in zip([*events, {"data": "end"}], ids, strict=True)
         ]
         last = f"id: {ids[-1]}\ndata: end\n\n".encode()

@@ -15,6 +15,8 @@ from ._redis_scripts import ZERO, format_id
 from .base import Subscription, reset_event
 
 if t.TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..event import ServerSentEvent
     from ._redis_listener import Listener
     from ._redis_scripts import Key, Snapshot
@@ -41,6 +43,9 @@ class RedisSubscription(Subscription):
         # anything a catch-up returns up to here are skipped.
         self.last: Key = ZERO
         self._closed: SubscriptionClosed | None = None
+        self._waiting = False  # the reader is parked in get()
+        self._ready: Callable[[], None] | None = None
+        self._flagged = False  # ready() was called and take() has not run since
 
     def _overflow(self) -> bool:
         self._closed = SubscriptionClosed("overflow")
@@ -66,7 +71,12 @@ class RedisSubscription(Subscription):
                 return self._overflow()
             self._items.append(event)
             self.last = key
-        self._wake.set()
+        if self._waiting and self._ready is not None:
+            if not self._flagged:
+                self._flagged = True
+                self._ready()
+        else:
+            self._wake.set()
         return True
 
     def go_live(self, backlog: list[ServerSentEvent], through: Key) -> bool:
@@ -131,14 +141,35 @@ class RedisSubscription(Subscription):
     def get(self, timeout: float | None = None) -> list[ServerSentEvent]:
         items = self._items
         if not items and self._closed is None:
+            self._flagged = False
+            self._waiting = True
             self._wake.wait(timeout)
+            self._waiting = False
             self._wake.clear()
         if self._closed is not None:
             raise self._closed
+        return self._drain()
+
+    def _drain(self) -> list[ServerSentEvent]:
+        items = self._items
         batch = []
         while items:
             batch.append(items.popleft())
         return batch
+
+    def set_direct(self, ready: Callable[[], None] | None) -> bool:
+        self._ready = ready
+        return True
+
+    def take(self) -> list[ServerSentEvent]:
+        if not self._waiting or self._closed is not None or not self._items:
+            return []
+        self._flagged = False
+        return self._drain()
+
+    def wake(self) -> None:
+        self._waiting = False
+        self._wake.set()
 
     def pending(self) -> int:
         return len(self._items)
