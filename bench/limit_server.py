@@ -18,6 +18,7 @@ monkey.patch_all()
 
 import sys  # noqa: E402
 import typing as t  # noqa: E402
+from socket import IPPROTO_TCP, TCP_NODELAY  # noqa: E402
 from urllib.parse import parse_qsl, urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
@@ -114,6 +115,9 @@ def serve(port: int, keepalive: float) -> None:
     hub = Hub()
 
     def stream(sock: socket.socket) -> None:
+        # As every server here does (gunicorn, uvicorn): an event must leave at
+        # once, not wait for the previous one's ACK.
+        sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
         sock.sendall(HEAD + CONNECTED)
         client = Client(sock, len(hub.log))
         hub.clients += 1

@@ -1,13 +1,15 @@
 """Direct writes: events go onto idle clients' sockets in one pass, without waking them.
 
-Under gunicorn's gevent worker every stream is a greenlet parked in
+Under gunicorn's gevent worker every stream is a greenlet waiting in
 :meth:`~flask_sse_push.brokers.Subscription.get`. Waking each one to hand gunicorn
 an event costs a switch into the greenlet and back; at a thousand clients that
 is most of a broadcast's time, and it is paid again for every event. Instead, a
-subscription that supports it (:meth:`~flask_sse_push.brokers.Subscription.set_direct`)
-reports that events are ready for a waiting stream, and one flush per process,
-run as soon as the publisher yields, writes every ready stream's events with a
-single non-blocking ``send``, framed exactly as gunicorn frames a chunk.
+stream gives its subscription a :class:`DirectWriter`
+(:meth:`~flask_sse_push.brokers.Subscription.set_direct`). The subscription
+schedules a job when events arrive for a waiting stream; the jobs run in one
+pass per process as soon as the publisher yields, and write each stream's
+events with a single non-blocking ``send``, framed exactly as gunicorn frames a
+chunk. Streams that get the same events share one encoding per pass.
 
 A stream's greenlet takes over again only when the kernel does not take a whole
 chunk: it wakes, finishes that chunk with an ordinary blocking write (watched by
@@ -27,9 +29,8 @@ from .brokers.base import RESET_EVENT
 
 if t.TYPE_CHECKING:
     import socket
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
-    from .brokers.base import Subscription
     from .connections import LiveStream
     from .event import ServerSentEvent
     from .metrics import Metrics
@@ -66,11 +67,11 @@ def direct_socket(environ: Mapping[str, t.Any]) -> t.Any | None:
 
 
 class _Pass:
-    """What one flush pass has encoded, so identical batches are encoded once.
+    """One run of the scheduled jobs: what it encoded, and what it delivered.
 
-    Streams on the same channel that were all waiting get the very same event
-    objects, so consecutive batches are usually identical; comparing them by
-    identity is cheaper than joining and framing them again.
+    Streams that get the same events usually get the very same list (the
+    memory broker hands one list to a whole channel), or lists of the very same
+    event objects; either way they are encoded and framed once per pass.
     """
 
     __slots__ = ("batch", "chunked", "data", "resets", "delivered")
@@ -80,15 +81,14 @@ class _Pass:
         self.chunked = False
         self.data = b""
         self.resets = 0
-        #: Deliveries per metrics object, counted once at the end of the pass.
+        #: Deliveries per metrics object, reported once at the end of the pass.
         self.delivered: dict[Metrics, list[int]] = {}
 
     def frame(self, batch: list[ServerSentEvent], chunked: bool) -> bytes:
         previous = self.batch
-        if (
-            chunked is self.chunked
-            and len(batch) == len(previous)
-            and all(map(operator.is_, batch, previous))
+        if chunked is self.chunked and (
+            batch is previous
+            or (len(batch) == len(previous) and all(map(operator.is_, batch, previous)))
         ):
             return self.data
         if len(batch) == 1:
@@ -114,7 +114,7 @@ class _Pass:
 
 
 class _Flusher:
-    """The flush passes of one process: the streams with events ready, written in turn."""
+    """The scheduled jobs of one process, run in passes after publishers yield."""
 
     def __init__(self) -> None:
         import gevent
@@ -124,38 +124,37 @@ class _Flusher:
         self.spawn = gevent.spawn_raw
         #: The thread of the gevent hub the streams run in.
         self.thread: int = gevent.get_hub().thread_ident
-        self.ident: t.Callable[[], int] = get_original("_thread", "get_ident")
-        self.dirty: list[DirectWriter] = []
+        self.ident: Callable[[], int] = get_original("_thread", "get_ident")
+        self.jobs: list[Callable[[], None]] = []
         self.scheduled = False
-        #: Flush passes run so far, for tests and benchmarks.
+        self.current = _Pass()
+        #: Passes run so far, for tests and benchmarks.
         self.passes = 0
 
-    def add(self, writer: DirectWriter) -> None:
+    def add(self, job: Callable[[], None]) -> bool:
         if self.ident() != self.thread:
-            # A publisher in another OS thread: let the stream wake and write
-            # for itself, as it would without direct writes.
-            writer.hand_back()
-            return
-        self.dirty.append(writer)
+            return False  # a publisher in another OS thread: the stream wakes instead
+        self.jobs.append(job)
         if not self.scheduled:
             self.scheduled = True
             # A greenlet, not a loop callback: a metrics backend may take a lock.
             self.spawn(self.run)
+        return True
 
     def run(self) -> None:
         try:
-            while self.dirty:
-                dirty, self.dirty = self.dirty, []
+            while self.jobs:
+                jobs, self.jobs = self.jobs, []
                 self.passes += 1
-                done = _Pass()
-                for writer in dirty:
+                self.current = done = _Pass()
+                for job in jobs:
                     try:
-                        writer.flush(done)
+                        job()
                     except Exception:  # one stream's failure must not stop the rest
-                        logger.exception("Direct write failed; the stream takes over.")
-                        writer.fail()
+                        logger.exception("A direct write failed.")
                 done.report()
         finally:
+            self.current = _Pass()
             self.scheduled = False
 
 
@@ -177,22 +176,15 @@ def flusher() -> _Flusher:
 class DirectWriter:
     """Writes one stream's events straight to its socket while its greenlet waits.
 
+    It is the :class:`~flask_sse_push.brokers.base.DirectSink` the stream gives
+    its subscription.
+
     :param sock: gunicorn's (gevent) socket for the request.
     :param chunked: frame each write as an HTTP/1.1 chunk, as gunicorn does for
         an HTTP/1.1 response without a length.
     """
 
-    __slots__ = (
-        "_sock",
-        "_raw",
-        "_chunked",
-        "_subscription",
-        "_live",
-        "_metrics",
-        "unsent",
-        "active",
-        "_flusher",
-    )
+    __slots__ = ("_sock", "_raw", "_chunked", "_live", "_metrics", "_flusher", "unsent")
 
     def __init__(
         self,
@@ -205,48 +197,27 @@ class DirectWriter:
         self._sock = sock
         self._raw: socket.socket = sock._sock
         self._chunked = chunked
-        self._subscription: Subscription | None = None
         self._live = live
         self._metrics = metrics
         self._flusher = flusher()
         #: The rest of a chunk the kernel did not take; the stream's greenlet
         #: must write it before anything else. ``None`` when there is none.
         self.unsent: bytes | None = None
-        #: False once the stream's greenlet must write everything itself again.
-        self.active = True
 
-    def attach(self, subscription: Subscription) -> bool:
-        """Start taking ``subscription``'s events; False if it cannot deliver directly."""
-        if not subscription.set_direct(self._ready):
-            return False
-        self._subscription = subscription
-        return True
+    def schedule(self, job: Callable[[], None]) -> bool:
+        return self._flusher.add(job)
 
-    def detach(self) -> None:
-        """Stop writing: the stream is ending, and its socket will soon be closed."""
-        self._subscription = None
-
-    def _ready(self) -> None:
-        self._flusher.add(self)
-
-    def hand_back(self) -> None:
-        """Wake the stream, to take its events itself this time."""
-        subscription = self._subscription
-        if subscription is not None:
-            subscription.wake()
-
-    def flush(self, done: _Pass) -> None:
-        """Write the stream's ready events, if its greenlet still waits."""
-        subscription = self._subscription
-        if subscription is None or self.unsent is not None:
-            return
+    def write(self, events: list[ServerSentEvent]) -> bool:
         live = self._live
         if live is not None and live.ending is not None:
-            return
-        batch = subscription.take()
-        if not batch:
-            return
-        data = done.frame(batch, self._chunked)
+            return True  # it ends now, dropping what it has not sent
+        done = self._flusher.current
+        data = done.frame(events, self._chunked)
+        if self._metrics is not None:
+            done.count(self._metrics, len(events))
+        if self.unsent is not None:  # the greenlet is finishing a chunk: queue behind it
+            self.unsent += data
+            return False
         try:
             sent = self._raw.send(data)
         except BlockingIOError:
@@ -254,19 +225,10 @@ class DirectWriter:
         except OSError:
             # The peer is gone; the greenlet's own write will fail and end it.
             sent = 0
-        if self._metrics is not None:
-            done.count(self._metrics, len(batch))
         if sent < len(data):
             self.unsent = data[sent:]
-            subscription.wake()
-
-    def fail(self) -> None:
-        """Give the stream back to its greenlet for good, after an unexpected error."""
-        self.active = False
-        subscription = self._subscription
-        self._subscription = None
-        if subscription is not None:
-            subscription.wake()
+            return False
+        return True
 
     def finish_chunk(self) -> bool:
         """Write what the kernel did not take, blocking; False if the socket failed.

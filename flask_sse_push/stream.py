@@ -130,7 +130,7 @@ def event_stream(
             live.write_started = time.monotonic()
         yield first_chunk(retry)
         # Only now: gunicorn has written the headers and the first chunk.
-        if writer is not None and not writer.attach(subscription):
+        if writer is not None and not subscription.set_direct(writer):
             writer = None
         while True:
             if live is not None:
@@ -151,13 +151,10 @@ def event_stream(
                 batch = subscription.get(timeout)
             except SubscriptionClosed as closed:
                 ended, batch = closed, []
-            if writer is not None and (writer.unsent is not None or not writer.active):
+            if writer is not None and writer.unsent is not None:
                 # A direct write left part of a chunk: it goes first, whole.
                 if not writer.finish_chunk():
                     return  # the client is gone
-                if not writer.active:
-                    subscription.set_direct(None)
-                    writer = None
                 if ended is None and not batch:
                     continue  # woken to finish that chunk; no keepalive is due
             if ended is not None:
@@ -197,7 +194,7 @@ def event_stream(
             live.finished = True
     finally:
         if writer is not None:
-            writer.detach()
+            subscription.set_direct(None)
         subscription.close()
 
 

@@ -1,11 +1,13 @@
 """Direct writes: the fan-out writing to waiting streams' sockets itself.
 
-The unit tests drive a real memory-broker subscription and a real socket pair
-in this process: a reader thread waits in ``get()`` while gevent, in the main
-thread, runs the flush. The integration tests run ``gunicorn -k gevent`` on the
-memory broker and on a real redis-server, and check, with a chunked-body decoder and a WHATWG parser that are independent of
-the package, that what the direct path writes parses back to exactly what was
-published, also when the kernel takes only part of a chunk.
+The broker tests run a reader thread parked in ``get()`` against a sink that
+records what the broker hands it. The writer tests use a real memory broker and
+a real socket pair in this process, with gevent running the flush in the main
+thread. The integration tests run ``gunicorn -k gevent`` on the memory broker
+and on a real redis-server, and check, with a chunked-body decoder and a WHATWG
+parser that are independent of the package, that what the direct path writes
+parses back to exactly what was published, also when the kernel takes only
+part of a chunk.
 """
 
 from __future__ import annotations
@@ -67,63 +69,151 @@ class Reader:
         assert not self.thread.is_alive()
 
 
-# -- the subscription's side ---------------------------------------------------
+# -- the broker's side ----------------------------------------------------------
 
 
-def test_a_waiting_reader_is_not_woken_and_ready_is_called_once() -> None:
+class Sink:
+    """A sink that records what it is given, and takes all of it or part of it.
+
+    It stands in for the stream's socket writer, which the tests further down
+    exercise for real; here the broker's side of the contract is under test.
+    """
+
+    def __init__(self, *, takes_all: bool = True, schedules: bool = True) -> None:
+        self.takes_all = takes_all
+        self.schedules = schedules
+        self.jobs: list[t.Callable[[], None]] = []
+        self.writes: list[list[ServerSentEvent]] = []
+
+    def schedule(self, job: t.Callable[[], None]) -> bool:
+        if self.schedules:
+            self.jobs.append(job)
+        return self.schedules
+
+    def write(self, events: list[ServerSentEvent]) -> bool:
+        self.writes.append(events)
+        return self.takes_all
+
+    def run_jobs(self) -> None:
+        jobs, self.jobs = self.jobs, []
+        for job in jobs:
+            job()
+
+
+def _ids(events: list[ServerSentEvent]) -> list[str | None]:
+    return [event.id for event in events]
+
+
+def test_parked_readers_get_one_shared_batch_and_stay_asleep() -> None:
     broker = MemoryBroker()
-    subscription = broker.subscribe(["room"])
-    calls: list[int] = []
-    assert subscription.set_direct(lambda: calls.append(1))
-    reader = Reader(subscription, timeout=0.5)
-    ids = [broker.publish("room", ServerSentEvent(f"e{n}")) for n in range(3)]
-    assert calls == [1]
-    taken = subscription.take()
-    assert [event.id for event in taken] == ids
-    assert not reader.returned.wait(0.2), "the reader was woken although its events were taken"
-    reader.join()
-    assert reader.returns == [[]]  # it timed out, with nothing left for it
+    sink = Sink()
+    subscriptions = [broker.subscribe(["room"]) for _ in range(3)]
+    for subscription in subscriptions:
+        assert subscription.set_direct(sink)
+    readers = [Reader(subscription, timeout=0.5) for subscription in subscriptions]
+    ids = [broker.publish("room", ServerSentEvent(f"e{n}")) for n in range(4)]
+    assert len(sink.jobs) == 1, "one job per channel and pass, not per client or event"
+    sink.run_jobs()
+    assert [_ids(batch) for batch in sink.writes] == [ids] * 3
+    assert sink.writes[0] is sink.writes[1] is sink.writes[2], "encoded once: one list"
+    for reader in readers:
+        assert not reader.returned.wait(0.1), "a reader was woken for written events"
+    for reader in readers:
+        reader.join()
+        assert reader.returns == [[]]
 
 
-def test_take_gives_nothing_while_the_reader_is_busy() -> None:
+def test_a_reader_whose_sink_lags_wakes_and_then_gets_events_itself() -> None:
     broker = MemoryBroker()
+    sink = Sink(takes_all=False)
     subscription = broker.subscribe(["room"])
-    calls: list[int] = []
-    subscription.set_direct(lambda: calls.append(1))
-    event_id = broker.publish("room", ServerSentEvent("queued"))
-    assert calls == []  # nobody waits: no direct delivery
-    assert subscription.take() == []
-    assert [event.id for event in subscription.get(0)] == [event_id]
-
-
-def test_wake_and_turning_direct_delivery_off() -> None:
-    broker = MemoryBroker()
-    subscription = broker.subscribe(["room"])
-    subscription.set_direct(lambda: None)
+    subscription.set_direct(sink)
     reader = Reader(subscription)
-    subscription.wake()
-    assert reader.returned.wait(2), "wake() did not wake the reader"
+    first = broker.publish("room", ServerSentEvent("partly written"))
+    sink.run_jobs()
+    assert _ids(sink.writes[0]) == [first]
+    assert reader.returned.wait(2), "the reader must wake to finish the write"
+    reader.join()
+    assert reader.returns == [[]]
+    second = broker.publish("room", ServerSentEvent("queued"))
+    assert sink.jobs == []
+    assert _ids(subscription.get(0)) == [second]
+
+
+def test_a_reader_that_wakes_before_the_flush_loses_nothing() -> None:
+    broker = MemoryBroker()
+    sink = Sink()
+    subscription = broker.subscribe(["room"])
+    subscription.set_direct(sink)
+    reader = Reader(subscription, timeout=0.2)
+    ids = [broker.publish("room", ServerSentEvent(f"e{n}")) for n in range(3)]
+    reader.join()  # the keepalive timeout comes before the flush
+    assert _ids(reader.returns[0]) == ids
+    sink.run_jobs()
+    assert sink.writes == [], "what the reader took must not be written again"
+
+
+def test_several_channels_are_written_in_publish_order() -> None:
+    broker = MemoryBroker()
+    sink = Sink()
+    subscription = broker.subscribe(["a", "b"])
+    subscription.set_direct(sink)
+    reader = Reader(subscription, timeout=0.5)
+    ids = [broker.publish(channel, ServerSentEvent(channel)) for channel in "abab"]
+    sink.run_jobs()
+    assert [_ids(batch) for batch in sink.writes] == [ids]
     reader.join()
     assert reader.returns == [[]]
 
-    assert subscription.set_direct(None)
+
+def test_a_reader_is_woken_when_the_job_cannot_be_scheduled() -> None:
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["room"])
+    subscription.set_direct(Sink(schedules=False))
+    reader = Reader(subscription)
+    event_id = broker.publish("room", ServerSentEvent("from another thread"))
+    assert reader.returned.wait(2)
+    reader.join()
+    assert _ids(reader.returns[0]) == [event_id]
+
+
+def test_closing_a_parked_subscription_ends_its_reader() -> None:
+    broker = MemoryBroker()
+    sink = Sink()
+    subscription = broker.subscribe(["room"])
+    subscription.set_direct(sink)
+    reader = Reader(subscription)
+    broker.publish("room", ServerSentEvent("x"))
+    subscription.close()
+    sink.run_jobs()
+    assert sink.writes == []
+    reader.join()
+    assert reader.ended is not None and reader.ended.reason == "closed"
+    assert broker.subscriber_count() == 0
+
+
+def test_parked_readers_overflow_like_queued_ones() -> None:
+    broker = MemoryBroker(queue_size=5)
+    sink = Sink()
+    subscription = broker.subscribe(["room"])
+    subscription.set_direct(sink)
+    reader = Reader(subscription)
+    for n in range(6):
+        broker.publish("room", ServerSentEvent(f"e{n}"))
+    reader.join()
+    assert reader.ended is not None and reader.ended.reason == "overflow"
+
+
+def test_turning_direct_delivery_off_wakes_readers_again() -> None:
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["room"])
+    subscription.set_direct(Sink())
+    subscription.set_direct(None)
     reader = Reader(subscription)
     event_id = broker.publish("room", ServerSentEvent("woken"))
     assert reader.returned.wait(2), "without direct delivery a publish must wake the reader"
     reader.join()
-    assert [event.id for event in reader.returns[0]] == [event_id]
-
-
-def test_a_closed_subscription_gives_nothing_to_take() -> None:
-    broker = MemoryBroker()
-    subscription = broker.subscribe(["room"])
-    subscription.set_direct(lambda: None)
-    reader = Reader(subscription)
-    broker.publish("room", ServerSentEvent("x"))
-    subscription.close()
-    assert subscription.take() == []
-    reader.join()
-    assert reader.ended is not None and reader.ended.reason == "closed"
+    assert _ids(reader.returns[0]) == [event_id]
 
 
 # -- the writer's side ---------------------------------------------------------
@@ -171,7 +261,7 @@ def test_the_flush_writes_one_chunk_per_waiting_stream(
     subscription = broker.subscribe(["room"])
     metrics = Metrics()
     writer = DirectWriter(server, chunked=True, metrics=metrics)
-    assert writer.attach(subscription)
+    assert subscription.set_direct(writer)
     reader = Reader(subscription, timeout=1.0)
     passes = flusher().passes
     published = [ServerSentEvent(f"line {n}\nsecond", event="tick") for n in range(5)]
@@ -203,7 +293,7 @@ def test_a_partial_write_is_finished_by_the_stream_whole(
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
     writer = DirectWriter(server, chunked=True)
-    writer.attach(subscription)
+    subscription.set_direct(writer)
     reader = Reader(subscription)
     big = "x" * 2_000_000
     event_id = broker.publish("room", ServerSentEvent(big))
@@ -225,7 +315,7 @@ def test_an_http_1_0_stream_is_written_unframed(
     server, client = pair
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    DirectWriter(server, chunked=False).attach(subscription)
+    subscription.set_direct(DirectWriter(server, chunked=False))
     reader = Reader(subscription, timeout=0.5)
     event_id = broker.publish("room", ServerSentEvent("plain"))
     gevent.sleep(0)

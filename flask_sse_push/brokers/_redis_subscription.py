@@ -15,11 +15,10 @@ from ._redis_scripts import ZERO, format_id
 from .base import Subscription, reset_event
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ..event import ServerSentEvent
     from ._redis_listener import Listener
     from ._redis_scripts import Key, Snapshot
+    from .base import DirectSink
 
 
 class RedisSubscription(Subscription):
@@ -44,8 +43,8 @@ class RedisSubscription(Subscription):
         self.last: Key = ZERO
         self._closed: SubscriptionClosed | None = None
         self._waiting = False  # the reader is parked in get()
-        self._ready: Callable[[], None] | None = None
-        self._flagged = False  # ready() was called and take() has not run since
+        self._sink: DirectSink | None = None
+        self._flagged = False  # a direct flush is scheduled
 
     def _overflow(self) -> bool:
         self._closed = SubscriptionClosed("overflow")
@@ -71,13 +70,23 @@ class RedisSubscription(Subscription):
                 return self._overflow()
             self._items.append(event)
             self.last = key
-        if self._waiting and self._ready is not None:
-            if not self._flagged:
-                self._flagged = True
-                self._ready()
-        else:
+        sink = self._sink
+        if sink is None or not self._waiting:
             self._wake.set()
+        elif not self._flagged:
+            self._flagged = True
+            if not sink.schedule(self._flush):
+                self.wake()
         return True
+
+    def _flush(self) -> None:
+        """The direct job: hand the ready events to the sink while the reader waits."""
+        self._flagged = False
+        sink = self._sink
+        if sink is None or not self._waiting or self._closed is not None or not self._items:
+            return
+        if not sink.write(self._drain()):
+            self.wake()
 
     def go_live(self, backlog: list[ServerSentEvent], through: Key) -> bool:
         """Queue the replay, then the buffered live events newer than ``through``.
@@ -141,7 +150,6 @@ class RedisSubscription(Subscription):
     def get(self, timeout: float | None = None) -> list[ServerSentEvent]:
         items = self._items
         if not items and self._closed is None:
-            self._flagged = False
             self._waiting = True
             self._wake.wait(timeout)
             self._waiting = False
@@ -157,15 +165,9 @@ class RedisSubscription(Subscription):
             batch.append(items.popleft())
         return batch
 
-    def set_direct(self, ready: Callable[[], None] | None) -> bool:
-        self._ready = ready
+    def set_direct(self, sink: DirectSink | None) -> bool:
+        self._sink = sink
         return True
-
-    def take(self) -> list[ServerSentEvent]:
-        if not self._waiting or self._closed is not None or not self._items:
-            return []
-        self._flagged = False
-        return self._drain()
 
     def wake(self) -> None:
         self._waiting = False

@@ -36,6 +36,31 @@ def reset_event(last_event_id: str, head_id: str, reason: str) -> ServerSentEven
     return ServerSentEvent(data, event=RESET_EVENT, id=head_id)
 
 
+class DirectSink(t.Protocol):
+    """Where a subscription may write events for a reader that waits (see
+    :meth:`Subscription.set_direct`). The server's stream provides it.
+
+    .. versionadded:: 0.1
+    """
+
+    def schedule(self, job: Callable[[], None]) -> bool:
+        """Run ``job`` soon, once the current publisher yields.
+
+        :returns: False if it cannot be scheduled from this thread; the caller
+            then wakes the reader instead.
+        """
+
+    def write(self, events: list[ServerSentEvent]) -> bool:
+        """Write ``events`` now, without blocking; only from a scheduled job.
+
+        Pass the same list object to every sink that gets the same events:
+        they are then encoded once. The list must not change afterwards.
+
+        :returns: False if the client took only part of them, or none: the
+            reader must then be woken, and finishes the write itself.
+        """
+
+
 class Subscription(abc.ABC):
     """A stream of events for one client, from one or more channels.
 
@@ -62,34 +87,19 @@ class Subscription(abc.ABC):
         """Return how many events wait to be sent: the client's lag, for stats."""
         return 0
 
-    # Direct delivery is optional: a subscription that supports it lets the
-    # server write events for a reader parked in get() without waking it.
+    def set_direct(self, sink: DirectSink | None) -> bool:
+        """Deliver through ``sink`` while the reader waits in :meth:`get`.
 
-    def set_direct(self, ready: Callable[[], None] | None) -> bool:
-        """Call ``ready()`` instead of waking a reader that waits in :meth:`get`.
-
-        From then on, when events arrive while the reader waits, the
-        subscription calls ``ready()`` once (from the publishing thread) and
-        leaves the reader asleep; the caller then collects the events with
-        :meth:`take`, or wakes the reader with :meth:`wake`. A reader that is
-        not waiting gets its events from :meth:`get` as usual.
-
-        ``None`` turns it off again: the reader is woken as usual.
+        Optional. A subscription that supports it no longer wakes a waiting
+        reader for new events: it asks ``sink`` to run a job once the publisher
+        yields, and that job hands the ready events to :meth:`DirectSink.write`.
+        Only when ``write`` returns False does the reader wake up (``get``
+        returning ``[]``), to finish what the sink started. A reader that is not
+        waiting gets its events from ``get`` as usual. ``None`` turns it off.
 
         :returns: whether the subscription supports this; the default does not.
         """
         return False
-
-    def take(self) -> list[ServerSentEvent]:
-        """Return and remove the ready events, but only while the reader waits.
-
-        Returns ``[]`` when the reader is busy, the subscription is closed, or
-        nothing is ready. Only called after :meth:`set_direct` returned True.
-        """
-        return []
-
-    def wake(self) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """Make a reader that waits in :meth:`get` return at once."""
 
     def __enter__(self: _S) -> _S:
         return self
