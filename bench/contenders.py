@@ -148,6 +148,19 @@ class SSEStarlette(Contender):
         return Server(port, "/events", [proc.pid], ": ping")
 
 
+class WSGIFloor(Contender):
+    def unavailable(self) -> str | None:
+        missing = _missing_modules("gevent", "gunicorn")
+        return f"n/a (pip install {' '.join(missing)})" if missing else None
+
+    def start(
+        self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
+    ) -> Server:
+        env = {"BENCH_KEEPALIVE": str(keepalive)}
+        proc, port = _gunicorn(procs, self.name, "app_wsgi_floor:app", workers=workers, env=env)
+        return Server(port, "/events", proc.wait_for_children(workers), ": keepalive")
+
+
 class Limit(Contender):
     def unavailable(self) -> str | None:
         return "n/a (pip install gevent)" if _missing_modules("gevent") else None
@@ -171,6 +184,7 @@ CONTENDERS: dict[str, Contender] = {
         ),
         FlaskSSE("flask_sse", "flask-sse (incumbent), Redis, gunicorn -k gevent", False, True),
         SSEStarlette("sse_starlette", "sse-starlette, asyncio queues, uvicorn", False),
+        WSGIFloor("wsgi_floor", "a bare WSGI generator on gunicorn -k gevent (idle only)", True),
         Limit("limit", "bare gevent StreamServer, pre-encoded bytes", True),
     )
 }

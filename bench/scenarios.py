@@ -66,7 +66,7 @@ SCENARIOS: dict[str, Scenario] = {
             "idle",
             "Idle scale: open streams in one worker, keepalive every {keepalive:g} s",
             "idle",
-            ("flask_sse_push", "limit"),
+            ("flask_sse_push", "wsgi_floor", "limit"),
             full={"steps": [10000, 25000, 50000], "settle": 2.0},
             smoke={"steps": [50], "settle": 0.2},
             keepalive=5.0,
