@@ -176,7 +176,7 @@ def flusher() -> _Flusher:
 class DirectWriter:
     """Writes one stream's events straight to its socket while its greenlet waits.
 
-    It is the :class:`~flask_sse_push.brokers.base.DirectSink` the stream gives
+    It is the :class:`~flask_sse_push.brokers.DirectSink` the stream gives
     its subscription.
 
     :param sock: gunicorn's (gevent) socket for the request.
@@ -235,18 +235,16 @@ class DirectWriter:
 
         Runs in the stream's own greenlet, which the send timeout watches.
         """
-        unsent = self.unsent
-        if unsent is None:
-            return True
         live = self._live
-        if live is not None:
-            live.write_started = time.monotonic()
         try:
-            self._sock.sendall(unsent)
+            while self.unsent is not None:
+                unsent, self.unsent = self.unsent, None
+                if live is not None:
+                    live.write_started = time.monotonic()
+                self._sock.sendall(unsent)
         except OSError:
             return False
         finally:
             if live is not None:
                 live.write_started = None
-        self.unsent = None
         return True

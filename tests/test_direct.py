@@ -13,7 +13,9 @@ part of a chunk.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import signal
 import threading
 import time
 import typing as t
@@ -25,7 +27,7 @@ from gevent import socket as gsocket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flask_sse_push import MemoryBroker, ServerSentEvent
+from flask_sse_push import MemoryBroker, Publisher, ServerSentEvent
 from flask_sse_push.connections import StreamRegistry
 from flask_sse_push.direct import DirectWriter, flusher
 from flask_sse_push.exceptions import SubscriptionClosed
@@ -208,7 +210,11 @@ def test_turning_direct_delivery_off_wakes_readers_again() -> None:
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
     subscription.set_direct(Sink())
-    subscription.set_direct(None)
+    reader = Reader(subscription)
+    subscription.set_direct(None)  # from another thread, while the reader is parked
+    assert reader.returned.wait(2), "a parked reader must wake when direct delivery stops"
+    reader.join()
+    assert reader.returns == [[]]
     reader = Reader(subscription)
     event_id = broker.publish("room", ServerSentEvent("woken"))
     assert reader.returned.wait(2), "without direct delivery a publish must wake the reader"
@@ -439,3 +445,41 @@ def test_direct_writes_can_be_turned_off() -> None:
             assert _stats(off)["direct_passes"] == 0
         finally:
             stream.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_redis_backlog_is_written_out_in_passes_without_overflow() -> None:
+    """A worker that was not scheduled finds a backlog of messages on Redis.
+
+    Its listener reads them from its buffer without ever blocking, so unless it
+    lets the direct writes run now and then, every client's queue fills up and
+    overflows. Here the backlog (600 events) is three times the queue size.
+    """
+    with RedisServer() as redis_server:
+        config = environment(
+            SSE_PUSH_KEEPALIVE=5.0,
+            SSE_PUSH_BROKER_URL=redis_server.url,
+            SSE_PUSH_QUEUE_SIZE=200,
+        )
+        with gunicorn(APP, env=config) as site:
+            streams = [RawStream(site.port, "/events?channel=backlog") for _ in range(3)]
+            publisher = Publisher(redis_server.url)
+            try:
+                assert pump(streams, lambda: all(s.body for s in streams), 10)
+                time.sleep(0.1)
+                worker = _stats(site)["pid"]
+                os.kill(worker, signal.SIGSTOP)
+                try:
+                    ids = [publisher.publish(f"n{n}", channel="backlog") for n in range(600)]
+                finally:
+                    os.kill(worker, signal.SIGCONT)
+                assert pump(streams, lambda: all(s.event_count >= 600 for s in streams), 20)
+                for stream in streams:
+                    got = [(p.data, p.last_event_id) for p in wire.parse(stream.body).events]
+                    assert got == [(f"n{n}", i) for n, i in enumerate(ids)]
+                    assert not stream.done, "the stream ended (overflow?)"
+            finally:
+                publisher.close()
+                for stream in streams:
+                    stream.close()

@@ -6,10 +6,10 @@ imported only when asked for, so the ``redis`` package stays optional.
 
 from __future__ import annotations
 
-from .base import Broker, Subscription
+from .base import Broker, DirectSink, Subscription
 from .memory import MemoryBroker
 
-__all__ = ["Broker", "MemoryBroker", "Subscription", "broker_from_url"]
+__all__ = ["Broker", "DirectSink", "MemoryBroker", "Subscription", "broker_from_url"]
 
 
 def broker_from_url(

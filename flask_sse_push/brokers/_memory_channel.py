@@ -108,30 +108,38 @@ class Channel:
                     continue
                 batch = tail
             sink = mailbox._sink
-            if sink is None or not sink.write(batch):
-                # The sink has the rest of these bytes; the reader finishes them.
-                del self.parked[mailbox]
-                self.queued[mailbox] = None
-                mailbox.wake()
+            assert sink is not None  # turning it off unparks the mailbox
+            if sink.write(batch):
+                continue
+            # The sink has the rest of these bytes; the reader finishes them.
+            del self.parked[mailbox]
+            self.queued[mailbox] = None
+            mailbox.wake()
 
-    def unpark(self, mailbox: Mailbox) -> None:
-        """Return ``mailbox`` to the queued ones, with what it missed while parked."""
+    def unpark(self, mailbox: Mailbox) -> bool:
+        """Return ``mailbox`` to the queued ones, with what it missed while parked.
+
+        :returns: False if it was not parked (a flush unparked it, or it left).
+        """
         last = self.parked.pop(mailbox, None)
         if last is None:
-            return  # a flush unparked it, or it was detached
+            return False
         if self.fresh:
             start = bisect.bisect_right(self.fresh_seqs, last)
             mailbox._items.extend(self.fresh[start:])
             if not self.parked:
                 self.fresh, self.fresh_seqs = [], []
         self.queued[mailbox] = None
+        return True
 
 
 class Mailbox(Subscription):
     """A bounded per-client queue, woken by an event flag.
 
     The publisher sets the flag only when the reader is waiting for it, so a
-    burst of events to a busy reader costs one wake-up, not one per event.
+    burst of events to a busy reader costs one wake-up, not one per event. With
+    a direct sink, a waiting reader is not woken at all: a one-channel mailbox
+    parks on its channel, and one of several channels schedules its own job.
     """
 
     __slots__ = (
@@ -225,7 +233,10 @@ class Mailbox(Subscription):
         return len(self._items)
 
     def set_direct(self, sink: DirectSink | None) -> bool:
-        self._sink = sink
+        with self._broker._lock:
+            self._sink = sink
+            if sink is None and self._broker._unpark_locked(self):
+                self.wake()  # turned off from another thread while parked
         return True
 
     def close(self) -> None:

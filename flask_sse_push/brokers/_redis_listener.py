@@ -32,6 +32,9 @@ logger = logging.getLogger("flask_sse_push")
 #: The name the subscriber connection has in ``CLIENT LIST``.
 SUBSCRIBER_NAME = "flask_sse_push:subscriber"
 
+#: Messages the listener dispatches in a row before it lets other greenlets run.
+DISPATCH_BATCH = 128
+
 _IDLE, _CONNECTING, _OPEN, _DOWN = "idle", "connecting", "open", "down"
 
 
@@ -307,6 +310,7 @@ class Listener:
     def _read_forever(self, conn: t.Any, stop: threading.Event) -> None:
         heard = time.monotonic()
         pinged = False
+        dispatched = 0
         while not stop.is_set():
             reply = self._read(conn, 1.0)
             now = time.monotonic()
@@ -314,6 +318,12 @@ class Listener:
                 heard, pinged = now, False
                 if not self._control(reply):
                     self._dispatch(reply)
+                    dispatched += 1
+                    if dispatched % DISPATCH_BATCH == 0:
+                        # A backlog is read from the buffer without blocking, so
+                        # let the streams (or the direct writes) drain their
+                        # queues before they overflow.
+                        time.sleep(0)
             elif now - heard > self.health_interval:
                 if pinged:
                     raise redis.TimeoutError("Redis did not answer PING")

@@ -144,9 +144,13 @@ class MemoryBroker(Broker):
 
     def _unpark(self, mailbox: Mailbox) -> None:
         with self._lock:
-            state = self._channels.get(mailbox.channels[0])
-            if state is not None:
-                state.unpark(mailbox)
+            self._unpark_locked(mailbox)
+
+    def _unpark_locked(self, mailbox: Mailbox) -> bool:
+        if len(mailbox.channels) != 1:
+            return False
+        state = self._channels.get(mailbox.channels[0])
+        return state is not None and state.unpark(mailbox)
 
     def _flush(self, state: Channel) -> None:
         with self._lock:
