@@ -329,6 +329,29 @@ def test_an_http_1_0_stream_is_written_unframed(
     reader.join()
 
 
+def test_a_publisher_in_another_thread_wakes_the_stream_instead(
+    pair: tuple[gsocket.socket, gsocket.socket],
+) -> None:
+    """Direct writes run in the hub's thread only; from elsewhere the stream wakes."""
+    server, client = pair
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["room"])
+    subscription.set_direct(DirectWriter(server, chunked=True))
+    reader = Reader(subscription)
+    ids: list[str] = []
+    publisher = threading.Thread(
+        target=lambda: ids.append(broker.publish("room", ServerSentEvent("x")))
+    )
+    publisher.start()
+    publisher.join(5)
+    assert reader.returned.wait(2), "the stream was not woken"
+    reader.join()
+    assert _ids(reader.returns[0]) == ids
+    gevent.sleep(0.05)
+    server.close()
+    assert client.recv(100) == b"", "nothing may be written from the other thread"
+
+
 # -- under gunicorn -k gevent --------------------------------------------------
 
 
