@@ -1,8 +1,9 @@
 """The flask_sse_push bench app: the extension as shipped, plus a publish trigger.
 
 Run it with ``gunicorn -k gevent 'app_push:create_app()'``. The broker comes from
-``SSE_PUSH_BROKER_URL`` (unset: the memory broker) and the keepalive interval
-from ``SSE_PUSH_KEEPALIVE``, both read from the environment.
+``SSE_PUSH_BROKER_URL`` (unset: the memory broker), the keepalive interval
+from ``SSE_PUSH_KEEPALIVE``, and ``SSE_PUSH_DIRECT_WRITES=0`` turns direct writes
+off, all read from the environment.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def create_app() -> Flask:
     app = Flask(__name__)
     app.config["SSE_PUSH_BROKER_URL"] = os.environ.get("SSE_PUSH_BROKER_URL") or None
     app.config["SSE_PUSH_KEEPALIVE"] = float(os.environ.get("SSE_PUSH_KEEPALIVE", "15"))
+    app.config["SSE_PUSH_DIRECT_WRITES"] = os.environ.get("SSE_PUSH_DIRECT_WRITES") != "0"
     sse.init_app(app)
 
     def publish(data: str) -> object:

@@ -73,6 +73,9 @@ class Contender:
 
 
 class FlaskSSEPush(Contender):
+    #: Direct writes on (the default); off wakes every stream's greenlet instead.
+    direct = True
+
     def unavailable(self) -> str | None:
         missing = _missing_modules("gevent", "gunicorn")
         return f"n/a (pip install {' '.join(missing)})" if missing else None
@@ -80,9 +83,17 @@ class FlaskSSEPush(Contender):
     def start(
         self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
     ) -> Server:
-        env = {"SSE_PUSH_KEEPALIVE": str(keepalive), "SSE_PUSH_BROKER_URL": redis_url or ""}
+        env = {
+            "SSE_PUSH_KEEPALIVE": str(keepalive),
+            "SSE_PUSH_BROKER_URL": redis_url or "",
+            "SSE_PUSH_DIRECT_WRITES": "1" if self.direct else "0",
+        }
         proc, port = _gunicorn(procs, self.name, "app_push:create_app()", workers=workers, env=env)
         return Server(port, "/events", proc.wait_for_children(workers), ": keepalive")
+
+
+class FlaskSSEPushWake(FlaskSSEPush):
+    direct = False
 
 
 class FlaskSSEPushRedis(FlaskSSEPush):
@@ -179,6 +190,11 @@ CONTENDERS: dict[str, Contender] = {
     c.name: c
     for c in (
         FlaskSSEPush("flask_sse_push", "flask_sse_push, memory broker, gunicorn -k gevent", True),
+        FlaskSSEPushWake(
+            "flask_sse_push_wake",
+            "flask_sse_push, SSE_PUSH_DIRECT_WRITES off (only when asked for)",
+            False,
+        ),
         FlaskSSEPushRedis(
             "flask_sse_push_redis", "flask_sse_push, Redis broker, gunicorn -k gevent", True
         ),

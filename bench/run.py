@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402
 from contenders import CONTENDERS, Contender, Server  # noqa: E402
 from procs import BENCH, LOAD_CPU, Processes, pinned, raise_nofile, redis_server  # noqa: E402
-from scenarios import SCENARIOS, Scenario  # noqa: E402
+from scenarios import ALL, SCENARIOS, Scenario  # noqa: E402
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -284,6 +284,9 @@ def selected(args: argparse.Namespace) -> list[tuple[Scenario, list[Contender]]]
     for name in args.scenario or list(SCENARIOS):
         scenario = SCENARIOS[name]
         names = [c for c in scenario.contenders if not args.contender or c in args.contender]
+        # Asked for by name: the ones no scenario lists (flask_sse_push_wake) too.
+        if scenario.mode in ("broadcast", "latency") and scenario.workers == 1:
+            names += [c for c in args.contender or () if c not in ALL and c not in names]
         if args.smoke and not args.contender:
             names = [c for c in names if c in scenario.smoke_contenders]
         if names:
