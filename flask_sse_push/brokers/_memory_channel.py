@@ -11,7 +11,8 @@ work and no wake-up. A mailbox of several channels is delivered to directly
 too, but through its own queue and its own job, as the order across its
 channels is its own.
 
-Everything here runs under the broker's lock, except where noted.
+A channel's methods run under the broker's lock; a mailbox takes it wherever
+its reader's side touches what publishers share.
 """
 
 from __future__ import annotations
