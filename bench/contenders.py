@@ -27,6 +27,12 @@ def _missing_modules(*names: str) -> list[str]:
     return [name for name in names if importlib.util.find_spec(name) is None]
 
 
+def _pip_install(*names: str) -> str | None:
+    """Say which of ``names`` to install, or None if all are there."""
+    missing = _missing_modules(*names)
+    return f"n/a (pip install {' '.join(missing)})" if missing else None
+
+
 def _gunicorn(
     procs: Processes, name: str, app: str, *, workers: int, env: Mapping[str, str]
 ) -> tuple[Proc, int]:
@@ -77,8 +83,7 @@ class FlaskSSEPush(Contender):
     direct = True
 
     def unavailable(self) -> str | None:
-        missing = _missing_modules("gevent", "gunicorn")
-        return f"n/a (pip install {' '.join(missing)})" if missing else None
+        return _pip_install("gevent", "gunicorn")
 
     def start(
         self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
@@ -161,8 +166,7 @@ class SSEStarlette(Contender):
 
 class WSGIFloor(Contender):
     def unavailable(self) -> str | None:
-        missing = _missing_modules("gevent", "gunicorn")
-        return f"n/a (pip install {' '.join(missing)})" if missing else None
+        return _pip_install("gevent", "gunicorn")
 
     def start(
         self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
@@ -174,7 +178,7 @@ class WSGIFloor(Contender):
 
 class Limit(Contender):
     def unavailable(self) -> str | None:
-        return "n/a (pip install gevent)" if _missing_modules("gevent") else None
+        return _pip_install("gevent")
 
     def start(
         self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
