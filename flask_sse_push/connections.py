@@ -2,11 +2,11 @@
 
 Every streaming response holds a :class:`LiveStream` in its app's
 :class:`StreamRegistry` from the moment it is accepted until the server closes it.
-The registry refuses streams beyond ``SSE_PUSH_MAX_CONNECTIONS`` and while the
-worker shuts down, and can end any set of streams from another greenlet or
-thread: the stream wakes, writes its final bytes and returns.
-:mod:`flask_sse_push.monitor` watches the registries for hung writes and dead
-peers.
+The registry refuses streams beyond its capacity (``SSE_PUSH_MAX_CONNECTIONS``,
+or what the server can hold) and while the worker shuts down, and can end any
+set of streams from another greenlet or thread: the stream wakes, writes its
+final bytes and returns. :mod:`flask_sse_push.monitor` calls :meth:`StreamRegistry.sweep`
+to find clients that left, writes that make no progress, and dead peers.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ import threading
 import time
 import typing as t
 
-from . import sockets
+from .servers import tcp
 from .stream import closing_chunk, spread_retry
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
     from .brokers.base import Subscription
-    from .sockets import SocketLike
+    from .servers.base import FastWriter, Server
+    from .servers.tcp import SocketLike
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,9 @@ class LiveStream:
     __slots__ = (
         "info",
         "socket",
+        "gone",
         "subscription",
+        "writer",
         "write_started",
         "ending",
         "finished",
@@ -72,20 +75,39 @@ class LiveStream:
         "reason",
     )
 
-    def __init__(self, info: StreamInfo, socket: SocketLike | None) -> None:
+    def __init__(
+        self,
+        info: StreamInfo,
+        socket: SocketLike | None,
+        gone: Callable[[], bool] | None = None,
+    ) -> None:
         self.info = info
         self.socket = socket
+        #: The server's own check that the client left, where it has one.
+        self.gone = gone
         self.subscription: Subscription | None = None
-        #: ``time.monotonic()`` when the stream handed the server a chunk that it
-        #: has not finished writing; ``None`` between writes.
+        #: The fast-path writer the server offered, if any.
+        self.writer: FastWriter | None = None
+        #: ``time.monotonic()`` when the stream handed the server a piece of at
+        #: most :data:`~flask_sse_push.servers.tcp.PIECE` bytes that it has not
+        #: finished writing; ``None`` between writes.
         self.write_started: float | None = None
         self.ending: Ending | None = None
         #: Set when the body ended by itself, so the connection can be closed too.
         self.finished = False
         self.cut = False
-        #: Why the stream ended, for stats and logs: ``"client"`` until the
-        #: stream itself learns otherwise.
-        self.reason = "client"
+        #: Why the stream ended, as far as it is known yet (``None``: nothing
+        #: said otherwise, so the client left); see :meth:`final_reason`.
+        self.reason: str | None = None
+
+    def final_reason(self) -> str:
+        """Why the stream ended: an ending asked for from outside (``revoked``,
+        ``shutdown``, ``client`` seen by the monitor...), else what the stream or
+        the monitor learned (``overflow``, ``lifetime``, ``send_timeout``...),
+        else ``client``."""
+        if self.ending is not None:
+            return self.ending.reason
+        return self.reason or "client"
 
     def end(self, ending: Ending) -> bool:
         """Ask the stream to end with ``ending``; return False if it was ending already.
@@ -100,18 +122,25 @@ class LiveStream:
             subscription.close()
         return True
 
-    def cut_connection(self) -> None:
-        """Shut the socket down, so a hung write fails and the stream is released."""
+    def cut_connection(self, reason: str | None = None) -> None:
+        """Shut the socket down, so a hung write fails and the stream is released.
+
+        :param reason: recorded as :attr:`reason` unless one is known already.
+        """
         if self.socket is not None and not self.cut:
             self.cut = True
-            sockets.cut(self.socket)
+            if reason is not None and self.reason is None:
+                self.reason = reason
+            tcp.cut(self.socket)
 
 
 class StreamRegistry:
     """The live streams of one app in this process.
 
-    :param max_connections: streams accepted at once; ``None`` for no limit.
-    :param send_timeout: seconds a single write may take.
+    :param max_connections: streams accepted at once; ``None`` for no limit. The
+        runtime sets it from the server once the server is known.
+    :param send_timeout: seconds a write may go without progress: a piece of at
+        most :data:`~flask_sse_push.servers.tcp.PIECE` bytes may take this long.
     :param retry: the app's ``SSE_PUSH_RETRY``, the basis of the shutdown hint.
     :param keepalive: the app's keepalive interval: a peer that has acknowledged
         nothing for ``keepalive + send_timeout`` is gone.
@@ -137,7 +166,12 @@ class StreamRegistry:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def open(self, info: StreamInfo, socket: SocketLike | None) -> LiveStream | str:
+    def open(
+        self,
+        info: StreamInfo,
+        socket: SocketLike | None,
+        gone: Callable[[], bool] | None = None,
+    ) -> LiveStream | str:
         """Accept a stream, or return why not (the worker is full or stopping)."""
         if self.shutdown_at is not None:
             return "server shutting down"
@@ -145,11 +179,8 @@ class StreamRegistry:
             limit = self.max_connections
             if limit is not None and len(self._streams) >= limit:
                 return "at capacity"
-            stream = LiveStream(info, socket)
+            stream = LiveStream(info, socket, gone)
             self._streams[stream] = None
-        from .monitor import watch
-
-        watch(self)
         return stream
 
     def close(self, stream: LiveStream) -> None:
@@ -177,28 +208,37 @@ class StreamRegistry:
                 ended += stream.end(Ending("shutdown", final))
         return ended
 
-    def sweep(self, now: float) -> None:
-        """Release streams whose peer is gone, and cut writes that hang.
+    def sweep(self, now: float, server: Server) -> None:
+        """Release streams whose client left, and cut writes that make no progress.
 
-        A peer is gone when the kernel reports an error on its socket (reset,
-        or ``TCP_USER_TIMEOUT``), or when it has acknowledged none of the data
-        in flight for ``keepalive + send_timeout``. A write may take
-        ``send_timeout`` seconds; once shutdown has begun, at most one more
-        second, so a stuck client cannot hold the worker up.
+        - A client left when its socket reached EOF or the server's own check
+          says so (``client``), when the kernel reports an error on the socket
+          (reset, ``TCP_USER_TIMEOUT``), or when it has acknowledged none of the
+          data in flight for ``keepalive + send_timeout`` (``peer gone``).
+        - A write makes no progress when one piece of it has taken
+          ``send_timeout`` seconds (once shutdown has begun, one second, so a
+          stuck client cannot hold the worker up): the connection is cut
+          (``send_timeout``).
         """
         limit = self.send_timeout
         silence = self.keepalive + self.send_timeout
         shutdown_at = self.shutdown_at
         if shutdown_at is not None:
             limit = min(limit, 1.0)
-        for index, stream in enumerate(self.streams()):
+        streams = [stream for stream in self.streams() if not stream.cut]
+        watched = [stream for stream in streams if stream.socket is not None]
+        for index in tcp.closed_by_peer([s.socket for s in watched if s.socket], server.poll()):
+            watched[index].end(Ending("client", b""))
+        for index, stream in enumerate(streams):
             if index % 512 == 511:
-                time.sleep(0)  # let other greenlets run during a long sweep
+                server.sleep(0)  # let other greenlets run during a long sweep
+            if stream.gone is not None and stream.ending is None and stream.gone():
+                stream.end(Ending("client", b""))
             sock = stream.socket
-            if sock is None or stream.cut:
+            if sock is None:
                 continue
-            unacked = sockets.unacked_for(sock)
-            if sockets.take_error(sock) or (unacked is not None and unacked > silence):
+            unacked = tcp.unacked_for(sock)
+            if tcp.take_error(sock) or (unacked is not None and unacked > silence):
                 stream.end(Ending("peer gone", b""))
                 stream.cut_connection()
                 continue
@@ -207,4 +247,4 @@ class StreamRegistry:
                 if shutdown_at is not None:
                     started = max(started, shutdown_at)
                 if now - started > limit:
-                    stream.cut_connection()
+                    stream.cut_connection("send_timeout")

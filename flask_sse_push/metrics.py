@@ -33,8 +33,6 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.clients = 0
-        self.clients_by_channel: collections.Counter[str] = collections.Counter()
         self.events_published = 0
         self.deliveries = 0
         self.disconnects: collections.Counter[str] = collections.Counter()
@@ -47,20 +45,19 @@ class Metrics:
         self._unfolded: list[int] = []
 
     def connected(self, channels: Sequence[str], *, replay: bool) -> None:
-        """A stream opened for ``channels``, resuming from a cursor if ``replay``."""
-        with self._lock:
-            self.clients += 1
-            self.clients_by_channel.update(channels)
-            self.replays += replay
+        """A stream opened for ``channels``, resuming from a cursor if ``replay``.
+
+        Who is connected is not counted here: the registry of live streams
+        knows it (see :meth:`snapshot`).
+        """
+        if replay:
+            with self._lock:
+                self.replays += 1
 
     def disconnected(self, channels: Sequence[str], reason: str) -> None:
-        """A stream ended, for ``reason`` (``"client"``, ``"overflow"``, ``"lifetime"``...)."""
+        """A stream ended, for ``reason`` (``"client"``, ``"overflow"``, ``"send_timeout"``,
+        ``"lifetime"``, ``"shutdown"``, ``"revoked"``, ``"peer gone"``...)."""
         with self._lock:
-            self.clients -= 1
-            self.clients_by_channel.subtract(channels)
-            for channel in channels:
-                if self.clients_by_channel[channel] <= 0:
-                    del self.clients_by_channel[channel]
             self.disconnects[reason] += 1
 
     def published(self) -> None:
@@ -86,15 +83,20 @@ class Metrics:
         del unfolded[:done]
 
     def snapshot(self, broker: Broker, registry: StreamRegistry) -> dict[str, t.Any]:
-        """Return the figures :meth:`SSEPush.stats` documents."""
-        lag = max(
-            (s.subscription.pending() for s in registry.streams() if s.subscription), default=0
+        """Return the figures :meth:`SSEPush.stats` documents.
+
+        The connected clients are derived from ``registry``, the one record of them.
+        """
+        streams = registry.streams()
+        lag = max((s.subscription.pending() for s in streams if s.subscription), default=0)
+        by_channel = collections.Counter(
+            channel for stream in streams for channel in stream.info.channels
         )
         with self._lock:
             self._fold()
             return {
-                "clients_connected": self.clients,
-                "clients_by_channel": dict(self.clients_by_channel),
+                "clients_connected": len(streams),
+                "clients_by_channel": dict(by_channel),
                 "events_published": self.events_published,
                 "deliveries": self.deliveries,
                 "disconnects": dict(self.disconnects),
