@@ -3,7 +3,8 @@
 The broker tests run a reader thread parked in ``get()`` against a sink that
 records what the broker hands it. The writer tests use a real memory broker and
 a real socket pair in this process, with gevent running the flush in the main
-thread. The integration tests run ``gunicorn -k gevent`` on the memory broker
+thread. The integration tests run this package's gunicorn worker class
+(``-k flask_sse_push.servers.gunicorn.GeventWorker``) on the memory broker
 and on a real redis-server, and check, with a chunked-body decoder and a WHATWG
 parser that are independent of the package, that what the direct path writes
 parses back to exactly what was published, also when the kernel takes only
@@ -28,10 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_sse_push import MemoryBroker, Publisher, ServerSentEvent
-from flask_sse_push.connections import StreamRegistry
-from flask_sse_push.direct import DirectWriter, flusher
+from flask_sse_push.connections import LiveStream, StreamInfo, StreamRegistry
 from flask_sse_push.exceptions import SubscriptionClosed
 from flask_sse_push.metrics import Metrics
+from flask_sse_push.servers.fastpath import Carrier, DirectWriter, Flusher
 from tests import wire
 from tests.lifecycle_app import environment
 from tests.raw_client import RawStream, pump
@@ -238,6 +239,33 @@ def _unchunk(raw: bytes) -> bytes:
     return body
 
 
+class Response:
+    """The two fields of gunicorn's response object the writer uses: its framing,
+    and the body byte count it logs."""
+
+    def __init__(self, *, chunked: bool) -> None:
+        self.chunked = chunked
+        self.sent = 0
+
+
+def _writer(
+    sock: gsocket.socket,
+    flusher: Flusher,
+    *,
+    chunked: bool = True,
+    metrics: Metrics | None = None,
+) -> tuple[DirectWriter, Response]:
+    response = Response(chunked=chunked)
+    live = LiveStream(StreamInfo(channels=("room",)), None)
+    writer = DirectWriter(Carrier(sock, response), flusher, live=live, metrics=metrics)
+    return writer, response
+
+
+@pytest.fixture
+def flusher() -> Flusher:
+    return Flusher()
+
+
 @pytest.fixture
 def pair() -> Iterator[tuple[gsocket.socket, gsocket.socket]]:
     server, client = gsocket.socketpair()
@@ -260,22 +288,23 @@ def _drain(sock: gsocket.socket, end: bytes, timeout: float = 10) -> bytes:
 
 
 def test_the_flush_writes_one_chunk_per_waiting_stream(
-    pair: tuple[gsocket.socket, gsocket.socket],
+    pair: tuple[gsocket.socket, gsocket.socket], flusher: Flusher
 ) -> None:
     server, client = pair
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
     metrics = Metrics()
-    writer = DirectWriter(server, chunked=True, metrics=metrics)
+    writer, response = _writer(server, flusher, metrics=metrics)
     assert subscription.set_direct(writer)
     reader = Reader(subscription, timeout=1.0)
-    passes = flusher().passes
+    passes = flusher.passes
     published = [ServerSentEvent(f"line {n}\nsecond", event="tick") for n in range(5)]
     ids = [broker.publish("room", event) for event in published]
     gevent.sleep(0)  # the publisher yields: the flush runs
-    assert flusher().passes == passes + 1
+    assert flusher.passes == passes + 1
     raw = _drain(client, b"\n\n\r\n")
     body = _unchunk(raw)
+    assert response.sent == len(body), "the access log's byte count must include these"
     assert raw.count(b"\r\n") == 2, "five events ready together make one chunk"
     parsed = wire.parse(body).events
     assert [(p.type, p.data, p.last_event_id) for p in parsed] == [
@@ -292,13 +321,13 @@ def test_the_flush_writes_one_chunk_per_waiting_stream(
 
 
 def test_a_partial_write_is_finished_by_the_stream_whole(
-    pair: tuple[gsocket.socket, gsocket.socket],
+    pair: tuple[gsocket.socket, gsocket.socket], flusher: Flusher
 ) -> None:
     server, client = pair
     server.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_SNDBUF, 4096)
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    writer = DirectWriter(server, chunked=True)
+    writer, _ = _writer(server, flusher)
     subscription.set_direct(writer)
     reader = Reader(subscription)
     big = "x" * 2_000_000
@@ -316,12 +345,12 @@ def test_a_partial_write_is_finished_by_the_stream_whole(
 
 
 def test_an_http_1_0_stream_is_written_unframed(
-    pair: tuple[gsocket.socket, gsocket.socket],
+    pair: tuple[gsocket.socket, gsocket.socket], flusher: Flusher
 ) -> None:
     server, client = pair
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(DirectWriter(server, chunked=False))
+    subscription.set_direct(_writer(server, flusher, chunked=False)[0])
     reader = Reader(subscription, timeout=0.5)
     event_id = broker.publish("room", ServerSentEvent("plain"))
     gevent.sleep(0)
@@ -330,13 +359,13 @@ def test_an_http_1_0_stream_is_written_unframed(
 
 
 def test_a_publisher_in_another_thread_wakes_the_stream_instead(
-    pair: tuple[gsocket.socket, gsocket.socket],
+    pair: tuple[gsocket.socket, gsocket.socket], flusher: Flusher
 ) -> None:
     """Direct writes run in the hub's thread only; from elsewhere the stream wakes."""
     server, client = pair
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(DirectWriter(server, chunked=True))
+    subscription.set_direct(_writer(server, flusher)[0])
     reader = Reader(subscription)
     ids: list[str] = []
     publisher = threading.Thread(
@@ -352,7 +381,7 @@ def test_a_publisher_in_another_thread_wakes_the_stream_instead(
     assert client.recv(100) == b"", "nothing may be written from the other thread"
 
 
-# -- under gunicorn -k gevent --------------------------------------------------
+# -- under the package's gunicorn worker class --------------------------------------------------
 
 
 def _stats(server: Gunicorn) -> dict[str, t.Any]:
