@@ -20,6 +20,7 @@ at ``/events`` it has:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import socket
@@ -39,6 +40,9 @@ CONFIG_VARIABLE = "LIFECYCLE_APP_CONFIG"
 #: Set to ``1`` to wrap the app in :class:`tests.gzip_middleware.GzipPerChunk`.
 GZIP_VARIABLE = "LIFECYCLE_APP_GZIP"
 
+#: Set to ``1`` to log the extension's INFO lines (stream opened/closed) to stderr.
+LOG_VARIABLE = "LIFECYCLE_APP_LOG"
+
 #: Socket options reported by ``/stats``, by name.
 REPORTED_OPTIONS = ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
 
@@ -49,6 +53,10 @@ def environment(**config: object) -> dict[str, str]:
 
 
 def create_app() -> Flask:
+    if os.environ.get(LOG_VARIABLE) == "1":
+        logger = logging.getLogger("flask_sse_push")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(logging.StreamHandler())
     app = Flask(__name__)
     app.config.update(json.loads(os.environ.get(CONFIG_VARIABLE, "{}")))
     sse = SSEPush(app)

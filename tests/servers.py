@@ -113,9 +113,7 @@ def start_gunicorn(
     return _start("gunicorn", command, port, env)
 
 
-def _start(
-    name: str, command: list[str], port: int, env: Mapping[str, str] | None
-) -> Gunicorn:
+def _start(name: str, command: list[str], port: int, env: Mapping[str, str] | None) -> Gunicorn:
     log = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
     process_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("wb") as out:
