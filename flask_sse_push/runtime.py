@@ -110,11 +110,11 @@ class Runtime:
             logger.warning(
                 "SSE_PUSH_MAX_CONNECTIONS is %d, but %s can hold only %d streams while still"
                 " answering ordinary requests: past that, requests wait instead of clients being"
-                " told to retry. Lower SSE_PUSH_MAX_CONNECTIONS, or give the server more room"
-                " (gunicorn: --worker-connections, --threads).",
+                " told to retry. Lower SSE_PUSH_MAX_CONNECTIONS, or %s.",
                 configured,
                 server.name,
                 capacity,
+                server.more_room,
             )
         warning = server.cost_warning(self.registry.max_connections)
         if warning is not None:

@@ -150,9 +150,9 @@ def waitress(
     factory: str, *, env: Mapping[str, str] | None = None, extra_args: tuple[str, ...] = ()
 ) -> Iterator[Gunicorn]:
     """Run ``waitress-serve --call factory`` (``module:function``) for the ``with`` block."""
-    try:
-        import waitress as _waitress  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("waitress") is None:
         missing("waitress (pip install waitress)")
     port = free_port()
     command = [

@@ -81,6 +81,8 @@ class Server:
     name = "an unrecognized WSGI server"
     #: Whether every open stream holds one of the server's OS threads.
     threaded = False
+    #: How to let the server hold more connections, for warnings.
+    more_room = "give the server more threads or connections"
 
     def threads(self) -> int | None:
         """Return how many requests the server handles at once, if it is bounded by threads."""

@@ -127,6 +127,8 @@ class GunicornGevent(_Gunicorn, GeventServer):
     requests alike; a tenth of them (at most 100) is kept for ordinary requests.
     """
 
+    more_room = "raise gunicorn's worker_connections (--worker-connections)"
+
     def __init__(self, worker: t.Any) -> None:
         _Gunicorn.__init__(self, worker)
         #: Whether the worker is ours, which owns stream bodies and can carry them.
@@ -162,6 +164,7 @@ class GunicornThreaded(_Gunicorn, Server):
     """gunicorn's ``gthread`` and ``sync`` workers: a stream holds a thread."""
 
     threaded = True
+    more_room = "raise gunicorn's --threads"
 
     def __init__(self, worker: t.Any, family: str) -> None:
         _Gunicorn.__init__(self, worker)

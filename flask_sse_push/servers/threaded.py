@@ -30,6 +30,7 @@ class Waitress(Server):
 
     name = "waitress"
     threaded = True
+    more_room = "raise waitress's threads"
 
     def __init__(self, environ: t.Mapping[str, t.Any]) -> None:
         self._gone = environ.get("waitress.client_disconnected")
