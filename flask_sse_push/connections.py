@@ -160,6 +160,11 @@ class StreamRegistry:
         self.keepalive = keepalive
         self._streams: dict[LiveStream, None] = {}
         self._lock = threading.Lock()
+        #: The kernel's watch over the streams' sockets for a peer's FIN; the
+        #: runtime sets it where the server offers ``epoll``.
+        self.hangups: tcp.HangupWatch[LiveStream] | None = None
+        #: Streams whose server has its own check that the client left.
+        self._checked: dict[LiveStream, None] = {}
         #: ``time.monotonic()`` when shutdown began, or ``None``.
         self.shutdown_at: float | None = None
 
@@ -181,12 +186,19 @@ class StreamRegistry:
                 return "at capacity"
             stream = LiveStream(info, socket, gone)
             self._streams[stream] = None
+            if socket is not None and self.hangups is not None:
+                self.hangups.add(stream, socket)
+            if gone is not None:
+                self._checked[stream] = None
         return stream
 
     def close(self, stream: LiveStream) -> None:
         """Forget ``stream``; the server is done with it."""
         with self._lock:
             self._streams.pop(stream, None)
+            self._checked.pop(stream, None)
+            if self.hangups is not None:
+                self.hangups.remove(stream)
 
     def streams(self) -> list[LiveStream]:
         with self._lock:
@@ -208,6 +220,18 @@ class StreamRegistry:
                 ended += stream.end(Ending("shutdown", final))
         return ended
 
+    def release_hangups(self) -> None:
+        """End the streams whose client closed its connection; cheap enough for every tick."""
+        if self.hangups is not None:
+            for stream in self.hangups.hung_up():
+                stream.end(Ending("client", b""))
+        if self._checked:
+            with self._lock:
+                checked = list(self._checked)
+            for stream in checked:
+                if stream.ending is None and stream.gone is not None and stream.gone():
+                    stream.end(Ending("client", b""))
+
     def sweep(self, now: float, server: Server) -> None:
         """Release streams whose client left, and cut writes that make no progress.
 
@@ -226,14 +250,13 @@ class StreamRegistry:
         if shutdown_at is not None:
             limit = min(limit, 1.0)
         streams = [stream for stream in self.streams() if not stream.cut]
-        watched = [stream for stream in streams if stream.socket is not None]
-        for index in tcp.closed_by_peer([s.socket for s in watched if s.socket], server.poll()):
-            watched[index].end(Ending("client", b""))
+        if self.hangups is None:  # no epoll: look at every socket
+            watched = [stream for stream in streams if stream.socket is not None]
+            for index in tcp.closed_by_peer([s.socket for s in watched if s.socket], server.poll()):
+                watched[index].end(Ending("client", b""))
         for index, stream in enumerate(streams):
             if index % 512 == 511:
                 server.sleep(0)  # let other greenlets run during a long sweep
-            if stream.gone is not None and stream.ending is None and stream.gone():
-                stream.end(Ending("client", b""))
             sock = stream.socket
             if sock is None:
                 continue

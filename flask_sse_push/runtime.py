@@ -20,6 +20,7 @@ from .connections import StreamRegistry
 from .monitor import Monitor
 from .servers import detect, detect_process
 from .servers.base import Server
+from .servers.tcp import HangupWatch
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -119,6 +120,9 @@ class Runtime:
         warning = server.cost_warning(self.registry.max_connections)
         if warning is not None:
             logger.warning(warning)
+        epoll = server.epoll()
+        if epoll is not None:
+            self.registry.hangups = HangupWatch(epoll)
         server.watch_shutdown(self.monitor.request_shutdown)
         self.monitor.start()
 

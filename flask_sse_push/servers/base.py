@@ -133,6 +133,12 @@ class Server:
 
         return select.poll()
 
+    def epoll(self) -> t.Any | None:
+        """Return the class ``select.epoll`` where there is one (Linux), else ``None``."""
+        import select
+
+        return getattr(select, "epoll", None)
+
     def cost_warning(self, capacity: int | None) -> str | None:
         """Return what each stream costs on this server, when that deserves a warning."""
         if not self.threaded:

@@ -3,8 +3,9 @@
 An application's source runs in a greenlet that can be killed: a source blocked
 in ``time.sleep`` or ``queue.get`` gets :class:`gevent.GreenletExit` there, so
 its ``finally`` runs at once, not at its next item. The monitor polls sockets
-with the original, blocking ``select.poll`` (with a zero timeout), not gevent's
-cooperative one, which would create a watcher per socket on every tick.
+with the original, blocking ``select.epoll``/``poll`` (with a zero timeout),
+not gevent's cooperative one, which would create a watcher per socket on every
+tick.
 """
 
 from __future__ import annotations
@@ -72,3 +73,11 @@ class GeventServer(Server):
         from gevent.monkey import get_original
 
         return get_original("select", "poll")()
+
+    def epoll(self) -> t.Any | None:
+        from gevent.monkey import get_original
+
+        try:
+            return get_original("select", "epoll")
+        except AttributeError:  # not Linux
+            return None

@@ -188,3 +188,54 @@ def _at_eof(fd: int) -> bool:
         return True
     finally:
         duplicate.close()
+
+
+_K = t.TypeVar("_K", bound=t.Hashable)
+
+
+class HangupWatch(t.Generic[_K]):
+    """Sockets watched for the peer's FIN in the kernel: one ``epoll`` set (Linux).
+
+    A check costs one ``epoll_wait`` however many sockets are watched, so it
+    can run often. Only ``EPOLLRDHUP`` is asked for: a pipelined request, which
+    makes a socket readable, does not wake it.
+
+    :param epoll: the class ``select.epoll`` (the original, under gevent).
+    """
+
+    def __init__(self, epoll: t.Any) -> None:
+        import select
+
+        self._epoll = epoll()
+        self._flags = select.EPOLLRDHUP
+        self._fds: dict[_K, int] = {}
+        self._keys: dict[int, _K] = {}
+
+    def add(self, key: _K, sock: SocketLike) -> None:
+        """Watch ``sock`` under ``key`` until :meth:`remove`."""
+        try:
+            fd = sock.fileno()
+            self._epoll.register(fd, self._flags)
+        except (OSError, ValueError):
+            return  # closed already, or watched under a stale key
+        self._fds[key] = fd
+        self._keys[fd] = key
+
+    def remove(self, key: _K) -> None:
+        fd = self._fds.pop(key, None)
+        if fd is None:
+            return
+        if self._keys.get(fd) is key:
+            del self._keys[fd]
+            # The kernel forgets a closed descriptor by itself.
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
+
+    def hung_up(self) -> list[_K]:
+        """Return the keys whose peer closed (or reset) the connection."""
+        keys = self._keys
+        found = [keys.get(fd) for fd, _ in self._epoll.poll(0)]
+        return [key for key in found if key is not None]
+
+    def close(self) -> None:
+        self._epoll.close()
