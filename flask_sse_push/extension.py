@@ -252,6 +252,9 @@ class SSEPush:
         mappings of the fields (non-``str`` ``data`` is JSON-encoded). It runs in
         its own thread or greenlet, so keepalives keep flowing while it blocks,
         and it has no request context: read the request before you create it.
+        When the client leaves, a source in a greenlet (under gevent) gets
+        ``GreenletExit`` where it blocks, so its ``finally`` runs at once; one in
+        an OS thread (threaded servers) is closed at its next item.
 
         .. code-block:: python
 

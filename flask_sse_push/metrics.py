@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import threading
 import typing as t
-import weakref
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
@@ -173,13 +172,18 @@ class PrometheusMetrics(Metrics):
             self._resets.inc(resets)
 
 
-_registered: weakref.WeakKeyDictionary[t.Any, dict[str, t.Any]] = weakref.WeakKeyDictionary()
-_registered_lock = threading.Lock()
+#: The attribute of a ``CollectorRegistry`` that holds this package's metric
+#: objects: they belong to that registry, not to this module.
+_ON_REGISTRY = "_flask_sse_push_metrics"
+
+#: Only makes creating them and attaching them to the registry one step.
+_create_lock = threading.Lock()
 
 
 def _prometheus_metrics(registry: t.Any) -> dict[str, t.Any]:
     """Create the metric objects once per registry: a second app in the same
-    process shares them (its figures add up) instead of failing on duplicates."""
+    process shares them (its figures add up) instead of failing on duplicates.
+    They are kept on the registry object itself."""
     try:
         import prometheus_client as prom
     except ImportError as exc:
@@ -188,8 +192,8 @@ def _prometheus_metrics(registry: t.Any) -> dict[str, t.Any]:
             " pip install 'flask-sse-push[metrics]'"
         ) from exc
     target: prom.CollectorRegistry = prom.REGISTRY if registry is None else registry
-    with _registered_lock:
-        found = _registered.get(target)
+    with _create_lock:
+        found: dict[str, t.Any] | None = getattr(target, _ON_REGISTRY, None)
         if found is not None:
             return found
         metrics = {
@@ -218,5 +222,5 @@ def _prometheus_metrics(registry: t.Any) -> dict[str, t.Any]:
                 "sse_push_broker_reconnects", "Broker connections re-established.", registry=target
             ),
         }
-        _registered[target] = metrics
+        setattr(target, _ON_REGISTRY, metrics)
         return metrics

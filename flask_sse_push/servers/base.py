@@ -144,15 +144,21 @@ class Server:
         if not self.threaded:
             return None
         threads = self.threads()
+        if capacity is None:
+            held = "a thread is started for each, without limit"
+        else:
+            held = (
+                f"so this worker holds at most {capacity} stream(s) and keeps the rest of its"
+                " threads for ordinary requests; more streams are answered 200 with retry:"
+                " and end"
+            )
         return (
             f"flask_sse_push is served by {self.name}"
             + (f" with {threads} thread(s)" if threads is not None else "")
-            + ": every open stream holds one thread for its whole life, so this worker holds"
-            + (f" at most {capacity} stream(s)" if capacity is not None else " one per thread")
-            + " and keeps the rest of its threads for ordinary requests; more streams are"
-            " answered 200 with retry: and end. To hold thousands of streams per worker, serve"
-            " with gevent: pip install 'flask-sse-push[gevent]' and run"
-            " gunicorn -k flask_sse_push.servers.gunicorn.GeventWorker 'app:create_app()'."
+            + f": every open stream holds one thread for its whole life, {held}. To hold"
+            " thousands of streams per worker, serve with gevent: pip install"
+            " 'flask-sse-push[gevent]' and run gunicorn -k"
+            " flask_sse_push.servers.gunicorn.GeventWorker 'app:create_app()'."
         )
 
 

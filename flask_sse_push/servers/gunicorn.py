@@ -89,13 +89,6 @@ def detect() -> Server | None:
     return None
 
 
-def worker_connections() -> int | None:
-    """Return gunicorn's ``worker_connections`` setting, if running under gunicorn."""
-    owner = gunicorn_process()
-    value = getattr(getattr(owner, "cfg", None), "worker_connections", None)
-    return value if isinstance(value, int) else None
-
-
 class _Gunicorn:
     """What every gunicorn worker class shares: the socket, the signals, ``alive``."""
 
