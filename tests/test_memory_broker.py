@@ -3,10 +3,15 @@ test_broker_contract.py)."""
 
 from __future__ import annotations
 
+import gc
 import json
+import os
+import signal
 import threading
+import tracemalloc
+import typing as t
 
-from flask_sse_push import MemoryBroker, ServerSentEvent, SubscriptionClosed
+from flask_sse_push import MemoryBroker, ServerSentEvent, Subscription, SubscriptionClosed
 
 
 def _ids(events: list[ServerSentEvent]) -> list[str | None]:
@@ -60,7 +65,6 @@ def test_user_ids_resume_until_they_leave_the_history() -> None:
     assert _ids(subscription.get(0)) == ["second"]
     subscription.close()
     broker.publish("a", ServerSentEvent("3", id="third"))
-    assert "first" not in broker._user_ids
     subscription = broker.subscribe(["a"], last_event_id="first")
     assert subscription.get(0)[0].event == "reset"
     subscription.close()
@@ -71,7 +75,7 @@ def test_subscribing_to_unpublished_channels_leaves_nothing_behind() -> None:
     broker = MemoryBroker()
     for n in range(100):
         broker.subscribe([f"made-up-{n}"]).close()
-    assert broker._channels == {}
+    assert broker._here()._channels == {}
     assert broker.subscriber_count() == 0
 
 
@@ -147,3 +151,160 @@ def test_close_ends_open_subscriptions() -> None:
     else:
         raise AssertionError("close() should end open subscriptions")
     assert broker.subscriber_count() == 0
+
+
+def _reset_reason(subscription: Subscription) -> str | None:
+    """The reason of the ``reset`` a subscription starts with, or None without one."""
+    events = subscription.get(0)
+    if not events or events[0].event != "reset":
+        return None
+    reason: str = json.loads(events[0].data)["reason"]
+    return reason
+
+
+def _allocated_growth(action: t.Callable[[], object]) -> int:
+    """Bytes that ``action`` left allocated (tracemalloc), after a collection."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        action()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+class TestMemoryBound:
+    def test_explicit_ids_without_history_are_not_kept(self) -> None:
+        """With history=0, 20,000 explicit ids leave nothing behind: there is nothing
+        to replay, so nothing to look up (it grew by one entry per id)."""
+        broker = MemoryBroker(history=0)
+        with broker.subscribe(["a"]) as reader:
+
+            def publish() -> None:
+                for n in range(20_000):
+                    broker.publish("a", ServerSentEvent("x", id=f"order-{n}"))
+                    reader.get(0)
+
+            assert _allocated_growth(publish) < 64 * 1024
+
+    def test_explicit_ids_are_bounded_by_the_history(self) -> None:
+        """With history, what is kept for explicit ids is what the history holds."""
+        broker = MemoryBroker(history=10)
+        for n in range(100):
+            broker.publish("a", ServerSentEvent("x", id=f"warm-{n}"))
+
+        def publish() -> None:
+            for n in range(20_000):
+                broker.publish("a", ServerSentEvent("x", id=f"order-{n}"))
+
+        assert _allocated_growth(publish) < 64 * 1024
+        with broker.subscribe(["a"], last_event_id="order-19990") as sub:
+            assert [e.id for e in sub.get(0)] == [f"order-{n}" for n in range(19_991, 20_000)]
+
+    def test_unread_channels_without_history_cost_nothing(self) -> None:
+        """20,000 channels published to once and never read are not kept (each kept
+        a channel object before, about 1.2 KiB)."""
+        broker = MemoryBroker(history=0)
+
+        def publish() -> None:
+            for n in range(20_000):
+                broker.publish(f"channel-{n}", ServerSentEvent("x"))
+
+        assert _allocated_growth(publish) < 64 * 1024
+        assert broker._here()._channels == {}
+
+    def test_a_channel_its_last_subscriber_left_is_forgotten(self) -> None:
+        """Without history, a channel that was published to is freed with its last reader."""
+        broker = MemoryBroker(history=0)
+        for n in range(100):
+            with broker.subscribe([f"room-{n}", "lobby"]):
+                broker.publish(f"room-{n}", ServerSentEvent("x"))
+                broker.publish("lobby", ServerSentEvent("x"))
+        assert broker._here()._channels == {}
+
+    def test_a_forgotten_channel_still_answers_old_cursors_with_expired(self) -> None:
+        """Forgetting a channel never lets a cursor skip what was published after it:
+        over many channels (more than the watermark table has slots), a cursor from
+        before a channel's last event gets an expired reset."""
+        broker = MemoryBroker(history=0)
+        names = [f"c{n}" for n in range(3000)]
+        before = {}
+        for name in names:
+            with broker.subscribe([name]) as sub:
+                before[name] = broker.publish(name, ServerSentEvent("seen"))
+                sub.get(0)
+        for name in names:
+            broker.publish(name, ServerSentEvent("missed"))
+        for name in names:
+            with broker.subscribe([name], last_event_id=before[name]) as sub:
+                assert _reset_reason(sub) == "expired", name
+
+    def test_a_forgotten_channel_resumes_a_cursor_that_missed_nothing(self) -> None:
+        """The watermark resets only what may have been missed: the newest id of a
+        quiet forgotten channel resumes without a reset."""
+        broker = MemoryBroker(history=0)
+        with broker.subscribe(["a"]) as sub:
+            last = broker.publish("a", ServerSentEvent("seen"))
+            sub.get(0)
+        assert broker._here()._channels == {}
+        with broker.subscribe(["a"], last_event_id=last) as sub:
+            assert _reset_reason(sub) is None
+            broker.publish("a", ServerSentEvent("live"))
+            assert [e.data for e in sub.get(0)] == ["live"]
+
+
+def _in_child(broker: MemoryBroker, work: t.Callable[[], object]) -> t.Any:
+    """Run ``work`` in a forked child; return its JSON result, or fail after 10 s."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            signal.alarm(10)  # a deadlocked child must not hang the suite
+            os.write(write_end, json.dumps(work()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child failed or hung"
+    return json.loads(output)
+
+
+class TestFork:
+    def test_a_forked_child_issues_ids_its_parent_never_did(self) -> None:
+        """After os.fork() the child gets a new epoch: the parent's cursor is unknown
+        to it, and neither reissues the other's ids."""
+        broker = MemoryBroker()
+        parent_ids = [broker.publish("a", ServerSentEvent(str(n))) for n in range(5)]
+
+        def child() -> object:
+            ids = [broker.publish("a", ServerSentEvent(str(n))) for n in range(8)]
+            with broker.subscribe(["a"], last_event_id=parent_ids[-1]) as sub:
+                return {"ids": ids, "reason": _reset_reason(sub)}
+
+        result = _in_child(broker, child)
+        assert result["reason"] == "unknown"
+        later = [broker.publish("a", ServerSentEvent(str(n))) for n in range(8)]
+        assert len({*parent_ids, *result["ids"], *later}) == 5 + 8 + 8
+
+    def test_a_forked_child_starts_without_the_parents_state(self) -> None:
+        """The child does not inherit the parent's subscribers, or its lock held by a
+        thread that does not exist in the child."""
+        broker = MemoryBroker()
+        with broker.subscribe(["a"]):
+            lock = broker._here()._lock
+            with lock:  # held by this thread while it forks
+
+                def child() -> object:
+                    event_id = broker.publish("a", ServerSentEvent("x"))
+                    return [broker.subscriber_count(), event_id]
+
+                count, event_id = _in_child(broker, child)
+            assert count == 0
+            assert event_id.endswith("-1")
+            assert broker.subscriber_count() == 1

@@ -30,7 +30,7 @@ if t.TYPE_CHECKING:
 
     from ..event import ServerSentEvent
     from .base import DirectSink
-    from .memory import MemoryBroker
+    from ._memory_state import Incarnation
 
 
 class Channel:
@@ -66,7 +66,7 @@ class Channel:
     def mailboxes(self) -> list[Mailbox]:
         return [*self.queued, *self.parked]
 
-    def deliver(self, broker: MemoryBroker, seq: int, event: ServerSentEvent) -> None:
+    def deliver(self, broker: Incarnation, seq: int, event: ServerSentEvent) -> None:
         """Give ``event`` to every mailbox: queued ones now, parked ones in a flush."""
         if self.queued:
             for mailbox in tuple(self.queued):
@@ -155,9 +155,9 @@ class Mailbox(Subscription):
         "_flagged",
     )
 
-    def __init__(self, broker: MemoryBroker, channels: Sequence[str], limit: int):
+    def __init__(self, broker: Incarnation, channels: Sequence[str], limit: int):
         self._broker = broker
-        self.channels = tuple(channels)
+        self.channels = tuple(dict.fromkeys(channels))  # a repeat would detach twice
         # A list, not a deque: it is swapped out whole, and an empty list is a
         # tenth of an empty deque's size, which counts with 10,000s of clients.
         self._items: list[ServerSentEvent] = []
