@@ -7,10 +7,11 @@ import json
 import os
 import signal
 import time
+
 import httpx
 import pytest
 
-from tests.raw_client import Received, RawStream, pump
+from tests.raw_client import RawStream, Received, pump
 from tests.servers import Gunicorn, gunicorn
 
 pytestmark = pytest.mark.integration

@@ -29,8 +29,8 @@ if t.TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..event import ServerSentEvent
-    from .base import DirectSink
     from ._memory_state import Incarnation
+    from .base import DirectSink
 
 
 class Channel:
