@@ -57,6 +57,17 @@ def test_cursor_inside_history_replays_exactly_the_rest() -> None:
     subscription.close()
 
 
+def test_history_keeps_exactly_its_size_as_it_grows() -> None:
+    """Short and long histories alike keep the newest ``history`` events."""
+    for size in (1, 31, 32, 33, 100):
+        broker = MemoryBroker(history=size)
+        ids = [broker.publish("a", ServerSentEvent(str(n))) for n in range(150)]
+        with broker.subscribe(["a"], last_event_id=ids[-size - 1]) as sub:
+            assert _ids(sub.get(0)) == ids[-size:]
+        with broker.subscribe(["a"], last_event_id=ids[-size - 2]) as sub:
+            assert json.loads(sub.get(0)[0].data)["reason"] == "expired"
+
+
 def test_user_ids_resume_until_they_leave_the_history() -> None:
     broker = MemoryBroker(history=2)
     broker.publish("a", ServerSentEvent("1", id="first"))
@@ -214,6 +225,19 @@ class TestMemoryBound:
 
         assert _allocated_growth(publish) < 64 * 1024
         assert broker._here()._channels == {}
+
+    def test_an_unread_channel_with_history_keeps_little_beyond_its_events(self) -> None:
+        """A channel published to once keeps its one event and a small record: under
+        1 KiB with the event (745 bytes measured; a preallocated deque made it 1.4 KiB)."""
+        broker = MemoryBroker(history=1000)
+        names = [f"channel-{n}" for n in range(20_000)]
+        events = [ServerSentEvent("x") for _ in names]
+
+        def publish() -> None:
+            for name, event in zip(names, events):
+                broker.publish(name, event)
+
+        assert _allocated_growth(publish) / len(names) < 1024
 
     def test_a_channel_its_last_subscriber_left_is_forgotten(self) -> None:
         """Without history, a channel that was published to is freed with its last reader."""

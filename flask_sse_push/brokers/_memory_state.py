@@ -124,11 +124,8 @@ class Incarnation:
                 self._forget(channel, seq)
             else:
                 state = state or self._channel(channel)
-                history = state.history
                 if self.history:
-                    if len(history) == history.maxlen:
-                        state.trimmed_through = history[0][0]
-                    history.append((seq, event))
+                    state.keep(seq, event)
                 else:
                     state.trimmed_through = seq
                 state.deliver(self, seq, event)
