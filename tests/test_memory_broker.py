@@ -234,7 +234,7 @@ class TestMemoryBound:
         events = [ServerSentEvent("x") for _ in names]
 
         def publish() -> None:
-            for name, event in zip(names, events):
+            for name, event in zip(names, events, strict=True):
                 broker.publish(name, event)
 
         assert _allocated_growth(publish) / len(names) < 1024
