@@ -8,10 +8,14 @@ import json
 import os
 import signal
 import threading
+import time
 import tracemalloc
 import typing as t
 
+import pytest
+
 from flask_sse_push import MemoryBroker, ServerSentEvent, Subscription, SubscriptionClosed
+from flask_sse_push.brokers import _memory_state
 
 
 def _ids(events: list[ServerSentEvent]) -> list[str | None]:
@@ -279,7 +283,7 @@ class TestMemoryBound:
             assert [e.data for e in sub.get(0)] == ["live"]
 
 
-def _in_child(broker: MemoryBroker, work: t.Callable[[], object]) -> t.Any:
+def _in_child(work: t.Callable[[], object]) -> t.Any:
     """Run ``work`` in a forked child; return its JSON result, or fail after 10 s."""
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -311,7 +315,7 @@ class TestFork:
             with broker.subscribe(["a"], last_event_id=parent_ids[-1]) as sub:
                 return {"ids": ids, "reason": _reset_reason(sub)}
 
-        result = _in_child(broker, child)
+        result = _in_child(child)
         assert result["reason"] == "unknown"
         later = [broker.publish("a", ServerSentEvent(str(n))) for n in range(8)]
         assert len({*parent_ids, *result["ids"], *later}) == 5 + 8 + 8
@@ -328,7 +332,17 @@ class TestFork:
                     event_id = broker.publish("a", ServerSentEvent("x"))
                     return [broker.subscriber_count(), event_id]
 
-                count, event_id = _in_child(broker, child)
+                count, event_id = _in_child(child)
             assert count == 0
             assert event_id.endswith("-1")
             assert broker.subscriber_count() == 1
+
+    def test_epochs_differ_within_one_millisecond(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Processes started in the same millisecond (workers forked together, or a
+        crash-restart that reuses a pid) still get different epochs."""
+        monkeypatch.setattr(time, "time_ns", lambda: 1_764_000_000_000_000_000)
+        # Same pid and millisecond: the random bits differ (1 in 16.7 million).
+        parent = [_memory_state.new_epoch(), _memory_state.new_epoch()]
+        # Same millisecond, another pid: they differ always.
+        child = _in_child(_memory_state.new_epoch)
+        assert len({*parent, child}) == 3
