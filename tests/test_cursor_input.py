@@ -13,7 +13,8 @@ import typing as t
 from urllib.parse import quote
 
 import pytest
-from flask import Flask, Response
+from flask import Flask
+from werkzeug.test import TestResponse
 
 from flask_sse_push import MemoryBroker, SSEPush, last_event_id
 from flask_sse_push.validation import INVALID_CURSOR, MAX_EVENT_ID_LENGTH
@@ -48,7 +49,7 @@ BAD_QUERIES = [
 ]
 
 
-def _read_events(response: Response, count: int) -> list[t.Any]:
+def _read_events(response: TestResponse, count: int) -> list[t.Any]:
     chunks = t.cast("Iterator[bytes]", iter(response.response))
     body = b""
     for _ in range(200):

@@ -106,9 +106,7 @@ def paths(request: pytest.FixtureRequest, app: Flask) -> Iterator[_Paths]:
 
 
 @pytest.mark.parametrize(("bad_id", "why"), BAD_IDS)
-def test_unusable_ids_are_refused_naming_the_field(
-    paths: _Paths, bad_id: str, why: str
-) -> None:
+def test_unusable_ids_are_refused_naming_the_field(paths: _Paths, bad_id: str, why: str) -> None:
     subscription = paths.broker.subscribe(["c"])
     try:
         with pytest.raises(ValueError, match="'id'") as caught:
@@ -120,9 +118,7 @@ def test_unusable_ids_are_refused_naming_the_field(
 
 
 @pytest.mark.parametrize("event_type", BAD_TYPES)
-def test_reserved_event_types_are_refused_naming_the_field(
-    paths: _Paths, event_type: str
-) -> None:
+def test_reserved_event_types_are_refused_naming_the_field(paths: _Paths, event_type: str) -> None:
     subscription = paths.broker.subscribe(["c"])
     try:
         with pytest.raises(ValueError, match="'event'") as caught:
