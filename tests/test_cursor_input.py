@@ -10,18 +10,40 @@ from __future__ import annotations
 
 import json
 import typing as t
+import uuid
 from urllib.parse import quote
 
 import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from flask_sse_push import MemoryBroker, SSEPush, last_event_id
+from flask_sse_push import Broker, MemoryBroker, SSEPush, last_event_id
+from flask_sse_push.brokers.redis import RedisBroker
 from flask_sse_push.validation import INVALID_CURSOR, MAX_EVENT_ID_LENGTH
+from tests.servers import RedisServer
 from tests.wire import parse
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "redis"])
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """Every broker: the rule lives in the view, but the lookup in the broker."""
+    if request.param == "memory":
+        yield MemoryBroker()
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    redis_broker = RedisBroker.from_url(server.url, prefix=f"t{uuid.uuid4().hex}:")
+    yield redis_broker
+    redis_broker.close()
+
 
 #: Header values as a WSGI server hands them over (Latin-1 text), none of
 #: which this app ever issued. Each used to get 400 or would be refused.
@@ -79,23 +101,23 @@ def _reset_then_live(app: Flask, sse: SSEPush, **request: t.Any) -> None:
 
 @pytest.mark.parametrize("value", BAD_HEADERS)
 def test_header_cursor_that_matches_nothing_gets_reset_and_the_live_stream(
-    app: Flask, value: str
+    app: Flask, broker: Broker, value: str
 ) -> None:
-    _reset_then_live(app, SSEPush(app, broker=MemoryBroker()), headers={"Last-Event-ID": value})
+    _reset_then_live(app, SSEPush(app, broker=broker), headers={"Last-Event-ID": value})
 
 
 @pytest.mark.parametrize("value", BAD_QUERIES)
 def test_query_cursor_that_matches_nothing_gets_reset_and_the_live_stream(
-    app: Flask, value: str
+    app: Flask, broker: Broker, value: str
 ) -> None:
-    sse = SSEPush(app, broker=MemoryBroker())
+    sse = SSEPush(app, broker=broker)
     _reset_then_live(app, sse, query_string=f"last_event_id={value}")
 
 
 @pytest.mark.parametrize("event_id", ["ünïçødé", "café", "ÿ"])
-def test_latin1_header_resumes_exactly(app: Flask, event_id: str) -> None:
+def test_latin1_header_resumes_exactly(app: Flask, broker: Broker, event_id: str) -> None:
     """The Node eventsource package and requests send the id as Latin-1."""
-    sse = SSEPush(app, broker=MemoryBroker())
+    sse = SSEPush(app, broker=broker)
     with app.app_context():
         sse.publish("1", id=event_id)
         after = sse.publish("2")
