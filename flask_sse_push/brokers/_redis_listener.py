@@ -35,6 +35,14 @@ SUBSCRIBER_NAME = "flask_sse_push:subscriber"
 #: Messages the listener dispatches in a row before it lets other greenlets run.
 DISPATCH_BATCH = 128
 
+#: Channels named in one ``SUBSCRIBE`` while resubscribing, and read in one go by
+#: the catch-up after it: large enough to be few round trips, small enough that
+#: handling one batch never holds the worker for long.
+SUBSCRIBE_BATCH = 1000
+
+#: Seconds added to the resubscribe deadline per channel, on top of a fixed part.
+CONFIRM_ALLOWANCE = 0.002
+
 _IDLE, _CONNECTING, _OPEN, _DOWN = "idle", "connecting", "open", "down"
 
 
@@ -104,12 +112,15 @@ class Listener:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: t.Any = None
+        self._pool: t.Any = broker.pool
         self._prefix = broker.prefix + "channel:"
         # Subscriptions made before the first connection: they start where it does.
         self._joining: list[RedisSubscription] = []
         self._failures = 0  # failed attempts since the connection was last open
         # An open connection broke: the next one to open counts as a reconnect.
         self._lost = False
+        # Channels resubscribed on this connection that Redis has not confirmed yet.
+        self._unconfirmed: set[str] = set()
 
     # -- called by request threads -------------------------------------------------
 
@@ -234,7 +245,9 @@ class Listener:
     def _serve(self, stop: threading.Event) -> None:
         conn = self._conn
         if conn is None:
-            conn = self._conn = self.broker.pool.get_connection()
+            # The pool of the thread the listener runs in (see RedisBroker.client_here).
+            self._pool = self.broker.client_here().connection_pool
+            conn = self._conn = self._pool.get_connection()
         if not conn.is_connected:
             conn.connect()
         # Not subscribed yet, so plain commands work: name the connection for
@@ -264,41 +277,67 @@ class Listener:
                 channel.new_connection()
                 if channel.subs:
                     names.append(name)
-                    channel.wanted = True
-                    channel.sent = channel.inflight = 1
                 else:
                     del self.channels[name]
-            if names:
-                self._send("SUBSCRIBE", names)
+            # From here on a channel not yet resubscribed counts as unsubscribed,
+            # so attach() and detach() may subscribe or drop it meanwhile.
             self.state = _OPEN
+            self._unconfirmed = set()
             if self._lost:
                 self._lost = False
                 self.broker.reconnects += 1
         if self._failures:
             logger.info("Redis subscriber connection is back after %d attempts.", self._failures)
             self._failures = 0
+        self._resubscribe(names, stop)
         # Messages wait until the catch-up has read what was missed: delivering
         # a newer one first would make the client skip the older ones.
         held: list[t.Any] = []
-        deadline = time.monotonic() + 2 * self.health_interval
-        while not self._confirmed(names):
+        # Redis confirms a few thousand channels a second even on a busy host;
+        # the allowance grows with the work so that no channel count is too many.
+        deadline = time.monotonic() + 2 * self.health_interval + len(names) * CONFIRM_ALLOWANCE
+        read = 0
+        while self._unconfirmed:
+            if stop.is_set():
+                return
             if time.monotonic() > deadline:
-                raise redis.TimeoutError("Redis did not confirm SUBSCRIBE in time")
+                raise redis.TimeoutError(
+                    f"Redis did not confirm SUBSCRIBE for {len(self._unconfirmed)} of"
+                    f" {len(names)} channels in time"
+                )
             reply = self._read(conn, 0.5)
             if reply is not None and not self._control(reply):
                 held.append(reply)
-        self._catch_up(names)
-        for reply in held:
+            read += 1
+            if read % DISPATCH_BATCH == 0:
+                time.sleep(0)  # thousands of confirmations sit in the buffer
+        self._catch_up(names, stop)
+        for count, reply in enumerate(held, 1):
             self._dispatch(reply)
+            if count % DISPATCH_BATCH == 0:
+                time.sleep(0)
         self._read_forever(conn, stop)
 
-    def _confirmed(self, names: list[str]) -> bool:
-        with self.lock:
-            for name in names:
-                channel = self.channels.get(name)
-                if channel is not None and channel.acked < 1:
-                    return False
-        return True
+    def _resubscribe(self, names: list[str], stop: threading.Event) -> None:
+        """Subscribe ``names`` again, a batch per command, letting other greenlets run."""
+        for start in range(0, len(names), SUBSCRIBE_BATCH):
+            with self.lock:
+                if stop.is_set():
+                    return
+                batch = []
+                for name in names[start : start + SUBSCRIBE_BATCH]:
+                    channel = self.channels.get(name)
+                    # Gone, or subscribed again by attach() since the reconnect.
+                    if channel is None or not channel.subs or channel.wanted:
+                        continue
+                    batch.append(name)
+                    channel.wanted = True
+                    channel.sent += 1
+                    channel.inflight += 1
+                if batch:
+                    self._send("SUBSCRIBE", batch)
+                    self._unconfirmed.update(batch)
+            time.sleep(0)
 
     def _read(self, conn: t.Any, timeout: float) -> t.Any:
         if not conn.is_connected:
@@ -342,6 +381,8 @@ class Listener:
             return True  # pong, in RESP2
         name = as_text(reply[1])[len(self._prefix) :]
         with self.lock:
+            if kind == "subscribe":
+                self._unconfirmed.discard(name)
             channel = self.channels.get(name)
             if channel is None:
                 return True
@@ -373,8 +414,13 @@ class Listener:
             if not sub.deliver(key, event):
                 self.detach(sub)
 
-    def _catch_up(self, names: list[str]) -> None:
-        """Give subscriptions from earlier connections what was published meanwhile."""
+    def _catch_up(self, names: list[str], stop: threading.Event) -> None:
+        """Give subscriptions from earlier connections what was published meanwhile.
+
+        Subscriptions are read a batch at a time (each one whole, since its
+        cursor spans all its channels), so a worker with many channels neither
+        sends Redis one huge script call nor stops its other greenlets for long.
+        """
         with self.lock:
             subs = {
                 id(s): s
@@ -383,14 +429,24 @@ class Listener:
                 for s in self.channels[n].subs
                 if s.connection < self.connection
             }
+        batch: list[RedisSubscription] = []
         firsts: dict[str, Key] = {}
         for sub in subs.values():
+            batch.append(sub)
             for name in sub.channels:
                 firsts[name] = min(firsts.get(name, sub.last), sub.last)
-        if not firsts:
-            return
+            if len(firsts) >= SUBSCRIBE_BATCH:
+                self._catch_up_batch(batch, firsts)
+                batch, firsts = [], {}
+                if stop.is_set():
+                    return
+                time.sleep(0)
+        if batch:
+            self._catch_up_batch(batch, firsts)
+
+    def _catch_up_batch(self, subs: list[RedisSubscription], firsts: dict[str, Key]) -> None:
         snapshot = self.broker.read(list(firsts), firsts=firsts)
-        for sub in subs.values():
+        for sub in subs:
             if not sub.catch_up(snapshot):
                 self.detach(sub)
 
@@ -433,6 +489,6 @@ class Listener:
             sub.finish(SubscriptionClosed("broker closed"))
         if conn is not None:
             conn.disconnect()
-            self.broker.pool.release(conn)
+            self._pool.release(conn)
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
