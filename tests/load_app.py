@@ -6,9 +6,10 @@ It reads ``SSE_PUSH_BROKER_URL`` (``memory://`` for the in-process broker) and
 - ``/events?block=K&width=W`` streams the ``W`` channels ``bK-0`` ... ``bK-(W-1)``:
   the query is expanded before Flask reads it, so one request names hundreds of
   channels without a long request line;
-- ``GET /stall`` returns the longest gap, in seconds, between the 10 ms sleeps of
-  a ticker greenlet (or thread) in this worker since the last ``/stall?reset=1``:
-  how long the worker was kept from running anything else;
+- ``GET /stall`` returns the longest gap (``longest``, wall time, and
+  ``longest_cpu``, the event loop thread's CPU time), in seconds, between the
+  10 ms sleeps of a ticker greenlet (or thread) in this worker since the last
+  ``/stall?reset=1``: how long the worker was kept from running anything else;
 - ``POST /publish?channel=C&data=D`` publishes one event from the request;
 - ``POST /publish-threads?mode=M&count=N&workers=W&channel=C`` publishes ``N``
   events ``M-0`` ... from other threads: ``executor`` (a
@@ -23,6 +24,7 @@ It reads ``SSE_PUSH_BROKER_URL`` (``memory://`` for the in-process broker) and
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import os
 import threading
 import time
@@ -43,10 +45,18 @@ TICK = 0.01
 
 
 class _Ticker:
-    """Records the longest time one of its short sleeps took beyond the sleep."""
+    """Records the longest time one of its short sleeps took beyond the sleep.
+
+    ``longest`` is wall time; ``longest_cpu`` is the CPU time this OS thread
+    (the event loop's) spent meanwhile, which is what the worker's own work
+    costs, without the time a busy machine did not run the process at all.
+    """
 
     def __init__(self) -> None:
         self.longest = 0.0
+        self.longest_cpu = 0.0
+        self.longest_gc = 0.0  # the longest garbage collection, CPU seconds
+        self._gc_started = 0.0
         self.ticks = 0
         self.started = False
         self.lock = threading.Lock()
@@ -56,17 +66,25 @@ class _Ticker:
             if self.started:
                 return
             self.started = True
+        gc.callbacks.append(self._gc)
         # Under gevent's worker, threading is patched: this is a greenlet.
         threading.Thread(target=self._run, daemon=True, name="stall-ticker").start()
 
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.thread_time()
+        else:
+            self.longest_gc = max(self.longest_gc, time.thread_time() - self._gc_started)
+
     def _run(self) -> None:
-        before = time.monotonic()
+        before, cpu_before = time.monotonic(), time.thread_time()
         while True:
             time.sleep(TICK)
-            now = time.monotonic()
+            now, cpu = time.monotonic(), time.thread_time()
             self.longest = max(self.longest, now - before - TICK)
+            self.longest_cpu = max(self.longest_cpu, cpu - cpu_before)
             self.ticks += 1
-            before = now
+            before, cpu_before = now, cpu
 
 
 def _expand_blocks(app: WSGIApplication) -> WSGIApplication:
@@ -159,10 +177,15 @@ def create_app() -> Flask:
 
     @app.get("/stall")
     def stall() -> ResponseReturnValue:
-        longest, ticks = ticker.longest, ticker.ticks
+        figures = {
+            "longest": ticker.longest,
+            "longest_cpu": ticker.longest_cpu,
+            "longest_gc": ticker.longest_gc,
+            "ticks": ticker.ticks,
+        }
         if request.args.get("reset"):
-            ticker.longest = 0.0
-        return jsonify(longest=longest, ticks=ticks)
+            ticker.longest = ticker.longest_cpu = ticker.longest_gc = 0.0
+        return jsonify(figures)
 
     @app.post("/publish")
     def publish() -> ResponseReturnValue:

@@ -38,7 +38,7 @@ DISPATCH_BATCH = 128
 #: Channels named in one ``SUBSCRIBE`` while resubscribing, and read in one go by
 #: the catch-up after it: large enough to be few round trips, small enough that
 #: handling one batch never holds the worker for long.
-SUBSCRIBE_BATCH = 1000
+SUBSCRIBE_BATCH = 500
 
 #: Seconds added to the resubscribe deadline per channel, on top of a fixed part.
 CONFIRM_ALLOWANCE = 0.002
@@ -121,6 +121,8 @@ class Listener:
         self._lost = False
         # Channels resubscribed on this connection that Redis has not confirmed yet.
         self._unconfirmed: set[str] = set()
+        # The channels that have waiters, by id(): failed when the connection breaks.
+        self._awaited: dict[int, _Channel] = {}
 
     # -- called by request threads -------------------------------------------------
 
@@ -169,6 +171,7 @@ class Listener:
                 for channel in unconfirmed:
                     # While connecting, the connection's first SUBSCRIBE covers it.
                     channel.waiters.append((max(channel.sent, 1), waiter))
+                    self._awaited[id(channel)] = channel
             if not fresh:
                 return waiter
             try:
@@ -264,21 +267,28 @@ class Listener:
         conn.read_response(push_request=True)
         last = optional_key(conn.read_response(push_request=True))
         with self.lock:
+            outage = self.state == _DOWN
+            keys = list(self.channels)
+        names: list[str] = []
+        if outage:
+            # attach() refuses while down and detach() only drops channels, so
+            # the channels can be reset a batch at a time, letting others run.
+            for start in range(0, len(keys), SUBSCRIBE_BATCH):
+                with self.lock:
+                    self._reset(keys[start : start + SUBSCRIBE_BATCH], names)
+                time.sleep(0)
+        with self.lock:
             if stop.is_set():
                 return
+            if not outage:
+                # The first connection: attach() adds channels until now.
+                self._reset(list(self.channels), names)
             self.seen = max(self.seen, last or ZERO)
             self.connection += 1
             # Those that joined while connecting start where this connection does.
             for sub in self._joining:
                 sub.last = max(sub.last, self.seen)
             self._joining.clear()
-            names = []
-            for name, channel in list(self.channels.items()):
-                channel.new_connection()
-                if channel.subs:
-                    names.append(name)
-                else:
-                    del self.channels[name]
             # From here on a channel not yet resubscribed counts as unsubscribed,
             # so attach() and detach() may subscribe or drop it meanwhile.
             self.state = _OPEN
@@ -318,6 +328,21 @@ class Listener:
                 time.sleep(0)
         self._read_forever(conn, stop)
 
+    def _reset(self, keys: list[str], names: list[str]) -> None:
+        """Start ``keys`` afresh for a new connection; add those still wanted to ``names``.
+
+        The caller holds the lock.
+        """
+        for name in keys:
+            channel = self.channels.get(name)
+            if channel is None:
+                continue
+            channel.new_connection()
+            if channel.subs:
+                names.append(name)
+            else:
+                del self.channels[name]
+
     def _resubscribe(self, names: list[str], stop: threading.Event) -> None:
         """Subscribe ``names`` again, a batch per command, letting other greenlets run."""
         for start in range(0, len(names), SUBSCRIBE_BATCH):
@@ -349,7 +374,7 @@ class Listener:
     def _read_forever(self, conn: t.Any, stop: threading.Event) -> None:
         heard = time.monotonic()
         pinged = False
-        dispatched = 0
+        read = 0
         while not stop.is_set():
             reply = self._read(conn, 1.0)
             now = time.monotonic()
@@ -357,12 +382,13 @@ class Listener:
                 heard, pinged = now, False
                 if not self._control(reply):
                     self._dispatch(reply)
-                    dispatched += 1
-                    if dispatched % DISPATCH_BATCH == 0:
-                        # A backlog is read from the buffer without blocking, so
-                        # let the streams (or the direct writes) drain their
-                        # queues before they overflow.
-                        time.sleep(0)
+                read += 1
+                if read % DISPATCH_BATCH == 0:
+                    # A backlog (messages, or the confirmations of thousands of
+                    # channels) is read from the buffer without blocking, so let
+                    # the streams (or the direct writes) drain their queues
+                    # before they overflow, and the other requests run.
+                    time.sleep(0)
             elif now - heard > self.health_interval:
                 if pinged:
                     raise redis.TimeoutError("Redis did not answer PING")
@@ -396,8 +422,11 @@ class Listener:
                     else:
                         waiting.append((target, waiter))
                 channel.waiters = waiting
+                if not waiting:
+                    self._awaited.pop(id(channel), None)
             if not channel.subs and channel.inflight <= 0:
                 del self.channels[name]
+                self._awaited.pop(id(channel), None)
         return True
 
     def _dispatch(self, reply: t.Any) -> None:
@@ -421,14 +450,15 @@ class Listener:
         cursor spans all its channels), so a worker with many channels neither
         sends Redis one huge script call nor stops its other greenlets for long.
         """
-        with self.lock:
-            subs = {
-                id(s): s
-                for n in names
-                if n in self.channels
-                for s in self.channels[n].subs
-                if s.connection < self.connection
-            }
+        subs: dict[int, RedisSubscription] = {}
+        for start in range(0, len(names), SUBSCRIBE_BATCH):
+            with self.lock:
+                for name in names[start : start + SUBSCRIBE_BATCH]:
+                    channel = self.channels.get(name)
+                    for sub in channel.subs if channel is not None else ():
+                        if sub.connection < self.connection:
+                            subs[id(sub)] = sub
+            time.sleep(0)
         batch: list[RedisSubscription] = []
         firsts: dict[str, Key] = {}
         for sub in subs.values():
@@ -456,13 +486,13 @@ class Listener:
             self._lost = self._lost or self.state == _OPEN
             self.state = _DOWN
             self._joining.clear()
-            for name, channel in list(self.channels.items()):
+            # Only the channels someone waits on: the next connection resets the
+            # rest, and going over every channel here would stall the worker.
+            for channel in self._awaited.values():
                 for _, waiter in channel.waiters:
                     waiter.fail()
                 channel.waiters = []
-                channel.new_connection()
-                if not channel.subs:
-                    del self.channels[name]
+            self._awaited.clear()
             conn = self._conn
         if conn is not None:
             conn.disconnect()
@@ -477,6 +507,7 @@ class Listener:
             for channel in self.channels.values():
                 for _, waiter in channel.waiters:
                     waiter.fail()
+            self._awaited.clear()
             for sub in subs.values():
                 sub.attached = False
             self.channels.clear()
