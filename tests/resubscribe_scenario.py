@@ -103,7 +103,7 @@ def run(
     server = start_gunicorn(
         APP,
         env={"SSE_PUSH_BROKER_URL": redis.url, "SSE_PUSH_REDIS_PREFIX": prefix},
-        extra_args=("--graceful-timeout", "5"),
+        extra_args=("--graceful-timeout", "30"),
     )
     clients: list[SSEClient] = []
     try:
@@ -129,7 +129,9 @@ def run(
             redis.start()
             back = time.monotonic()
             if sigterm_during:
-                time.sleep(0.2)
+                # The worker reconnects within a few tenths of a second, and then
+                # resubscribes for about as long again, or (before the fix) froze.
+                time.sleep(1.0)
                 started = time.monotonic()
                 stop(server.process, signal.SIGTERM, timeout=60)
                 figures.sigterm = time.monotonic() - started
