@@ -43,6 +43,12 @@ SUBSCRIBE_BATCH = 500
 #: Seconds added to the resubscribe deadline per channel, on top of a fixed part.
 CONFIRM_ALLOWANCE = 0.002
 
+#: Seconds the listener pauses between batches while it recovers. Not 0: gevent
+#: runs up to 50 ``sleep(0)`` wake-ups in a row before it looks at its timers
+#: and sockets again, so batches that yield with ``sleep(0)`` still add up to a
+#: long stall; a timer lets the event loop go round between two batches.
+RECOVERY_PAUSE = 0.001
+
 _IDLE, _CONNECTING, _OPEN, _DOWN = "idle", "connecting", "open", "down"
 
 
@@ -276,7 +282,7 @@ class Listener:
             for start in range(0, len(keys), SUBSCRIBE_BATCH):
                 with self.lock:
                     self._reset(keys[start : start + SUBSCRIBE_BATCH], names)
-                time.sleep(0)
+                time.sleep(RECOVERY_PAUSE)
         with self.lock:
             if stop.is_set():
                 return
@@ -320,12 +326,12 @@ class Listener:
                 held.append(reply)
             read += 1
             if read % DISPATCH_BATCH == 0:
-                time.sleep(0)  # thousands of confirmations sit in the buffer
+                time.sleep(RECOVERY_PAUSE)  # thousands of confirmations sit in the buffer
         self._catch_up(names, stop)
         for count, reply in enumerate(held, 1):
             self._dispatch(reply)
             if count % DISPATCH_BATCH == 0:
-                time.sleep(0)
+                time.sleep(RECOVERY_PAUSE)
         self._read_forever(conn, stop)
 
     def _reset(self, keys: list[str], names: list[str]) -> None:
@@ -362,7 +368,7 @@ class Listener:
                 if batch:
                     self._send("SUBSCRIBE", batch)
                     self._unconfirmed.update(batch)
-            time.sleep(0)
+            time.sleep(RECOVERY_PAUSE)
 
     def _read(self, conn: t.Any, timeout: float) -> t.Any:
         if not conn.is_connected:
@@ -458,7 +464,7 @@ class Listener:
                     for sub in channel.subs if channel is not None else ():
                         if sub.connection < self.connection:
                             subs[id(sub)] = sub
-            time.sleep(0)
+            time.sleep(RECOVERY_PAUSE)
         batch: list[RedisSubscription] = []
         firsts: dict[str, Key] = {}
         for sub in subs.values():
@@ -470,7 +476,7 @@ class Listener:
                 batch, firsts = [], {}
                 if stop.is_set():
                     return
-                time.sleep(0)
+                time.sleep(RECOVERY_PAUSE)
         if batch:
             self._catch_up_batch(batch, firsts)
 

@@ -130,6 +130,12 @@ class RedisBroker(Broker):
     :attr:`reconnects` counts how often this process' subscriber connection
     broke and was opened again; :meth:`ping` checks that Redis answers.
 
+    :meth:`publish`, :meth:`ping` and :meth:`cursor` may be called from any
+    thread or greenlet. Under gevent's monkey-patching each OS thread gets its
+    own connection pool (:meth:`client_here`), since a gevent socket works only
+    in the thread that made it. A publish is never retried, so an event is sent
+    at most once; whatever fails is raised as :class:`~flask_sse_push.BrokerError`.
+
     .. code-block:: python
 
         broker = RedisBroker.from_url("redis://localhost:6379/0")
@@ -197,10 +203,6 @@ class RedisBroker(Broker):
             :meth:`publish` and :meth:`ping` raise :class:`~flask_sse_push.BrokerError`
             instead of hanging.
         :param socket_timeout: seconds to wait for Redis to answer a command.
-
-        .. versionchanged:: 0.2
-            ``connect_timeout`` and ``socket_timeout``; before, a silent host hung
-            the caller.
         """
         pool = redis.BlockingConnectionPool.from_url(
             url,
