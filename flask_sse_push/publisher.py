@@ -6,7 +6,7 @@ import json
 import typing as t
 
 from .event import ServerSentEvent
-from .validation import check_channel
+from .validation import check_channel, check_published_event
 
 if t.TYPE_CHECKING:
     from types import TracebackType
@@ -29,18 +29,32 @@ class Publisher:
         publisher.publish({"order": 7}, event="created", channel="orders")
 
     Connections open on the first publish and are shared by every later one;
-    the object is safe to share between threads.
+    the object is safe to share between threads (under gevent, each OS thread
+    gets connections of its own).
 
     :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
     :param prefix: the apps' ``SSE_PUSH_REDIS_PREFIX``.
     :param history: the apps' ``SSE_PUSH_HISTORY``: events kept per channel.
+    :param connect_timeout: seconds to wait for a TCP connection to Redis (each
+        of up to three attempts).
+    :param socket_timeout: seconds to wait for Redis to answer. With both, a
+        host that drops packets makes :meth:`publish` raise
+        :class:`~flask_sse_push.BrokerError` instead of hanging.
     :raises ValueError: ``url`` is not a Redis URL.
     :raises RuntimeError: the ``redis`` package is not installed.
 
     .. versionadded:: 0.1
     """
 
-    def __init__(self, url: str, *, prefix: str = "sse:", history: int = 1000) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "sse:",
+        history: int = 1000,
+        connect_timeout: float = 3.0,
+        socket_timeout: float = 5.0,
+    ) -> None:
         scheme = url.partition("://")[0]
         if scheme not in {"redis", "rediss", "unix"}:
             raise ValueError(
@@ -54,7 +68,13 @@ class Publisher:
                 "Publisher needs the redis package. Install it with:"
                 " pip install 'flask-sse-push[redis]'"
             ) from exc
-        self._broker: RedisBroker = RedisBroker.from_url(url, history=history, prefix=prefix)
+        self._broker: RedisBroker = RedisBroker.from_url(
+            url,
+            history=history,
+            prefix=prefix,
+            connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+        )
 
     def publish(
         self,
@@ -72,12 +92,13 @@ class Publisher:
         :param id: an explicit event id; by default Redis assigns one.
         :param retry: a reconnection delay in milliseconds for the clients.
         :param channel: the channel name.
-        :raises ValueError: a field or the channel name is invalid; nothing is sent.
+        :raises ValueError: a field or the channel name is invalid, or the event
+            would break its clients (as for :meth:`SSEPush.publish`); nothing is sent.
         :raises TypeError: a field has the wrong type; nothing is sent.
         :raises BrokerError: Redis could not take the event.
         """
         text = data if isinstance(data, str) else json.dumps(data)
-        message = ServerSentEvent(text, event=event, id=id, retry=retry)
+        message = check_published_event(ServerSentEvent(text, event=event, id=id, retry=retry))
         return self._broker.publish(check_channel(channel), message)
 
     def close(self) -> None:

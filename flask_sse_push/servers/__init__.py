@@ -7,7 +7,9 @@
 - :mod:`.base`: the interface, which is also the plain fallback.
 
 :func:`detect` picks one for a request. Nothing else in the package imports
-gunicorn or gevent.
+gunicorn or gevent: code that needs a primitive of the OS thread whatever gevent
+patched (the Redis broker) takes :func:`os_lock`, :func:`os_thread_local` and
+:func:`thread_bound_sockets` from here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ from __future__ import annotations
 import typing as t
 
 from .base import Server
+from .gevent import os_lock, os_thread_local, thread_bound_sockets
+
+__all__ = [
+    "Server",
+    "detect",
+    "detect_process",
+    "os_lock",
+    "os_thread_local",
+    "thread_bound_sockets",
+]
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
