@@ -71,6 +71,11 @@ def wait_for(condition: t.Callable[[], bool], timeout: float, message: str) -> N
         time.sleep(0.05)
 
 
+def on(page: Page, condition: t.Callable[[Page], bool]) -> t.Callable[[], bool]:
+    """``condition`` bound to ``page``, for :func:`wait_for` in a loop."""
+    return lambda: condition(page)
+
+
 def streams(server: Gunicorn) -> int:
     count: int = httpx.get(f"{server.url}/events/health").json()["clients_connected"]
     return count
@@ -112,7 +117,9 @@ def leaders(pages: list[Page]) -> list[Page]:
 
 
 def settle(server: Gunicorn, expected: int) -> None:
-    wait_for(lambda: streams(server) == expected, 10, f"the server does not hold {expected} streams")
+    wait_for(
+        lambda: streams(server) == expected, 10, f"the server does not hold {expected} streams"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -132,7 +139,7 @@ def test_eight_tabs_hold_one_stream_and_all_show_a_publish(
     assert len(leaders(pages)) == 1
     publish(server, "to all eight", channel)
     for page in pages:
-        wait_for(lambda page=page: messages(page) == ["to all eight"], 5, "a tab missed it")
+        wait_for(on(page, lambda p: messages(p) == ["to all eight"]), 5, "a tab missed it")
     assert streams(server) == 1
 
 
@@ -202,7 +209,7 @@ def test_handoff_loses_and_repeats_nothing(
     assert handoff < 2.5
     remaining = pages if how == "hang" else others
     for page in remaining:
-        wait_for(lambda page=page: len(messages(page)) >= len(published), 10, "events missing")
+        wait_for(on(page, lambda p: len(messages(p)) >= len(published)), 10, "events missing")
     time.sleep(0.5)  # time for a late duplicate to arrive
     for page in remaining:
         assert messages(page) == published
@@ -219,7 +226,8 @@ def test_two_tabs_opening_at_the_same_instant_hold_one_stream(
         at = pages[0].evaluate("Date.now()") + 300
         for page in pages:
             page.evaluate(
-                f"""(at) => setTimeout(() => ({START})({{channels: ["{channel}"]}}), at - Date.now())""",
+                f"(at) => setTimeout(() => ({START})({{channels: [{channel!r}]}}),"
+                " at - Date.now())",
                 at,
             )
         wait_for(lambda: len(leaders(pages)) == 1, 5, "no single leader")
@@ -231,8 +239,10 @@ def test_two_tabs_opening_at_the_same_instant_hold_one_stream(
         settle(server, 0)
     # Every stream request is logged when it ends: one per round, no second one.
     wait_for(
-        lambda: len(re.findall(rf'"GET /events\?channel={channel}[^"]*" 200', server.output()))
-        >= rounds,
+        lambda: (
+            len(re.findall(rf'"GET /events\?channel={channel}[^"]*" 200', server.output()))
+            >= rounds
+        ),
         5,
         "gunicorn did not log the streams",
     )
@@ -252,7 +262,7 @@ def test_a_tab_on_other_channels_gets_only_its_own(
     publish(server, "b-1", second)
     publish(server, "a-2", first)
     for page in (a1, a2):
-        wait_for(lambda page=page: len(messages(page)) >= 2, 5, "missing events")
+        wait_for(on(page, lambda p: len(messages(p)) >= 2), 5, "missing events")
     wait_for(lambda: len(messages(b)) >= 1, 5, "missing events")
     time.sleep(0.3)
     assert messages(a1) == messages(a2) == ["a-1", "a-2"]
@@ -265,7 +275,9 @@ def test_an_unknown_cursor_reaches_the_reset_handler(
 ) -> None:
     channel = new_channel()
     newest = publish(server, "before", channel)
-    page = start(open_page(context, server), channels=[channel], lastEventId="nope-1", shared=shared)
+    page = start(
+        open_page(context, server), channels=[channel], lastEventId="nope-1", shared=shared
+    )
     wait_for(lambda: any(kind == "reset" for kind, _, _ in page.evaluate("got")), 5, "no reset")
     reset = next(event for event in page.evaluate("got") if event[0] == "reset")
     assert reset[2] == newest
@@ -302,9 +314,7 @@ def test_named_events_and_the_cursor_resume_a_follower(
     assert streams(server) == 1
 
 
-def test_revoked_stream_stops_every_tab_for_good(
-    server: Gunicorn, context: BrowserContext
-) -> None:
+def test_revoked_stream_stops_every_tab_for_good(server: Gunicorn, context: BrowserContext) -> None:
     """``revoke()`` ends the stream; the reconnect gets ``204``; every tab goes
     to CLOSED with an error, and no tab opens a stream again."""
     channel = new_channel()
@@ -313,7 +323,7 @@ def test_revoked_stream_stops_every_tab_for_good(
     settle(server, 1)
     assert httpx.post(f"{server.url}/revoke", params={"channel": channel}).json() == {"ended": 1}
     for page in pages:
-        wait_for(lambda page=page: page.evaluate("client.readyState") == 2, 5, "did not stop")
+        wait_for(on(page, lambda p: p.evaluate("client.readyState") == 2), 5, "did not stop")
         assert ["error"] == [kind for kind, _, _ in page.evaluate("got") if kind == "error"][-1:]
     time.sleep(1.5)  # five times the retry: time for a wrong reconnect
     assert streams(server) == 0
@@ -340,6 +350,30 @@ def test_fallback_gives_each_tab_its_own_stream(
         settle(server, 3)
         publish(server, "each", t.cast("list[str]", options["channels"])[0])
         for page in pages:
-            wait_for(lambda page=page: messages(page) == ["each"], 5, "a tab missed it")
+            wait_for(on(page, lambda p: messages(p) == ["each"]), 5, "a tab missed it")
     finally:
         context.close()
+
+
+def test_the_example_page_shares_one_stream_and_says_so(browser: Browser) -> None:
+    """Three tabs of the example page: the server holds one stream, the line on
+    the page says so, one tab holds it, and a publish shows in all three."""
+    from playwright.sync_api import expect
+
+    example = start_gunicorn("example_app:create_app()")
+    context = browser.new_context()
+    try:
+        pages = [context.new_page() for _ in range(3)]
+        for page in pages:
+            page.goto(example.url)
+            expect(page.locator("#push-state")).to_have_text("open")
+        for page in pages:
+            expect(page.locator("#streams")).to_have_text("1", timeout=5000)
+        roles = [page.locator("#role").text_content() for page in pages]
+        assert roles.count("holds the shared stream") == 1, roles
+        httpx.post(f"{example.url}/api/publish", json={"data": "to the three"})
+        for page in pages:
+            expect(page.locator("#pushed li")).to_have_text([re.compile(r"\] to the three$")])
+    finally:
+        context.close()
+        stop(example.process, signal.SIGQUIT)
