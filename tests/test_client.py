@@ -234,7 +234,8 @@ def test_two_tabs_opening_at_the_same_instant_hold_one_stream(
         time.sleep(0.5)
         assert streams(server) == 1
         assert len(leaders(pages)) == 1
-        for page in pages:
+        # The follower first: closing the leader first would hand the stream over.
+        for page in sorted(pages, key=lambda page: role(page) == "leader"):
             page.evaluate("client.close()")
         settle(server, 0)
     # Every stream request is logged when it ends: one per round, no second one.
