@@ -378,3 +378,44 @@ def test_the_example_page_shares_one_stream_and_says_so(browser: Browser) -> Non
     finally:
         context.close()
         stop(example.process, signal.SIGQUIT)
+
+
+#: Bodies that exercise the parsing rules: CR, LF and CRLF line ends, a CR at a
+#: chunk's end, comments, fields without a colon or a space, ``id`` with NUL
+#: (ignored), an empty ``id`` (clears), ``retry`` with a non-digit (ignored),
+#: data-less blocks, an unfinished last event, and a UTF-8 BOM.
+BODIES = [
+    "data: a\n\ndata:b\r\ndata:  c\r\n\r\nevent: x\rdata\r\rid: 1\n\n",
+    ": comment\nid: 7\n\ndata: after a data-less block\n\nid\ndata: cleared\n\n",
+    "id: a\x00b\ndata: NUL ignored\n\nretry: 12x\nretry: 250\ndata: r\n\ndata: unfinished",
+    "\ufeffdata: bom\n\nevent:\ndata: \u00e9\u4e2d\U0001f600\n\nfield: x\ndata\n\n",
+]
+
+FEED = """([body, cuts]) => {
+    const out = [];
+    const parser = new EventStreamParser(
+        (type, data, id) => out.push([type, data, id]), () => {}, (ms) => out.push(["retry", ms]));
+    let at = 0;
+    for (const cut of [...cuts, body.length]) { parser.feed(body.slice(at, cut)); at = cut; }
+    return out;
+}"""
+
+
+def test_the_parser_follows_the_whatwg_rules_in_any_chunking(
+    server: Gunicorn, context: BrowserContext
+) -> None:
+    """The client's parser gives what the spec-written parser in tests/wire.py
+    gives, whole, one character at a time, and split at every point."""
+    from tests.wire import parse
+
+    page = open_page(context, server)
+    for body in BODIES:
+        expected = [[e.type, e.data, e.last_event_id] for e in parse(body.encode()).events]
+        # The BOM is the decoder's job (TextDecoder strips it), not the parser's.
+        text = body.removeprefix("\ufeff")
+        splits = [[], list(range(1, len(text)))] + [[cut] for cut in range(1, len(text))]
+        for cuts in splits:
+            got = [event for event in page.evaluate(FEED, [text, cuts]) if event[0] != "retry"]
+            assert got == expected, (body, cuts)
+    retries = [e for e in page.evaluate(FEED, [BODIES[2], []]) if e[0] == "retry"]
+    assert retries == [["retry", 250]]
