@@ -127,7 +127,7 @@ def event_stream(
         yield from _pieces(first_chunk(retry), live)
         # Only now: the server has written the headers and the first chunk.
         writer = live.writer
-        if writer is not None and not subscription.set_direct(writer):
+        if writer is not None and not subscription.set_consumer(writer):
             writer = live.writer = None
         for chunk in body_chunks(
             subscription, live, keepalive=keepalive, retry=retry, lifetime=lifetime, metrics=metrics
@@ -141,7 +141,7 @@ def event_stream(
         live.finished = True
     finally:
         if writer is not None:
-            subscription.set_direct(None)
+            subscription.set_consumer(None)
         if live.reason is None or live.reason == "send_timeout":
             # A stalled client may have overflowed its queue before its write
             # was cut: the overflow is why it ended.

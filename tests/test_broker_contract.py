@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
@@ -12,6 +13,7 @@ import fakeredis
 import pytest
 
 from flask_sse_push import Broker, MemoryBroker, ServerSentEvent, SubscriptionClosed
+from flask_sse_push.brokers import Subscription
 from flask_sse_push.brokers.redis import RedisBroker
 from tests.redis_helpers import (  # noqa: F401 - the *_fixture names are pytest fixtures
     prefix_fixture,
@@ -362,3 +364,37 @@ class TestHandover:
         assert len(published) == 400
         for seen in views:
             assert seen == published
+
+
+class _Refusing:
+    """A consumer that can never defer a job (a publisher in another OS thread):
+    the broker must then wake the reader, every time."""
+
+    def defer(self, job: t.Callable[[], None]) -> bool:
+        return False
+
+    def take(self, events: list[ServerSentEvent]) -> bool:
+        raise AssertionError("a job that was never deferred ran")
+
+
+def _read_into(subscription: Subscription, got: list[ServerSentEvent]) -> None:
+    got.extend(subscription.get(5))
+
+
+class TestConsumer:
+    @pytest.mark.parametrize("channels", [["a"], ["a", "b"]])
+    def test_a_reader_whose_consumer_cannot_defer_is_woken_every_time(
+        self, broker: Broker, channels: list[str]
+    ) -> None:
+        with broker.subscribe(channels) as sub:
+            if not sub.set_consumer(_Refusing()):
+                pytest.skip("this broker hands no events to consumers")
+            for attempt in range(3):
+                got: list[ServerSentEvent] = []
+                reader = threading.Thread(target=functools.partial(_read_into, sub, got))
+                reader.start()
+                time.sleep(0.1)  # the reader waits in get()
+                (event_id,) = publish_all(broker, (channels[-1], f"attempt {attempt}"))
+                reader.join(3)
+                assert not reader.is_alive(), f"attempt {attempt}: the reader was not woken"
+                assert [e.id for e in got] == [event_id]

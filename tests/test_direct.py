@@ -1,7 +1,7 @@
 """Direct writes: the fan-out writing to waiting streams' sockets itself.
 
-The broker tests run a reader thread parked in ``get()`` against a sink that
-records what the broker hands it. The writer tests use a real memory broker and
+The broker tests run a reader thread parked in ``get()`` against a consumer
+(``Sink``) that records what the broker hands it. The writer tests use a real memory broker and
 a real socket pair in this process, with gevent running the flush in the main
 thread. The integration tests run this package's gunicorn worker class
 (``-k flask_sse_push.servers.gunicorn.GeventWorker``) on the memory broker
@@ -76,7 +76,7 @@ class Reader:
 
 
 class Sink:
-    """A sink that records what it is given, and takes all of it or part of it.
+    """A consumer that records what it is given, and takes all of it or part of it.
 
     It stands in for the stream's socket writer, which the tests further down
     exercise for real; here the broker's side of the contract is under test.
@@ -88,12 +88,12 @@ class Sink:
         self.jobs: list[t.Callable[[], None]] = []
         self.writes: list[list[ServerSentEvent]] = []
 
-    def schedule(self, job: t.Callable[[], None]) -> bool:
+    def defer(self, job: t.Callable[[], None]) -> bool:
         if self.schedules:
             self.jobs.append(job)
         return self.schedules
 
-    def write(self, events: list[ServerSentEvent]) -> bool:
+    def take(self, events: list[ServerSentEvent]) -> bool:
         self.writes.append(events)
         return self.takes_all
 
@@ -112,7 +112,7 @@ def test_parked_readers_get_one_shared_batch_and_stay_asleep() -> None:
     sink = Sink()
     subscriptions = [broker.subscribe(["room"]) for _ in range(3)]
     for subscription in subscriptions:
-        assert subscription.set_direct(sink)
+        assert subscription.set_consumer(sink)
     readers = [Reader(subscription, timeout=0.5) for subscription in subscriptions]
     ids = [broker.publish("room", ServerSentEvent(f"e{n}")) for n in range(4)]
     assert len(sink.jobs) == 1, "one job per channel and pass, not per client or event"
@@ -130,7 +130,7 @@ def test_a_reader_whose_sink_lags_wakes_and_then_gets_events_itself() -> None:
     broker = MemoryBroker()
     sink = Sink(takes_all=False)
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(sink)
+    subscription.set_consumer(sink)
     reader = Reader(subscription)
     first = broker.publish("room", ServerSentEvent("partly written"))
     sink.run_jobs()
@@ -147,7 +147,7 @@ def test_a_reader_that_wakes_before_the_flush_loses_nothing() -> None:
     broker = MemoryBroker()
     sink = Sink()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(sink)
+    subscription.set_consumer(sink)
     reader = Reader(subscription, timeout=0.2)
     ids = [broker.publish("room", ServerSentEvent(f"e{n}")) for n in range(3)]
     reader.join()  # the keepalive timeout comes before the flush
@@ -160,7 +160,7 @@ def test_several_channels_are_written_in_publish_order() -> None:
     broker = MemoryBroker()
     sink = Sink()
     subscription = broker.subscribe(["a", "b"])
-    subscription.set_direct(sink)
+    subscription.set_consumer(sink)
     reader = Reader(subscription, timeout=0.5)
     ids = [broker.publish(channel, ServerSentEvent(channel)) for channel in "abab"]
     sink.run_jobs()
@@ -172,19 +172,34 @@ def test_several_channels_are_written_in_publish_order() -> None:
 def test_a_reader_is_woken_when_the_job_cannot_be_scheduled() -> None:
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(Sink(schedules=False))
-    reader = Reader(subscription)
-    event_id = broker.publish("room", ServerSentEvent("from another thread"))
-    assert reader.returned.wait(2)
-    reader.join()
-    assert _ids(reader.returns[0]) == [event_id]
+    subscription.set_consumer(Sink(schedules=False))
+    for attempt in range(2):  # and again: a failed attempt must not leave a job "due"
+        reader = Reader(subscription)
+        event_id = broker.publish("room", ServerSentEvent(f"from another thread {attempt}"))
+        assert reader.returned.wait(2), f"round {attempt}: the reader was not woken"
+        reader.join()
+        assert _ids(reader.returns[0]) == [event_id]
+
+
+def test_a_several_channel_reader_is_woken_again_after_a_failed_defer() -> None:
+    """A mailbox with its own hand-off job (several channels) must not keep a
+    failed job as pending: the next event would then wake no one."""
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["a", "b"])
+    subscription.set_consumer(Sink(schedules=False))
+    for attempt in range(2):
+        reader = Reader(subscription)
+        event_id = broker.publish("ab"[attempt], ServerSentEvent(f"round {attempt}"))
+        assert reader.returned.wait(2), f"round {attempt}: the reader was not woken"
+        reader.join()
+        assert _ids(reader.returns[0]) == [event_id]
 
 
 def test_closing_a_parked_subscription_ends_its_reader() -> None:
     broker = MemoryBroker()
     sink = Sink()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(sink)
+    subscription.set_consumer(sink)
     reader = Reader(subscription)
     broker.publish("room", ServerSentEvent("x"))
     subscription.close()
@@ -199,7 +214,7 @@ def test_parked_readers_overflow_like_queued_ones() -> None:
     broker = MemoryBroker(queue_size=5)
     sink = Sink()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(sink)
+    subscription.set_consumer(sink)
     reader = Reader(subscription)
     for n in range(6):
         broker.publish("room", ServerSentEvent(f"e{n}"))
@@ -210,9 +225,9 @@ def test_parked_readers_overflow_like_queued_ones() -> None:
 def test_turning_direct_delivery_off_wakes_readers_again() -> None:
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(Sink())
+    subscription.set_consumer(Sink())
     reader = Reader(subscription)
-    subscription.set_direct(None)  # from another thread, while the reader is parked
+    subscription.set_consumer(None)  # from another thread, while the reader is parked
     assert reader.returned.wait(2), "a parked reader must wake when direct delivery stops"
     reader.join()
     assert reader.returns == [[]]
@@ -295,7 +310,7 @@ def test_the_flush_writes_one_chunk_per_waiting_stream(
     subscription = broker.subscribe(["room"])
     metrics = Metrics()
     writer, response = _writer(server, flusher, metrics=metrics)
-    assert subscription.set_direct(writer)
+    assert subscription.set_consumer(writer)
     reader = Reader(subscription, timeout=1.0)
     passes = flusher.passes
     published = [ServerSentEvent(f"line {n}\nsecond", event="tick") for n in range(5)]
@@ -328,7 +343,7 @@ def test_a_partial_write_is_finished_by_the_stream_whole(
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
     writer, _ = _writer(server, flusher)
-    subscription.set_direct(writer)
+    subscription.set_consumer(writer)
     reader = Reader(subscription)
     big = "x" * 2_000_000
     event_id = broker.publish("room", ServerSentEvent(big))
@@ -350,7 +365,7 @@ def test_an_http_1_0_stream_is_written_unframed(
     server, client = pair
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(_writer(server, flusher, chunked=False)[0])
+    subscription.set_consumer(_writer(server, flusher, chunked=False)[0])
     reader = Reader(subscription, timeout=0.5)
     event_id = broker.publish("room", ServerSentEvent("plain"))
     gevent.sleep(0)
@@ -365,7 +380,7 @@ def test_a_publisher_in_another_thread_wakes_the_stream_instead(
     server, client = pair
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(_writer(server, flusher)[0])
+    subscription.set_consumer(_writer(server, flusher)[0])
     reader = Reader(subscription)
     ids: list[str] = []
     publisher = threading.Thread(

@@ -176,3 +176,28 @@ def test_gunicorn_and_gevent_are_known_only_in_the_servers_subpackage() -> None:
         for finding in _server_specifics(path)
     ]
     assert outside == []
+
+
+def test_brokers_know_nothing_of_sockets_framing_or_http() -> None:
+    """Brokers hand events to a neutral consumer (:mod:`flask_sse_push.brokers.handoff`):
+    they import neither the stream runtime nor the server modules (only the OS-thread
+    primitives :mod:`flask_sse_push.servers` re-exports), nor ``socket`` or Flask."""
+    graph = _import_graph()
+    allowed = {"flask_sse_push.servers"}  # os_lock, os_thread_local, thread_bound_sockets
+    runtime_side = {
+        name
+        for name in graph
+        if not name.startswith("flask_sse_push.brokers")
+        and name
+        not in ("flask_sse_push.event", "flask_sse_push.exceptions", "flask_sse_push.validation")
+        and name not in allowed
+    }
+    brokers = {name: targets for name, targets in graph.items() if ".brokers" in name}
+    assert brokers, "no broker modules found"
+    reaching = {name: sorted(targets & runtime_side) for name, targets in brokers.items()}
+    assert {name: found for name, found in reaching.items() if found} == {}
+    for name in brokers:
+        path, _ = _modules()[name]
+        source = path.read_text()
+        for banned in ("import socket", "from flask", "import flask", "werkzeug", "Sink"):
+            assert banned not in source, f"{name} mentions {banned!r}"

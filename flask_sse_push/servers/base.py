@@ -43,16 +43,16 @@ class Task(t.Protocol):
 class FastWriter(t.Protocol):
     """What a stream's subscription may write waiting events through.
 
-    It is the :class:`~flask_sse_push.brokers.DirectSink` the stream hands its
-    subscription, plus what the stream itself needs to finish a partial write.
+    It is the :class:`~flask_sse_push.brokers.handoff.Consumer` the stream hands
+    its subscription, plus what the stream itself needs to finish a partial write.
     """
 
     #: The rest of a chunk the kernel did not take, or ``None``.
     unsent: bytes | None
 
-    def schedule(self, job: Callable[[], None]) -> bool: ...
+    def defer(self, job: Callable[[], None]) -> bool: ...
 
-    def write(self, events: list[t.Any]) -> bool: ...
+    def take(self, events: list[t.Any]) -> bool: ...
 
     def finish_chunk(self) -> bool: ...
 

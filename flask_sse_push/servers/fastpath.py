@@ -6,7 +6,7 @@ Under this package's gunicorn worker class
 an event costs a switch into the greenlet and back; at a thousand clients that
 is most of a broadcast's time, and it is paid again for every event. Instead, a
 stream gives its subscription a :class:`DirectWriter`
-(:meth:`~flask_sse_push.brokers.Subscription.set_direct`), made from the
+(:meth:`~flask_sse_push.brokers.Subscription.set_consumer`), made from the
 :class:`Carrier` the worker attached to the stream's body. The subscription
 schedules a job when events arrive for a waiting stream; the jobs run in one
 pass per process as soon as the publisher yields, and write each stream's
@@ -152,7 +152,7 @@ class Flusher:
 class DirectWriter:
     """Writes one stream's events straight to its socket while its greenlet waits.
 
-    It is the :class:`~flask_sse_push.brokers.DirectSink` the stream gives
+    It is the :class:`~flask_sse_push.brokers.handoff.Consumer` the stream gives
     its subscription.
 
     :param carrier: the socket and gunicorn's response object.
@@ -191,10 +191,10 @@ class DirectWriter:
         #: must write it before anything else. ``None`` when there is none.
         self.unsent: bytes | None = None
 
-    def schedule(self, job: Callable[[], None]) -> bool:
+    def defer(self, job: Callable[[], None]) -> bool:
         return self._flusher.add(job)
 
-    def write(self, events: list[ServerSentEvent]) -> bool:
+    def take(self, events: list[ServerSentEvent]) -> bool:
         live = self._live
         if live.ending is not None:
             return True  # it ends now, dropping what it has not sent
