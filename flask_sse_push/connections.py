@@ -67,6 +67,7 @@ class LiveStream:
         "socket",
         "gone",
         "subscription",
+        "offer",
         "writer",
         "write_started",
         "ending",
@@ -86,6 +87,9 @@ class LiveStream:
         #: The server's own check that the client left, where it has one.
         self.gone = gone
         self.subscription: Subscription | None = None
+        #: Makes the fast-path writer from a server's carrier (the runtime's,
+        #: shared by every stream), where the fast path is on.
+        self.offer: Callable[[object, LiveStream], FastWriter | None] | None = None
         #: The fast-path writer the server offered, if any.
         self.writer: FastWriter | None = None
         #: ``time.monotonic()`` when the stream handed the server a piece of at
@@ -99,6 +103,12 @@ class LiveStream:
         #: Why the stream ended, as far as it is known yet (``None``: nothing
         #: said otherwise, so the client left); see :meth:`final_reason`.
         self.reason: str | None = None
+
+    def attach(self, carrier: object) -> None:
+        """Take the carrier a server offers for this stream's response (see
+        :class:`~flask_sse_push.servers.base.StreamBody`)."""
+        if self.offer is not None:
+            self.writer = self.offer(carrier, self)
 
     def final_reason(self) -> str:
         """Why the stream ended: an ending asked for from outside (``revoked``,

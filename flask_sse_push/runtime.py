@@ -28,7 +28,9 @@ if t.TYPE_CHECKING:
     from flask import Flask
 
     from .brokers.base import Broker
+    from .connections import LiveStream
     from .metrics import Metrics
+    from .servers.base import FastWriter
 
 logger = logging.getLogger("flask_sse_push")
 
@@ -80,8 +82,14 @@ class Runtime:
         #: The server this app runs in; the plain fallback until it is known.
         self.server: Server = Server()
         self.monitor = Monitor(self)
+        #: Bound once here: every stream refers to this one object.
+        self.offer = self._offer
         self._started = False
         self._lock = threading.Lock()
+
+    def _offer(self, carrier: object, live: LiveStream) -> FastWriter | None:
+        """Make the fast-path writer for a stream whose server offered ``carrier``."""
+        return self.server.fast_writer(carrier, live, self.metrics)
 
     def start_in_process(self) -> None:
         """Start now if this process is a server worker that can be recognized

@@ -106,7 +106,7 @@ def event_stream(
 ) -> Iterator[bytes]:
     """Yield the bytes of an SSE response body for ``subscription``, as the server writes them.
 
-    This is the carrying side: what to send comes from :func:`body_chunks`. Each
+    This is the carrying side: what to send comes from :class:`BodyChunks`. Each
     chunk is handed over in pieces of at most
     :data:`~flask_sse_push.servers.tcp.PIECE` bytes, and the start of each is
     marked on ``live``, so the send timeout measures a lack of progress, never
@@ -118,18 +118,19 @@ def event_stream(
 
     :param live: this stream's entry in the registry of live streams.
     :param keepalive: seconds of quiet before a keepalive comment is sent.
-    :param retry: milliseconds sent as ``retry:`` first (see :func:`body_chunks`).
-    :param lifetime: seconds after which the stream ends (see :func:`body_chunks`).
+    :param retry: milliseconds sent as ``retry:`` first (see :class:`BodyChunks`).
+    :param lifetime: seconds after which the stream ends (see :class:`BodyChunks`).
     :param metrics: counts the events written and the ``reset`` events among them.
     """
     writer = None
     try:
-        yield from _pieces(first_chunk(retry), live)
+        live.write_started = time.monotonic()
+        yield first_chunk(retry)
         # Only now: the server has written the headers and the first chunk.
         writer = live.writer
         if writer is not None and not subscription.set_consumer(writer):
             writer = live.writer = None
-        for chunk in body_chunks(
+        for chunk in BodyChunks(
             subscription, live, keepalive=keepalive, retry=retry, lifetime=lifetime, metrics=metrics
         ):
             if len(chunk) <= PIECE:
@@ -150,10 +151,9 @@ def event_stream(
 
 
 def _pieces(chunk: bytes, live: LiveStream) -> Iterator[bytes]:
-    view = memoryview(chunk)
-    for start in range(0, len(view), PIECE):
+    for start in range(0, len(chunk), PIECE):
         live.write_started = time.monotonic()
-        yield bytes(view[start : start + PIECE])
+        yield chunk[start : start + PIECE]
 
 
 def _closed_reason(subscription: Subscription) -> str | None:
@@ -167,77 +167,107 @@ def _closed_reason(subscription: Subscription) -> str | None:
     return None
 
 
-def body_chunks(
-    subscription: Subscription,
-    live: LiveStream,
-    *,
-    keepalive: float,
-    retry: int | None = None,
-    lifetime: float | None = None,
-    metrics: Metrics | None = None,
-) -> Iterator[bytes]:
-    """Yield what a stream sends after its first chunk: what the stream *means*.
+class BodyChunks:
+    """What a stream sends after its first chunk: what the stream *means*.
 
-    Every batch of ready events becomes one chunk, so a client that fell behind
-    catches up in one write; a keepalive comment is sent whenever the source
-    stays quiet for ``keepalive`` seconds; and the stream ends when the source
-    ends it, when its lifetime is up, or when it is ended from outside
-    (``live.ending``), with the final bytes that fit.
+    An iterator of chunks. Every batch of ready events becomes one chunk, so a
+    client that fell behind catches up in one write; a keepalive comment is
+    sent whenever the source stays quiet for ``keepalive`` seconds; and the
+    stream ends when the source ends it, when its lifetime is up, or when it is
+    ended from outside (``live.ending``), with the final bytes that fit. (A
+    small object rather than a generator: it is kept for every open stream.)
 
     :param retry: a stream that ends in a way the client should recover from
         always ends with a ``retry:``: this value, or a random 1 to 3 s when it
         is ``None``.
     :param lifetime: seconds after which the stream ends, between two events,
         with a ``retry:`` hint; the client then resumes from its last event id.
+    :param metrics: counts the events sent and the ``reset`` events among them.
     """
-    deadline = None if lifetime is None else time.monotonic() + lifetime
-    while live.ending is None:
-        live.write_started = None
-        timeout = keepalive
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                live.reason = "lifetime"
-                yield closing_chunk("lifetime", reconnect_retry(retry))
-                return
-            timeout = min(keepalive, remaining)
-        ended: SubscriptionClosed | None = None
-        try:
-            batch = subscription.get(timeout)
-        except SubscriptionClosed as closed:
-            ended, batch = closed, []
-        writer = live.writer
-        if writer is not None and writer.unsent is not None:
-            # A direct write left part of a chunk: it goes first, whole.
-            if not writer.finish_chunk():
-                return  # the client is gone
-            if ended is None and not batch:
-                continue  # woken to finish that chunk; no keepalive is due
-        if live.ending is not None:
-            break
-        if ended is not None:
-            if ended.reason != "closed":  # "closed" is the server closing it
-                live.reason = ended.reason
-            if ended.reconnect:
-                yield closing_chunk(ended.reason, reconnect_retry(retry))
-            return
-        if batch:
-            if len(batch) == 1:
-                first = batch[0]
-                chunk = first.encode()
-                resets = 1 if first.event == RESET_EVENT else 0
-            else:
-                chunk = b"".join([event.encode() for event in batch])
-                resets = [event.event for event in batch].count(RESET_EVENT)
-            if metrics is not None:
-                metrics.delivered(len(batch), resets)
-        elif timeout < keepalive:
-            continue  # the lifetime is up, not the keepalive interval
-        else:
-            chunk = KEEPALIVE
-        yield chunk
-    if live.ending is not None and live.ending.final:
-        yield live.ending.final
+
+    __slots__ = ("_subscription", "_live", "_keepalive", "_retry", "_deadline", "_metrics", "_done")
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        live: LiveStream,
+        *,
+        keepalive: float,
+        retry: int | None = None,
+        lifetime: float | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._subscription = subscription
+        self._live = live
+        self._keepalive = keepalive
+        self._retry = retry
+        self._deadline = None if lifetime is None else time.monotonic() + lifetime
+        self._metrics = metrics
+        self._done = False
+
+    def __iter__(self) -> BodyChunks:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        live = self._live
+        keepalive = self._keepalive
+        while live.ending is None:
+            live.write_started = None
+            timeout = keepalive
+            if self._deadline is not None:
+                remaining = self._deadline - time.monotonic()
+                if remaining <= 0:
+                    live.reason = "lifetime"
+                    return self._last(closing_chunk("lifetime", reconnect_retry(self._retry)))
+                timeout = min(keepalive, remaining)
+            ended: SubscriptionClosed | None = None
+            try:
+                batch = self._subscription.get(timeout)
+            except SubscriptionClosed as closed:
+                ended, batch = closed, []
+            writer = live.writer
+            if writer is not None and writer.unsent is not None:
+                # A direct write left part of a chunk: it goes first, whole.
+                if not writer.finish_chunk():
+                    self._end()  # the client is gone
+                if ended is None and not batch:
+                    continue  # woken to finish that chunk; no keepalive is due
+            if live.ending is not None:
+                break
+            if ended is not None:
+                if ended.reason != "closed":  # "closed" is the server closing it
+                    live.reason = ended.reason
+                if ended.reconnect:
+                    return self._last(closing_chunk(ended.reason, reconnect_retry(self._retry)))
+                self._end()
+            if batch:
+                if len(batch) == 1:
+                    first = batch[0]
+                    chunk = first.encode()
+                    resets = 1 if first.event == RESET_EVENT else 0
+                else:
+                    chunk = b"".join([event.encode() for event in batch])
+                    resets = [event.event for event in batch].count(RESET_EVENT)
+                if self._metrics is not None:
+                    self._metrics.delivered(len(batch), resets)
+                return chunk
+            if timeout < keepalive:
+                continue  # the lifetime is up, not the keepalive interval
+            return KEEPALIVE
+        final = live.ending.final
+        if final:
+            return self._last(final)
+        self._end()
+
+    def _last(self, chunk: bytes) -> bytes:
+        self._done = True
+        return chunk
+
+    def _end(self) -> t.NoReturn:
+        self._done = True
+        raise StopIteration
 
 
 def to_event(item: StreamItem, dumps: Callable[[t.Any], str] = json.dumps) -> ServerSentEvent:

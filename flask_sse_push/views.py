@@ -28,6 +28,7 @@ if t.TYPE_CHECKING:
     from .brokers.base import Subscription
     from .connections import LiveStream
     from .runtime import Runtime
+    from .servers.base import Attachable
 
 #: Headers on every stream. There is deliberately no ``Connection`` header:
 #: HTTP/2 forbids it, and some clients then drop the response.
@@ -44,20 +45,20 @@ logger = logging.getLogger("flask_sse_push")
 def sse_response(
     chunks: Iterable[bytes],
     on_close: Callable[[], object] | None = None,
-    on_attach: Callable[[object], None] | None = None,
+    attachable: Attachable | None = None,
 ) -> Response:
     """Wrap encoded chunks in a streaming response with the SSE headers.
 
     ``on_close`` runs when the server closes the response, even if the body was
     never iterated (a generator that never started never runs its ``finally``).
-    ``on_attach`` gets a server's offer to carry the stream itself (see
+    ``attachable`` gets a server's offer to carry the stream itself (see
     :class:`~flask_sse_push.servers.base.StreamBody`).
     """
     # direct_passthrough hands StreamBody to the server as is: no per-chunk
     # re-encoding generator, and close() reaches StreamBody without passing
     # through a generator that may be running in another thread.
     response = Response(
-        StreamBody(iter(chunks), on_close, on_attach),
+        StreamBody(iter(chunks), on_close, attachable),
         status=200,
         content_type=CONTENT_TYPE,
         direct_passthrough=True,
@@ -188,10 +189,6 @@ def stream_response(runtime: Runtime, live: LiveStream, *, lifetime: float | Non
     )
     closed = False
 
-    def on_attach(carrier: object) -> None:
-        if settings.direct_writes:
-            live.writer = runtime.server.fast_writer(carrier, live, metrics)
-
     def on_close() -> None:
         nonlocal closed
         subscription.close()
@@ -211,7 +208,9 @@ def stream_response(runtime: Runtime, live: LiveStream, *, lifetime: float | Non
                 reason,
             )
 
-    return sse_response(chunks, on_close, on_attach)
+    if settings.direct_writes:
+        live.offer = runtime.offer
+    return sse_response(chunks, on_close, live)
 
 
 def stream_view() -> Response:

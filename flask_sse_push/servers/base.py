@@ -57,6 +57,12 @@ class FastWriter(t.Protocol):
     def finish_chunk(self) -> bool: ...
 
 
+class Attachable(t.Protocol):
+    """What a stream body hands a server's carrier to."""
+
+    def attach(self, carrier: object) -> None: ...
+
+
 class ThreadTask:
     """A source in an OS thread: it cannot be stopped, only told to stop."""
 
@@ -184,20 +190,21 @@ class StreamBody:
     :param chunks: the encoded body.
     :param on_close: runs once the server is done with the response, even if it
         never iterated the body.
-    :param on_attach: gets the carrier a server offers (see :meth:`attach`).
+    :param attachable: gets the carrier a server offers, through its own
+        ``attach(carrier)`` (see :meth:`attach`); the live stream.
     """
 
-    __slots__ = ("_chunks", "_on_close", "_on_attach")
+    __slots__ = ("_chunks", "_on_close", "_attachable")
 
     def __init__(
         self,
         chunks: Iterator[bytes],
         on_close: Callable[[], object] | None = None,
-        on_attach: Callable[[object], None] | None = None,
+        attachable: Attachable | None = None,
     ) -> None:
         self._chunks = chunks
         self._on_close = on_close
-        self._on_attach = on_attach
+        self._attachable = attachable
 
     def __iter__(self) -> Iterator[bytes]:
         # The server iterates the chunks themselves, one Python call less per
@@ -210,8 +217,8 @@ class StreamBody:
     def attach(self, carrier: object) -> None:
         """Offer the stream a direct carrier; only a server that owns this response's
         framing and byte count, and got this very object from the application, may."""
-        if self._on_attach is not None:
-            self._on_attach(carrier)
+        if self._attachable is not None:
+            self._attachable.attach(carrier)
 
     def close(self) -> None:
         chunks = self._chunks
