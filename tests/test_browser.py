@@ -396,7 +396,7 @@ def test_cli_publish_with_the_in_process_broker_refuses(example: Gunicorn, page:
 
 
 def test_cli_and_publisher_events_show_on_the_page(page: Page) -> None:
-    """On Redis, the README's ``flask sse publish --event note`` and its
+    """On Redis, the documented ``flask sse publish --event note`` and
     ``Publisher(...).publish(..., event="created")`` both show on an open page,
     with their type and id."""
     from playwright.sync_api import expect
