@@ -254,6 +254,13 @@ class SSEPush:
         )
         app.register_blueprint(make_blueprint(app.config["SSE_PUSH_URL_PREFIX"], cors_origins))
         app.cli.add_command(_cli)
+        if server.blocking_gunicorn_worker() is not None:
+            logger.warning(
+                "gunicorn runs its sync worker, which serves one request at a time: every"
+                " open event stream holds a whole worker, and other requests wait. Install"
+                " the gevent extra (pip install 'flask-sse-push[gevent]', which brings a"
+                " gevent gunicorn accepts) and run gunicorn -k gevent."
+            )
 
     @property
     def broker(self) -> Broker:
