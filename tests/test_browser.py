@@ -21,7 +21,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.browser_helpers import StaticPage, chromium
+from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS, StaticPage, chromium
 from tests.env_app import environment
 from tests.servers import ROOT, Gunicorn, RedisServer, start_gunicorn, stop
 
@@ -323,7 +323,7 @@ def test_connect_after_disconnect_starts_a_clean_list(example: Gunicorn, page: P
     assert_full_countdown(items.all_text_contents())
 
 
-def test_the_page_logs_no_error_and_no_failed_request(example: Gunicorn) -> None:
+def test_the_page_logs_no_error_and_no_failed_request(example: Gunicorn, browser: Browser) -> None:
     """Loading the page and running a countdown logs nothing to the console at
     error level and asks for nothing the server answers with 4xx/5xx (a favicon)."""
     from playwright.sync_api import ConsoleMessage, Response, expect
@@ -341,7 +341,8 @@ def test_the_page_logs_no_error_and_no_failed_request(example: Gunicorn) -> None
 
     # A browser of its own: Chromium asks for a site's favicon once per
     # browser, so a page other tests opened before would hide the request.
-    with chromium() as fresh:
+    fresh = browser.browser_type.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
+    try:
         page = fresh.new_page()
         page.on("console", on_console)
         page.on("pageerror", lambda error: errors.append(str(error)))
@@ -350,8 +351,11 @@ def test_the_page_logs_no_error_and_no_failed_request(example: Gunicorn) -> None
         page.click("#connect")
         expect(page.locator("#messages li")).to_have_count(9, timeout=10_000)
         time.sleep(0.5)  # a late favicon request would come now
-    assert failed == []
-    assert errors == []
+        # Checked before the browser closes, which aborts the open streams.
+        assert failed == []
+        assert errors == []
+    finally:
+        fresh.close()
 
 
 @pytest.mark.parametrize("event_type", ["note", "order.shipped"])
