@@ -158,6 +158,8 @@ PUBLIC_MODULES = [
     "flask_sse_push.brokers.redis",
     "flask_sse_push.testing",
     "flask_sse_push.data",
+    "flask_sse_push.validation",
+    "flask_sse_push.client",
 ]
 
 
