@@ -6,13 +6,15 @@ import logging
 import typing as t
 
 import click
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, has_app_context, has_request_context, request
 from flask.cli import AppGroup
 
-from .brokers import Broker, broker_from_url
+from .brokers import Broker, MemoryBroker, broker_from_url
 from .connections import Ending, StreamInfo
 from .cors import check_origins
+from .data import encode_data
 from .event import ServerSentEvent
+from .exceptions import BrokerError
 from .metrics import Metrics, PrometheusMetrics
 from .runtime import EXTENSION_KEY, Hooks, Runtime, Settings, get_runtime
 from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
@@ -42,6 +44,19 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_PROMETHEUS": False,
     "SSE_PUSH_DIRECT_WRITES": True,
 }
+
+
+def _current_state(method: str) -> Runtime:
+    """Return the current app's runtime, or explain what ``sse.<method>()`` needs."""
+    if not has_app_context():
+        raise RuntimeError(
+            f"SSEPush.{method}() was called outside an application context, so it"
+            " cannot tell which app (and broker) to use. Call it in a view or a CLI"
+            " command, or wrap it in `with app.app_context():`. In a process without"
+            " the Flask app (a task queue worker, a script), publish with"
+            ' flask_sse_push.Publisher("redis://...") instead.'
+        )
+    return get_runtime(current_app)
 
 
 def _positive_number(app: Flask, key: str) -> float:
@@ -199,7 +214,7 @@ class SSEPush:
 
         .. versionadded:: 0.1
         """
-        return get_runtime(current_app).broker
+        return _current_state("broker").broker
 
     def publish(
         self,
@@ -216,7 +231,7 @@ class SSEPush:
         :class:`flask_sse_push.Publisher` with the same broker URL.
 
         :param data: a ``str`` is sent as is; anything else is JSON-encoded with
-            the app's JSON provider.
+            the app's JSON provider (see :func:`flask_sse_push.data.encode_data`).
         :param event: the event type (``None`` is ``message``).
         :param id: an explicit event id; by default the broker assigns one.
         :param retry: a reconnection delay in milliseconds for the clients.
@@ -226,13 +241,16 @@ class SSEPush:
             ``error``) or an id that cannot come back as ``Last-Event-ID``
             (see :func:`~flask_sse_push.validation.check_published_id`);
             nothing is sent.
-        :raises TypeError: a field has the wrong type; nothing is sent.
+        :raises TypeError: a field has the wrong type, or ``data`` is neither a
+            ``str`` nor JSON-serializable (the message names the field); nothing
+            is sent.
         :raises BrokerError: the broker could not take the event.
+        :raises RuntimeError: no application context is active.
 
         .. versionadded:: 0.1
         """
-        state = get_runtime(current_app)
-        text = data if isinstance(data, str) else current_app.json.dumps(data)
+        state = _current_state("publish")
+        text = encode_data(data, current_app.json.dumps)
         message = check_published_event(ServerSentEvent(text, event=event, id=id, retry=retry))
         event_id = state.broker.publish(check_channel(channel), message)
         state.metrics.published()
@@ -247,7 +265,7 @@ class SSEPush:
         .. versionadded:: 0.1
         """
         names = check_channels(list(channels) or ["default"])
-        return get_runtime(current_app).broker.cursor(names)
+        return _current_state("cursor").broker.cursor(names)
 
     def stream(self, source: Iterable[StreamItem]) -> Response:
         """Return a streaming response for an application's own event source.
@@ -272,7 +290,12 @@ class SSEPush:
 
         .. versionadded:: 0.1
         """
-        runtime = get_runtime(current_app)
+        if not has_request_context():
+            raise RuntimeError(
+                "SSEPush.stream() returns the response to the current request: call it"
+                " in a view and return its result."
+            )
+        runtime = _current_state("stream")
         dumps = current_app.json.dumps
         spawn = runtime.server.spawn
         info = StreamInfo(channels=(), remote_addr=request.remote_addr)
@@ -345,7 +368,7 @@ class SSEPush:
         .. versionadded:: 0.1
         """
         check_channel(channel)
-        state = get_runtime(current_app)
+        state = _current_state("revoke")
         if reconnect:
             ending = Ending(
                 "revoked", closing_chunk("revoked", reconnect_retry(state.settings.retry))
@@ -375,7 +398,7 @@ class SSEPush:
 
         .. versionadded:: 0.1
         """
-        state = get_runtime(current_app)
+        state = _current_state("stats")
         return state.metrics.snapshot(state.broker, state.registry)
 
     def streams(self) -> list[StreamInfo]:
@@ -383,7 +406,7 @@ class SSEPush:
 
         .. versionadded:: 0.1
         """
-        return [stream.info for stream in get_runtime(current_app).registry.streams()]
+        return [stream.info for stream in _current_state("streams").registry.streams()]
 
 
 _cli = AppGroup("sse", help="Server-Sent Events commands.")
@@ -395,11 +418,26 @@ _cli = AppGroup("sse", help="Server-Sent Events commands.")
 @click.option("--id", "event_id", default=None, help="Explicit event id.")
 @click.argument("data")
 def _publish_command(channel: str, event: str | None, event_id: str | None, data: str) -> None:
-    """Publish DATA through the app's configured broker and print its id."""
+    """Publish DATA through the app's configured broker and print its id.
+
+    Needs a broker that other processes share (SSE_PUSH_BROKER_URL=redis://...).
+    """
     state = get_runtime(current_app)
     try:
         message = check_published_event(ServerSentEvent(data, event=event, id=event_id))
-        sent = state.broker.publish(check_channel(channel), message)
+        name = check_channel(channel)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
-    click.echo(sent)
+    if isinstance(state.broker, MemoryBroker):
+        raise click.ClickException(
+            "This app uses the in-process broker (SSE_PUSH_BROKER_URL is not set), which"
+            " delivers only to clients of the process that publishes. This command runs"
+            " in a process of its own that has no clients, so nobody would receive the"
+            " event, and nothing was published. Set SSE_PUSH_BROKER_URL to a Redis URL"
+            " (for example redis://127.0.0.1:6379/0) in the config of the web app and of"
+            " this command, or publish from the web app itself with sse.publish()."
+        )
+    try:
+        click.echo(state.broker.publish(name, message))
+    except BrokerError as exc:
+        raise click.ClickException(f"Nothing was published: {exc}") from exc
