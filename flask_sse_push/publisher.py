@@ -11,7 +11,7 @@ from .validation import check_channel
 if t.TYPE_CHECKING:
     from types import TracebackType
 
-    from .brokers.redis import RedisBroker
+    from .brokers.base import Broker
 
 
 class Publisher:
@@ -31,7 +31,8 @@ class Publisher:
     Connections open on the first publish and are shared by every later one;
     the object is safe to share between threads.
 
-    :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
+    :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL, or
+        ``redis+cluster://host:port[,host:port...]`` for a Redis Cluster.
     :param prefix: the apps' ``SSE_PUSH_REDIS_PREFIX``.
     :param history: the apps' ``SSE_PUSH_HISTORY``: events kept per channel.
     :raises ValueError: ``url`` is not a Redis URL.
@@ -42,19 +43,25 @@ class Publisher:
 
     def __init__(self, url: str, *, prefix: str = "sse:", history: int = 1000) -> None:
         scheme = url.partition("://")[0]
-        if scheme not in {"redis", "rediss", "unix"}:
+        cluster = scheme in {"redis+cluster", "rediss+cluster"}
+        if scheme not in {"redis", "rediss", "unix"} and not cluster:
             raise ValueError(
                 f"Publisher needs a Redis URL such as redis://localhost:6379/0, not {url!r}:"
                 " the in-process broker cannot be reached from another process."
             )
         try:
             from .brokers.redis import RedisBroker
+            from .brokers.redis_cluster import RedisClusterBroker
         except ImportError as exc:
             raise RuntimeError(
                 "Publisher needs the redis package. Install it with:"
                 " pip install 'flask-sse-push[redis]'"
             ) from exc
-        self._broker: RedisBroker = RedisBroker.from_url(url, history=history, prefix=prefix)
+        self._broker: Broker
+        if cluster:
+            self._broker = RedisClusterBroker.from_url(url, history=history, prefix=prefix)
+        else:
+            self._broker = RedisBroker.from_url(url, history=history, prefix=prefix)
 
     def publish(
         self,

@@ -51,9 +51,7 @@ def _from_b36(text: str) -> int:
 def encode_positions(positions: Sequence[Key]) -> str:
     """Encode one position per channel (in sorted channel order) as a cursor."""
     base = max((key[0] for key in positions), default=0)
-    parts = [
-        "" if key == ZERO else f"{_b36(base - key[0])}-{_b36(key[1])}" for key in positions
-    ]
+    parts = ["" if key == ZERO else f"{_b36(base - key[0])}-{_b36(key[1])}" for key in positions]
     return COMPOSITE + _b36(base) + "." + ".".join(parts)
 
 

@@ -232,7 +232,8 @@ class ClusterListener:
                 self._shard_failed(shard, exc)
 
     def _serve(self, shard: _Shard) -> None:
-        conn = redis.Connection(
+        connection: t.Any = redis.Connection  # some redis-py releases leave it untyped
+        conn = connection(
             host=shard.host,
             port=shard.port,
             socket_connect_timeout=self.broker.socket_timeout,

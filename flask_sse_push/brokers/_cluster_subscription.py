@@ -115,7 +115,9 @@ class ClusterSubscription(Subscription):
         if not sink.write(self._drain()):
             self.wake()
 
-    def go_live(self, first: list[ServerSentEvent], backlog: list[Item], through: list[Key]) -> bool:
+    def go_live(
+        self, first: list[ServerSentEvent], backlog: list[Item], through: list[Key]
+    ) -> bool:
         """Queue ``first`` (a reset), the replay, then the buffered live events.
 
         ``through`` is, per channel, the newest id the replay covers.
@@ -127,7 +129,7 @@ class ClusterSubscription(Subscription):
             self._items.extend(first)
             for channel, key, event in backlog:
                 self._append(channel, key, event, bounded=False)
-            self.positions = [max(a, b) for a, b in zip(self.positions, through)]
+            self.positions = [max(a, b) for a, b in zip(self.positions, through, strict=True)]
             pending.sort(key=lambda item: item[1])
             self._pending = None
             for channel, key, event in pending:

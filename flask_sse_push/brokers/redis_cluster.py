@@ -158,8 +158,9 @@ class RedisClusterBroker(Broker):
         :raises ValueError: the URL is malformed.
         """
         seeds, options = parse_cluster_url(url)
+        node: t.Any = ClusterNode  # some redis-py releases leave it untyped
         client = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+            startup_nodes=[node(host, port) for host, port in seeds],
             socket_connect_timeout=socket_timeout,
             socket_timeout=socket_timeout,
             **options,
@@ -222,7 +223,9 @@ class RedisClusterBroker(Broker):
             raise self._error("publish", exc) from exc
         return event.id if event.id is not None else as_text(entry_id)
 
-    def read_channel(self, channel: str, first: Key | None, user_id: str | None = None) -> ChannelRead:
+    def read_channel(
+        self, channel: str, first: Key | None, user_id: str | None = None
+    ) -> ChannelRead:
         """Read ``channel``'s newest id and its entries from ``first`` on (inclusive), atomically.
 
         If ``user_id`` is one of the channel's user-supplied ids, read from its entry instead.
@@ -248,7 +251,8 @@ class RedisClusterBroker(Broker):
     def tails(self, channels: Sequence[str]) -> list[Key]:
         """Each channel's newest entry id (``0-0`` for none), in one pipeline."""
         try:
-            with self.client.pipeline(transaction=False) as pipe:
+            client: t.Any = self.client  # some redis-py releases leave it untyped
+            with client.pipeline(transaction=False) as pipe:
                 for name in channels:
                     pipe.xrevrange(keys(self.prefix, name)[0], count=1)
                 replies = pipe.execute()
@@ -299,17 +303,18 @@ class RedisClusterBroker(Broker):
         names = sub.channels
         positions = decode_positions(last_event_id, len(names))
         plain = parse_id(last_event_id)
-        strict = [True] * len(names)
+        exact = [True] * len(names)
         user_id = None
         if positions is None:
             if plain is not None:
                 positions = [plain] * len(names)
-                strict = [len(names) == 1] * len(names)
+                exact = [len(names) == 1] * len(names)
             else:
                 user_id = last_event_id
         starts: list[Key | None] = list(positions) if positions else [None] * len(names)
         reads = [
-            self.read_channel(name, start, user_id) for name, start in zip(names, starts)
+            self.read_channel(name, start, user_id)
+            for name, start in zip(names, starts, strict=True)
         ]
         if user_id is not None:
             found = [read.found for read in reads if read.found is not None]
@@ -317,25 +322,25 @@ class RedisClusterBroker(Broker):
                 # The entry of the user id is the position on its channel, a time elsewhere.
                 newest = max(found)
                 starts = [newest] * len(names)
-                strict = [read.found is not None for read in reads]
+                exact = [read.found is not None for read in reads]
                 if len(names) > 1:
                     reads = [
                         read if read.found is not None else self.read_channel(name, newest)
-                        for name, read in zip(names, reads)
+                        for name, read in zip(names, reads, strict=True)
                     ]
         verdicts = []
-        for start, read, exact in zip(starts, reads, strict):
-            verdicts.append("unknown" if start is None else verdict(start, read, strict=exact))
+        for start, read, is_exact in zip(starts, reads, exact, strict=True):
+            verdicts.append("unknown" if start is None else verdict(start, read, strict=is_exact))
         if plain is not None and len(names) > 1 and positions is not None:
             # A plain id over several channels must be one of theirs.
             if not any(
                 start is not None and verdict(start, read, strict=True) == "ok"
-                for start, read in zip(starts, reads)
+                for start, read in zip(starts, reads, strict=True)
             ):
                 verdicts = ["unknown"] * len(names)
         through = [read.tail or ZERO for read in reads]
         backlog: list[Item] = []
-        for name, start, read, judged in zip(names, starts, reads, verdicts):
+        for name, start, read, judged in zip(names, starts, reads, verdicts, strict=True):
             if judged == "ok" and start is not None:
                 backlog += [(name, e.key, e.event) for e in read.entries if e.key > start]
         backlog.sort(key=lambda item: item[1])
