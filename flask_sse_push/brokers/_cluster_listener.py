@@ -24,6 +24,7 @@ import time
 import typing as t
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from ..exceptions import BrokerError, SubscriptionClosed
 from ._cluster_scripts import keys
@@ -139,7 +140,7 @@ class ClusterListener:
                         targets.append((shard, name, max(shard.sent.get(name, 0), 1)))
                 for shard_name, names in fresh.items():
                     self._send(self.shards[shard_name], "SSUBSCRIBE", names)
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError, RedisClusterException, BrokerError) as exc:
                 failure: Exception | None = exc
             else:
                 failure = None

@@ -23,6 +23,7 @@ from urllib.parse import unquote
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 
 from ..exceptions import BrokerError, SubscriptionClosed
 from ..validation import check_channel
@@ -34,13 +35,19 @@ from ._redis_scripts import ZERO, as_text, decode_entry, format_id, optional_key
 from .base import Broker, Subscription, reset_event
 
 if t.TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
+
+    from redis.commands.core import Script
 
     from ..event import ServerSentEvent
     from ._cluster_subscription import Item
     from ._redis_scripts import Key
 
 __all__ = ["SCHEMES", "RedisClusterBroker"]
+
+#: What the cluster client raises: redis-py's errors, socket errors, and its own
+#: cluster errors, which do not derive from RedisError.
+ERRORS = (redis.RedisError, OSError, RedisClusterException)
 
 #: URL schemes that name a Redis Cluster.
 SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
@@ -95,7 +102,9 @@ class RedisClusterBroker(Broker):
     subscribed where they live now and their clients catch up from the
     streams, or get a ``reset`` for what the cluster lost.
 
-    :param client: the cluster client.
+    :param client: the cluster client, or a function that makes one: it is then
+        called on first use in each process, so the broker can be made before
+        a server forks its workers.
     :param history: events kept per channel.
     :param queue_size: events a client may fall behind by before it is dropped.
     :param prefix: the start of every key and channel name; no braces.
@@ -106,7 +115,7 @@ class RedisClusterBroker(Broker):
 
     def __init__(
         self,
-        client: RedisCluster,
+        client: RedisCluster | Callable[[], RedisCluster],
         *,
         history: int = 1000,
         queue_size: int = 1000,
@@ -125,15 +134,16 @@ class RedisClusterBroker(Broker):
                 f"SSE_PUSH_REDIS_PREFIX {prefix!r} contains a brace; with Redis Cluster the"
                 " broker puts each channel in braces (a hash tag), so the prefix must have none."
             )
-        self.client = client
+        self._factory = client if callable(client) else None
+        self._client = None if callable(client) else client
+        self._client_pid = os.getpid()
+        self._scripts: tuple[Script, Script] | None = None
         self.history = history
         self.queue_size = queue_size
         self.prefix = prefix
         self.subscribe_timeout = subscribe_timeout
         self.socket_timeout = socket_timeout
         self.connection_kwargs = dict(connection_kwargs or {})
-        self._publish_script = client.register_script(PUBLISH_SCRIPT)
-        self._read_script = client.register_script(READ_SCRIPT)
         self._lock = threading.Lock()
         self._listener: ClusterListener | None = None
         self.reconnects = 0
@@ -159,25 +169,68 @@ class RedisClusterBroker(Broker):
         """
         seeds, options = parse_cluster_url(url)
         node: t.Any = ClusterNode  # some redis-py releases leave it untyped
-        client = RedisCluster(
-            startup_nodes=[node(host, port) for host, port in seeds],
-            socket_connect_timeout=socket_timeout,
-            socket_timeout=socket_timeout,
-            **options,
-        )
+
+        def connect() -> RedisCluster:
+            return RedisCluster(
+                startup_nodes=[node(host, port) for host, port in seeds],
+                socket_connect_timeout=socket_timeout,
+                socket_timeout=socket_timeout,
+                **options,
+            )
+
         subscriber_options = {k: v for k, v in options.items() if k != "ssl" and v is not None}
-        return cls(
-            client,
+        broker = cls(
+            connect,
             history=history,
             queue_size=queue_size,
             prefix=prefix,
             socket_timeout=socket_timeout,
             connection_kwargs=subscriber_options,
         )
+        broker.seeds = ",".join(f"{host}:{port}" for host, port in seeds)
+        return broker
+
+    #: The seed nodes, for messages (set by :meth:`from_url`).
+    seeds = ""
+
+    @property
+    def client(self) -> RedisCluster:
+        """This process' cluster client, made (and the topology read) on first use.
+
+        :raises BrokerError: no seed node answered.
+        """
+        client = self._client
+        if client is None or self._client_pid != os.getpid():
+            with self._lock:
+                client = self._client
+                if client is None or self._client_pid != os.getpid():
+                    if self._factory is None:
+                        raise BrokerError(
+                            "RedisClusterBroker was given a client of another process"
+                        )
+                    try:
+                        client = self._factory()
+                    except ERRORS as exc:
+                        raise self._error("read the cluster's topology", exc) from exc
+                    self._scripts = None
+                    self._client, self._client_pid = client, os.getpid()
+        return client
+
+    def _script(self, index: int) -> Script:
+        client = self.client
+        if self._scripts is None:
+            self._scripts = (
+                client.register_script(PUBLISH_SCRIPT),
+                client.register_script(READ_SCRIPT),
+            )
+        return self._scripts[index]
 
     def where(self) -> str:
         """The seed nodes, for messages."""
-        return ",".join(node.name for node in self.client.startup_nodes)
+        if self.seeds:
+            return self.seeds
+        client = self._client
+        return "?" if client is None else ",".join(n.name for n in client.startup_nodes)
 
     def _error(self, action: str, exc: Exception) -> BrokerError:
         return BrokerError(
@@ -218,8 +271,8 @@ class RedisClusterBroker(Broker):
             *fields,
         ]
         try:
-            entry_id = self._publish_script(keys=[stream, ids], args=args)
-        except (redis.RedisError, OSError) as exc:
+            entry_id = self._script(0)(keys=[stream, ids], args=args)
+        except ERRORS as exc:
             raise self._error("publish", exc) from exc
         return event.id if event.id is not None else as_text(entry_id)
 
@@ -237,8 +290,8 @@ class RedisClusterBroker(Broker):
             user_id or "",
         ]
         try:
-            raw = self._read_script(keys=[stream, ids], args=args)
-        except (redis.RedisError, OSError) as exc:
+            raw = self._script(1)(keys=[stream, ids], args=args)
+        except ERRORS as exc:
             raise self._error("read the history", exc) from exc
         return ChannelRead(
             optional_key(raw[0]), optional_key(raw[1]), [decode_entry(e) for e in raw[2] or ()]
@@ -256,7 +309,7 @@ class RedisClusterBroker(Broker):
                 for name in channels:
                     pipe.xrevrange(keys(self.prefix, name)[0], count=1)
                 replies = pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise self._error("read the cursor", exc) from exc
         return [optional_key(reply[0][0]) or ZERO if reply else ZERO for reply in replies]
 
@@ -368,7 +421,7 @@ class RedisClusterBroker(Broker):
         """
         try:
             self.client.ping(target_nodes=RedisCluster.PRIMARIES)
-        except (redis.RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise self._error("run PING", exc) from exc
 
     def close(self) -> None:
@@ -376,4 +429,8 @@ class RedisClusterBroker(Broker):
         listener = self._listener
         if listener is not None and listener.pid == os.getpid():
             listener.close()
-        self.client.close()
+        client = self._client
+        if client is not None and self._client_pid == os.getpid():
+            client.close()
+        if self._factory is not None:
+            self._client = None
