@@ -116,17 +116,24 @@ class ClusterSubscription(Subscription):
             self.wake()
 
     def go_live(
-        self, first: list[ServerSentEvent], backlog: list[Item], through: list[Key]
+        self,
+        first: list[ServerSentEvent],
+        backlog: list[Item],
+        starts: list[Key],
+        through: list[Key],
     ) -> bool:
         """Queue ``first`` (a reset), the replay, then the buffered live events.
 
-        ``through`` is, per channel, the newest id the replay covers.
+        ``starts`` are the positions the replay starts after (the cursor's),
+        ``through`` per channel the newest id the replay covers: the client's
+        cursor moves from one to the other as the replay is sent.
         """
         with self._lock:
             pending = self._pending
             if self._closed is not None or pending is None:
                 return self._closed is None
             self._items.extend(first)
+            self.positions = list(starts)
             for channel, key, event in backlog:
                 self._append(channel, key, event, bounded=False)
             self.positions = [max(a, b) for a, b in zip(self.positions, through, strict=True)]

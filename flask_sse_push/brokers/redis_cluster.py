@@ -340,7 +340,8 @@ class RedisClusterBroker(Broker):
                     f" ({listener.error}). Check that the cluster is up."
                 )
             if last_event_id is None:
-                ok = sub.go_live([], [], self.tails(names))
+                tails = self.tails(names)
+                ok = sub.go_live([], [], tails, tails)
             else:
                 ok = self._hand_over(sub, last_event_id)
         except BaseException:
@@ -393,16 +394,19 @@ class RedisClusterBroker(Broker):
                 verdicts = ["unknown"] * len(names)
         through = [read.tail or ZERO for read in reads]
         backlog: list[Item] = []
-        for name, start, read, judged in zip(names, starts, reads, verdicts, strict=True):
-            if judged == "ok" and start is not None:
+        begin = list(through)
+        for i, (name, start, read) in enumerate(zip(names, starts, reads, strict=True)):
+            if verdicts[i] == "ok" and start is not None:
                 backlog += [(name, e.key, e.event) for e in read.entries if e.key > start]
+                # A plain id from elsewhere may lie beyond this channel's newest entry.
+                begin[i] = min(start, through[i]) if not exact[i] else start
         backlog.sort(key=lambda item: item[1])
         first = []
         bad = [v for v in verdicts if v != "ok"]
         if bad:
             reason = "unknown" if "unknown" in bad else "expired"
             first.append(reset_event(last_event_id, wire_id(through), reason))
-        return sub.go_live(first, backlog, through)
+        return sub.go_live(first, backlog, begin, through)
 
     def cursor(self, channels: Sequence[str]) -> str:
         names = sorted({check_channel(name) for name in channels})
