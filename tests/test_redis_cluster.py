@@ -21,7 +21,6 @@ from tests.redis_helpers import prefix_fixture, take  # noqa: F401 - prefix is a
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from flask_sse_push import Subscription
     from tests.cluster_helpers import RedisCluster
 
 
