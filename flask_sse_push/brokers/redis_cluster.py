@@ -14,6 +14,7 @@ per-shard subscriber connections in :mod:`._cluster_listener`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -35,7 +36,7 @@ from ._redis_scripts import ZERO, as_text, decode_entry, format_id, optional_key
 from .base import Broker, Subscription, reset_event
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from redis.commands.core import Script
 
@@ -109,6 +110,9 @@ class RedisClusterBroker(Broker):
     :param queue_size: events a client may fall behind by before it is dropped.
     :param prefix: the start of every key and channel name; no braces.
     :param subscribe_timeout: seconds to wait for the shards to confirm.
+    :param socket_timeout: seconds to connect to a node and to wait for a reply.
+    :param max_connections: commands in flight at once in this process, so
+        pooled connections per node; more callers wait up to 20 s.
 
     .. versionadded:: 0.2
     """
@@ -123,6 +127,7 @@ class RedisClusterBroker(Broker):
         subscribe_timeout: float = 10.0,
         socket_timeout: float = 5.0,
         connection_kwargs: Mapping[str, t.Any] | None = None,
+        max_connections: int = 4,
     ) -> None:
         if history < 1 or queue_size < 1:
             raise ValueError(
@@ -145,6 +150,9 @@ class RedisClusterBroker(Broker):
         self.socket_timeout = socket_timeout
         self.connection_kwargs = dict(connection_kwargs or {})
         self._lock = threading.Lock()
+        # At most this many commands at once, so at most this many pooled
+        # connections to any node (redis-py's cluster pools do not block).
+        self._slots = threading.BoundedSemaphore(max_connections)
         self._listener: ClusterListener | None = None
         self.reconnects = 0
 
@@ -157,13 +165,16 @@ class RedisClusterBroker(Broker):
         queue_size: int = 1000,
         prefix: str = "sse:",
         socket_timeout: float = 5.0,
+        max_connections: int = 4,
     ) -> RedisClusterBroker:
         """Connect lazily to the cluster at ``url``: ``redis+cluster://host:port[,host:port...]``.
 
         Any node will do as a seed; the others are discovered. ``rediss+cluster://``
         uses TLS, and ``user:password@`` before the hosts authenticates.
         ``socket_timeout`` (seconds) bounds connecting and every command, so an
-        unreachable node cannot hang :meth:`publish`.
+        unreachable node cannot hang :meth:`publish`. ``max_connections`` bounds
+        the pooled connections to each node, per process; more callers wait
+        for a free one. The subscriber connections (one per shard) come on top.
 
         :raises ValueError: the URL is malformed.
         """
@@ -186,6 +197,7 @@ class RedisClusterBroker(Broker):
             prefix=prefix,
             socket_timeout=socket_timeout,
             connection_kwargs=subscriber_options,
+            max_connections=max_connections,
         )
         broker.seeds = ",".join(f"{host}:{port}" for host, port in seeds)
         return broker
@@ -215,6 +227,17 @@ class RedisClusterBroker(Broker):
                     self._scripts = None
                     self._client, self._client_pid = client, os.getpid()
         return client
+
+    @contextlib.contextmanager
+    def _slot(self, action: str) -> Iterator[None]:
+        if not self._slots.acquire(timeout=20):
+            raise BrokerError(
+                f"Could not {action}: all {self.where()} connections stayed busy for 20 s."
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def _script(self, index: int) -> Script:
         client = self.client
@@ -271,7 +294,8 @@ class RedisClusterBroker(Broker):
             *fields,
         ]
         try:
-            entry_id = self._script(0)(keys=[stream, ids], args=args)
+            with self._slot("publish"):
+                entry_id = self._script(0)(keys=[stream, ids], args=args)
         except ERRORS as exc:
             raise self._error("publish", exc) from exc
         return event.id if event.id is not None else as_text(entry_id)
@@ -290,7 +314,8 @@ class RedisClusterBroker(Broker):
             user_id or "",
         ]
         try:
-            raw = self._script(1)(keys=[stream, ids], args=args)
+            with self._slot("read the history"):
+                raw = self._script(1)(keys=[stream, ids], args=args)
         except ERRORS as exc:
             raise self._error("read the history", exc) from exc
         return ChannelRead(
@@ -305,7 +330,7 @@ class RedisClusterBroker(Broker):
         """Each channel's newest entry id (``0-0`` for none), in one pipeline."""
         try:
             client: t.Any = self.client  # some redis-py releases leave it untyped
-            with client.pipeline(transaction=False) as pipe:
+            with self._slot("read the cursor"), client.pipeline(transaction=False) as pipe:
                 for name in channels:
                     pipe.xrevrange(keys(self.prefix, name)[0], count=1)
                 replies = pipe.execute()
