@@ -24,6 +24,7 @@ import time
 import typing as t
 
 import redis
+from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from ..exceptions import BrokerError, SubscriptionClosed
@@ -199,9 +200,14 @@ class ClusterListener:
         if count:
             for name in names:
                 shard.sent[name] = shard.sent.get(name, 0) + 1
-        args = [command, *[keys(self.broker.prefix, name)[2] for name in names]]
+        # One command per slot: Redis refuses a SSUBSCRIBE of channels of several slots.
+        by_slot: dict[int, list[str]] = {}
+        for name in names:
+            channel = keys(self.broker.prefix, name)[2]
+            by_slot.setdefault(key_slot(channel.encode()), []).append(channel)
+        commands = [(command, *channels) for channels in by_slot.values()]
         try:
-            conn.send_packed_command(conn.pack_command(*args), check_health=False)
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
         except Exception as exc:
             raise redis.ConnectionError(f"could not send {command}: {exc}") from exc
 
