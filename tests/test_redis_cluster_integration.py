@@ -44,11 +44,15 @@ def by_master(cluster: RedisCluster, key_prefix: str, names: list[str]) -> dict[
     return owners
 
 
+def all_answered(clients: list[SSEClient]) -> t.Callable[[], bool]:
+    return lambda: all(c.status is not None for c in clients)
+
+
 def open_streams(port: int, plans: list[list[str]]) -> list[SSEClient]:
     """One stream per plan, retried until both workers serve some."""
     for _ in range(20):
         clients = [SSEClient(port, path(plan)) for plan in plans]
-        pump(clients, lambda c=clients: all(x.status is not None for x in c), what="headers")
+        pump(clients, all_answered(clients), what="headers")
         assert {c.status for c in clients} == {200}
         if len({c.worker for c in clients}) == WORKERS:
             return clients
@@ -106,7 +110,7 @@ def test_fanout_over_three_shards_to_two_workers(redis_cluster: RedisCluster) ->
                 assert sorted(seen) == sorted(wanted), plan
                 assert per_channel_order(seen, plan) == per_channel_order(wanted, plan)
 
-            workers_of = {name: set() for name in channels}
+            workers_of: dict[str, set[str | None]] = {name: set() for name in channels}
             for client, plan in zip(clients, plans, strict=True):
                 for name in plan:
                     workers_of[name].add(client.worker)
@@ -159,7 +163,7 @@ def test_multi_shard_client_resumes_on_the_other_worker(redis_cluster: RedisClus
             for _ in range(10):
                 batch = [SSEClient(site.port, path([one, two]), last_event_id=cursor)]
                 batch += [SSEClient(site.port, path([one, two]), last_event_id=cursor)]
-                pump(batch, lambda b=batch: all(c.status is not None for c in b), what="headers")
+                pump(batch, all_answered(batch), what="headers")
                 resumed += batch
                 if any(c.worker != first_worker for c in resumed):
                     break
