@@ -167,11 +167,23 @@ class RedisCluster:
                     except redis.RedisError:
                         info = {}
                     states.append(info.get("cluster_state") == "ok")
-            if states and all(states):
+            if states and all(states) and self._replicas_synced():
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Redis Cluster not ok after {timeout} s: {states}")
             time.sleep(0.05)
+
+    def _replicas_synced(self) -> bool:
+        """Whether every live replica has finished its sync with its master."""
+        for port in self.alive_ports():
+            with contextlib.closing(self.node(port)) as client:
+                try:
+                    info = client.info("replication")
+                except redis.RedisError:
+                    return False
+                if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                    return False
+        return True
 
     def kill(self, port: int) -> None:
         """``kill -9`` one node."""

@@ -93,7 +93,7 @@ class ClusterListener:
     """This process' sharded pub/sub connections and the threads that read them."""
 
     health_interval = 10.0
-    backoff_min, backoff_max = 0.05, 2.0
+    backoff_min, backoff_max = 0.05, 0.5
 
     def __init__(self, broker: RedisClusterBroker) -> None:
         self.broker = broker
@@ -321,8 +321,9 @@ class ClusterListener:
             if channel is None or channel.shard is not shard:
                 return
             channel.shard = None
-            if channel.held is None:
-                channel.held = []
+            if channel.held is not None:
+                return  # a recovery is under way and routes it again
+            channel.held = []
         logger.info("Redis Cluster moved channel %r away from %s; following it.", name, shard.name)
         threading.Thread(
             target=self._recover, args=([name],), name="flask_sse_push-cluster", daemon=True
@@ -365,9 +366,11 @@ class ClusterListener:
             for name, channel in self.channels.items():
                 if channel.shard is shard:
                     channel.shard = None
+                    # A channel held back is being recovered already: that
+                    # recovery sees the failure and routes it again.
                     if channel.held is None:
                         channel.held = []
-                    names.append(name)
+                        names.append(name)
             conn, shard.conn = shard.conn, None
         if conn is not None:
             conn.disconnect()
