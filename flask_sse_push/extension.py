@@ -17,7 +17,7 @@ from .cors import check_origins
 from .event import ServerSentEvent
 from .metrics import Metrics, PrometheusMetrics
 from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
-from .validation import check_channel, check_channels
+from .validation import check_channel, check_channels, check_published_event
 from .views import make_blueprint, open_stream
 
 if t.TYPE_CHECKING:
@@ -269,7 +269,11 @@ class SSEPush:
         :param id: an explicit event id; by default the broker assigns one.
         :param retry: a reconnection delay in milliseconds for the clients.
         :param channel: the channel name.
-        :raises ValueError: a field or the channel name is invalid; nothing is sent.
+        :raises ValueError: a field or the channel name is invalid, or the event
+            would break its clients: a reserved type (``reset``, ``open``,
+            ``error``) or an id that cannot come back as ``Last-Event-ID``
+            (see :func:`~flask_sse_push.validation.check_published_id`);
+            nothing is sent.
         :raises TypeError: a field has the wrong type; nothing is sent.
         :raises BrokerError: the broker could not take the event.
 
@@ -277,7 +281,7 @@ class SSEPush:
         """
         state = get_state(current_app)
         text = data if isinstance(data, str) else current_app.json.dumps(data)
-        message = ServerSentEvent(text, event=event, id=id, retry=retry)
+        message = check_published_event(ServerSentEvent(text, event=event, id=id, retry=retry))
         event_id = state.broker.publish(check_channel(channel), message)
         state.metrics.published()
         return event_id
@@ -434,7 +438,7 @@ def _publish_command(channel: str, event: str | None, event_id: str | None, data
     """Publish DATA through the app's configured broker and print its id."""
     state = get_state(current_app)
     try:
-        message = ServerSentEvent(data, event=event, id=event_id)
+        message = check_published_event(ServerSentEvent(data, event=event, id=event_id))
         sent = state.broker.publish(check_channel(channel), message)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc

@@ -6,7 +6,7 @@ import json
 import typing as t
 
 from .event import ServerSentEvent
-from .validation import check_channel
+from .validation import check_channel, check_published_event
 
 if t.TYPE_CHECKING:
     from types import TracebackType
@@ -79,12 +79,13 @@ class Publisher:
         :param id: an explicit event id; by default Redis assigns one.
         :param retry: a reconnection delay in milliseconds for the clients.
         :param channel: the channel name.
-        :raises ValueError: a field or the channel name is invalid; nothing is sent.
+        :raises ValueError: a field or the channel name is invalid, or the event
+            would break its clients (as for :meth:`SSEPush.publish`); nothing is sent.
         :raises TypeError: a field has the wrong type; nothing is sent.
         :raises BrokerError: Redis could not take the event.
         """
         text = data if isinstance(data, str) else json.dumps(data)
-        message = ServerSentEvent(text, event=event, id=id, retry=retry)
+        message = check_published_event(ServerSentEvent(text, event=event, id=id, retry=retry))
         return self._broker.publish(check_channel(channel), message)
 
     def close(self) -> None:

@@ -20,8 +20,10 @@ closes them after the test.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import queue
+import re
 import threading
 import time
 import typing as t
@@ -59,61 +61,57 @@ class ReceivedEvent:
 class EventStreamParser:
     """An incremental parser of the event-stream format (WHATWG HTML 9.2.6).
 
-    Feed it bytes in any split; it returns the events completed so far.
+    Feed it bytes cut in any way, empty pieces included; it returns the events
+    completed so far, exactly as a browser's ``EventSource`` dispatches them:
+    UTF-8 decoded with replacement characters, one leading BOM dropped, CRLF,
+    CR and LF all ending a line (also when a CRLF is cut between two pieces),
+    ``id`` values holding NUL and ``retry`` values that are not all ASCII
+    digits ignored. Time and memory are linear in the bytes fed.
 
     .. versionadded:: 0.1
     """
 
     def __init__(self) -> None:
-        self._buffer = ""
-        self._decoder_pending = b""
+        # utf-8-sig drops one BOM at the very start of the stream only, even if
+        # it is cut between pieces, and keeps a character cut between pieces.
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+        #: The pieces of the line read so far; joined once, when the line ends.
+        self._line_parts: list[str] = []
         self._data: list[str] = []
         self._type = ""
         self._id = ""
         self._last_id = ""
         self._retry: int | None = None
-        self._started = False
+        #: The last text ended with CR: an LF that starts the next text is the
+        #: rest of that CRLF, not an empty line.
         self._pending_cr = False
         self.comments: list[str] = []
 
     def feed(self, chunk: bytes) -> list[ReceivedEvent]:
         """Consume ``chunk`` and return the events it completed."""
-        raw = self._decoder_pending + chunk
-        try:
-            text = raw.decode("utf-8")
-            self._decoder_pending = b""
-        except UnicodeDecodeError as exc:
-            if exc.end != len(raw) or exc.reason != "unexpected end of data":
-                text = raw.decode("utf-8", errors="replace")
-                self._decoder_pending = b""
-            else:
-                text = raw[: exc.start].decode("utf-8", errors="replace")
-                self._decoder_pending = raw[exc.start :]
-        if not self._started and text:
-            self._started = True
-            text = text.removeprefix("\ufeff")
-        if self._pending_cr and text.startswith("\n"):
-            text = text[1:]
+        text = self._decoder.decode(chunk)
+        if not text:
+            # Nothing decoded (an empty piece, or part of a character): the
+            # pending CR still waits for what comes next.
+            return []
+        start = 0
+        if self._pending_cr and text[0] == "\n":
+            start = 1
         self._pending_cr = False
-        self._buffer += text
         events: list[ReceivedEvent] = []
-        while True:
-            positions = [p for p in (self._buffer.find("\r"), self._buffer.find("\n")) if p >= 0]
-            if not positions:
-                break
-            end = min(positions)
-            line = self._buffer[:end]
-            skip = 1
-            if self._buffer[end] == "\r":
-                if end + 1 < len(self._buffer):
-                    if self._buffer[end + 1] == "\n":
-                        skip = 2
-                else:
-                    self._pending_cr = True
-            self._buffer = self._buffer[end + skip :]
+        parts = self._line_parts
+        for match in LINE_END.finditer(text, start):
+            parts.append(text[start : match.start()])
+            line = parts[0] if len(parts) == 1 else "".join(parts)
+            parts.clear()
+            start = match.end()
             event = self._line(line)
             if event is not None:
                 events.append(event)
+        if start < len(text):
+            parts.append(text[start:])
+        elif text[-1] == "\r":
+            self._pending_cr = True
         return events
 
     def _line(self, line: str) -> ReceivedEvent | None:
@@ -124,7 +122,7 @@ class EventStreamParser:
             if not data:
                 return None
             return ReceivedEvent(kind or "message", "\n".join(data), self._last_id, self._retry)
-        if line.startswith(":"):
+        if line[0] == ":":
             self.comments.append(line[1:].removeprefix(" "))
             return None
         name, colon, value = line.partition(":")
@@ -134,11 +132,40 @@ class EventStreamParser:
             self._data.append(value)
         elif name == "event":
             self._type = value
-        elif name == "id" and "\0" not in value:
-            self._id = value
-        elif name == "retry" and value.isascii() and value.isdigit():
-            self._retry = int(value)
+        elif name == "id":
+            if "\0" not in value:
+                self._id = value
+        elif name == "retry":
+            retry = _retry_value(value)
+            if retry is not None:
+                self._retry = retry
         return None
+
+
+#: The three line endings of the event-stream grammar; CRLF first, so it is one.
+LINE_END = re.compile(r"\r\n|\r|\n")
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def _retry_value(value: str) -> int | None:
+    """The spec's reading of a ``retry`` value: all ASCII digits, else ignored."""
+    if _ASCII_DIGITS.fullmatch(value) is None:
+        return None
+    return _decimal(value.lstrip("0") or "0", {})
+
+
+def _decimal(digits: str, powers: dict[int, int]) -> int:
+    """``int(digits)`` for any length: int() refuses more than 4,300 digits by
+    default (``sys.set_int_max_str_digits``), and converts in quadratic time, so
+    long values are split in halves, which Karatsuba multiplication joins."""
+    if len(digits) <= 3000:
+        return int(digits)
+    half = len(digits) // 2
+    scale = powers.get(half)
+    if scale is None:
+        scale = powers[half] = 10**half
+    return _decimal(digits[:-half], powers) * scale + _decimal(digits[-half:], powers)
 
 
 def parse_stream(body: bytes) -> list[ReceivedEvent]:

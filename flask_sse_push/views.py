@@ -15,10 +15,10 @@ from flask import Blueprint, Response, current_app, request
 from .connections import StreamInfo
 from .direct import DirectWriter, direct_socket
 from .encoding import encode_comment
-from .exceptions import BrokerError, ChannelError, LastEventIDError
+from .exceptions import BrokerError, ChannelError
 from .sockets import client_socket, tune
 from .stream import STOP_ID, closing_chunk, event_stream, jittered_lifetime, reconnect_retry
-from .validation import check_channels, check_last_event_id
+from .validation import check_channels, decode_header_cursor, resume_cursor
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -110,28 +110,30 @@ def request_last_event_id() -> str | None:
     """Return the client's resume cursor, from the header or the query string.
 
     The ``Last-Event-ID`` header wins: it is what the browser sends on reconnect,
-    while ``?last_event_id=`` stays at its first-connect value in the URL.
+    while ``?last_event_id=`` stays at its first-connect value in the URL. The
+    header is read as UTF-8 if its bytes are UTF-8, else as Latin-1 (see
+    :func:`~flask_sse_push.validation.decode_header_cursor`).
 
     Exported as :func:`flask_sse_push.last_event_id`, for views that resume an
     application generator given to :meth:`SSEPush.stream`.
 
-    :raises LastEventIDError: the value is not valid UTF-8, too long, or has a
-        character no event id can have.
+    Never raises: any answer but ``200`` would stop the client's
+    ``EventSource`` for good. A value that cannot be an event id (longer than
+    :data:`~flask_sse_push.validation.MAX_EVENT_ID_LENGTH` characters, or with a
+    control character) comes back as
+    :data:`~flask_sse_push.validation.INVALID_CURSOR`, which matches no event,
+    so the client is treated like any client with an unknown cursor.
+
+    :returns: ``None`` when the client sent no cursor (or an empty one).
 
     .. versionadded:: 0.1
     """
     raw = request.headers.get("Last-Event-ID")
     if raw is not None:
-        try:
-            # WSGI hands headers over as latin-1; browsers send UTF-8.
-            raw = raw.encode("latin-1").decode("utf-8")
-        except UnicodeError as exc:
-            raise LastEventIDError("Last-Event-ID is not valid UTF-8.") from exc
+        raw = decode_header_cursor(raw)
     else:
         raw = request.args.get("last_event_id")
-    if raw is None or raw == "":
-        return None
-    return check_last_event_id(raw)
+    return resume_cursor(raw)
 
 
 def _state() -> _State:
@@ -220,17 +222,18 @@ def open_stream(
 def stream_view() -> Response:
     """Stream the channels named by ``?channel=`` (default ``default``).
 
-    The answers, in order: ``400`` for a bad channel name or cursor; ``204`` to
+    The answers, in order: ``400`` for a bad channel name; ``204`` to
     a client whose stream was revoked (its cursor is :data:`STOP_ID`); ``403``
     when an :meth:`SSEPush.authorize` hook refuses a channel; then the stream,
-    or the transient answer.
+    or the transient answer. A cursor never causes an error status: one that
+    matches nothing gets a ``reset`` event before the live stream.
     """
     state = _state()
     try:
         channels = check_channels(request.args.getlist("channel") or ["default"])
-        last_event_id = request_last_event_id()
-    except (ChannelError, LastEventIDError) as exc:
+    except ChannelError as exc:
         return _bad_request(str(exc))
+    last_event_id = request_last_event_id()
     if last_event_id == STOP_ID:
         return Response(status=204)
     hooks = state.hooks

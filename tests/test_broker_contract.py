@@ -245,6 +245,55 @@ class TestReplay:
             assert sub.get(0.1) == []
 
 
+class TestCursorScope:
+    """A cursor is looked up only within the channels the stream subscribed to."""
+
+    def test_an_explicit_id_of_another_channel_is_unknown(self, broker: Broker) -> None:
+        """An id used only on ``private`` gets the same reset on ``public`` as a made-up
+        one, so a reader of ``public`` cannot probe which ids ``private`` has."""
+        broker.publish("private", ServerSentEvent("secret", id="order-42"))
+        publish_all(broker, ("public", "p1"))
+        resets = []
+        for cursor in ("order-42", "order-43"):
+            with broker.subscribe(["public"], last_event_id=cursor) as sub:
+                (reset,) = take(sub, 1)
+                assert sub.get(0.05) == []
+            assert reset.event == "reset"
+            resets.append((reset.id, json.loads(reset.data)))
+        assert resets == [
+            (resets[0][0], {"last_event_id": "order-42", "reason": "unknown"}),
+            (resets[0][0], {"last_event_id": "order-43", "reason": "unknown"}),
+        ]
+
+    def test_an_explicit_id_resumes_a_stream_that_has_its_channel(self, broker: Broker) -> None:
+        """Subscribed together with its channel, the same id resumes without a reset."""
+        broker.publish("private", ServerSentEvent("secret", id="order-42"))
+        publish_all(broker, ("public", "p1"), ("private", "s1"))
+        with broker.subscribe(["public", "private"], last_event_id="order-42") as sub:
+            assert [(e.event, e.data) for e in take(sub, 2)] == [(None, "p1"), (None, "s1")]
+
+    def test_an_explicit_id_reused_elsewhere_resumes_from_this_channels_event(
+        self, broker: Broker
+    ) -> None:
+        """The same explicit id on two channels: each stream resumes from its own
+        channel's event, and a later use elsewhere does not move it past unseen events."""
+        broker.publish("public", ServerSentEvent("p0", id="x"))
+        publish_all(broker, ("public", "p1"))
+        broker.publish("private", ServerSentEvent("s0", id="x"))
+        publish_all(broker, ("public", "p2"))
+        with broker.subscribe(["public"], last_event_id="x") as sub:
+            assert [e.data for e in take(sub, 2)] == ["p1", "p2"]
+            assert sub.get(0.05) == []
+
+    def test_an_automatic_id_of_another_channel_is_a_position(self, broker: Broker) -> None:
+        """A broker-issued id is a point in the one order of all channels: it resumes
+        any channel from there, and tells no more than the reset's newest id would."""
+        ids = publish_all(broker, ("public", "p1"), ("private", "s1"), ("public", "p2"))
+        with broker.subscribe(["public"], last_event_id=ids[1]) as sub:
+            assert [(e.event, e.data) for e in take(sub, 1)] == [(None, "p2")]
+            assert sub.get(0.05) == []
+
+
 class TestEnding:
     def test_overflow_ends_the_slow_client_only(self, make_broker: BrokerFactory) -> None:
         """A client that falls queue_size behind gets SubscriptionClosed("overflow")."""

@@ -171,6 +171,8 @@ def test_endpoint_answers_every_request_cleanly(
             text = response.get_data(as_text=True)
             assert response.mimetype == "text/plain"
             assert text.strip() and "Traceback" not in text
+            # A cursor never gets an error status (it would stop EventSource).
+            assert response.status_code == 403 or "channel name" in text, text
     finally:
         response.close()
     state = get_state(app)

@@ -3,10 +3,19 @@ test_broker_contract.py)."""
 
 from __future__ import annotations
 
+import gc
 import json
+import os
+import signal
 import threading
+import time
+import tracemalloc
+import typing as t
 
-from flask_sse_push import MemoryBroker, ServerSentEvent, SubscriptionClosed
+import pytest
+
+from flask_sse_push import MemoryBroker, ServerSentEvent, Subscription, SubscriptionClosed
+from flask_sse_push.brokers import _memory_state
 
 
 def _ids(events: list[ServerSentEvent]) -> list[str | None]:
@@ -52,6 +61,17 @@ def test_cursor_inside_history_replays_exactly_the_rest() -> None:
     subscription.close()
 
 
+def test_history_keeps_exactly_its_size_as_it_grows() -> None:
+    """Short and long histories alike keep the newest ``history`` events."""
+    for size in (1, 31, 32, 33, 100):
+        broker = MemoryBroker(history=size)
+        ids = [broker.publish("a", ServerSentEvent(str(n))) for n in range(150)]
+        with broker.subscribe(["a"], last_event_id=ids[-size - 1]) as sub:
+            assert _ids(sub.get(0)) == ids[-size:]
+        with broker.subscribe(["a"], last_event_id=ids[-size - 2]) as sub:
+            assert json.loads(sub.get(0)[0].data)["reason"] == "expired"
+
+
 def test_user_ids_resume_until_they_leave_the_history() -> None:
     broker = MemoryBroker(history=2)
     broker.publish("a", ServerSentEvent("1", id="first"))
@@ -60,7 +80,6 @@ def test_user_ids_resume_until_they_leave_the_history() -> None:
     assert _ids(subscription.get(0)) == ["second"]
     subscription.close()
     broker.publish("a", ServerSentEvent("3", id="third"))
-    assert "first" not in broker._user_ids
     subscription = broker.subscribe(["a"], last_event_id="first")
     assert subscription.get(0)[0].event == "reset"
     subscription.close()
@@ -71,7 +90,7 @@ def test_subscribing_to_unpublished_channels_leaves_nothing_behind() -> None:
     broker = MemoryBroker()
     for n in range(100):
         broker.subscribe([f"made-up-{n}"]).close()
-    assert broker._channels == {}
+    assert broker._here()._channels == {}
     assert broker.subscriber_count() == 0
 
 
@@ -147,3 +166,183 @@ def test_close_ends_open_subscriptions() -> None:
     else:
         raise AssertionError("close() should end open subscriptions")
     assert broker.subscriber_count() == 0
+
+
+def _reset_reason(subscription: Subscription) -> str | None:
+    """The reason of the ``reset`` a subscription starts with, or None without one."""
+    events = subscription.get(0)
+    if not events or events[0].event != "reset":
+        return None
+    reason: str = json.loads(events[0].data)["reason"]
+    return reason
+
+
+def _allocated_growth(action: t.Callable[[], object]) -> int:
+    """Bytes that ``action`` left allocated (tracemalloc), after a collection."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        action()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+class TestMemoryBound:
+    def test_explicit_ids_without_history_are_not_kept(self) -> None:
+        """With history=0, 20,000 explicit ids leave nothing behind: there is nothing
+        to replay, so nothing to look up (it grew by one entry per id)."""
+        broker = MemoryBroker(history=0)
+        with broker.subscribe(["a"]) as reader:
+
+            def publish() -> None:
+                for n in range(20_000):
+                    broker.publish("a", ServerSentEvent("x", id=f"order-{n}"))
+                    reader.get(0)
+
+            assert _allocated_growth(publish) < 64 * 1024
+
+    def test_explicit_ids_are_bounded_by_the_history(self) -> None:
+        """With history, what is kept for explicit ids is what the history holds."""
+        broker = MemoryBroker(history=10)
+        for n in range(100):
+            broker.publish("a", ServerSentEvent("x", id=f"warm-{n}"))
+
+        def publish() -> None:
+            for n in range(20_000):
+                broker.publish("a", ServerSentEvent("x", id=f"order-{n}"))
+
+        assert _allocated_growth(publish) < 64 * 1024
+        with broker.subscribe(["a"], last_event_id="order-19990") as sub:
+            assert [e.id for e in sub.get(0)] == [f"order-{n}" for n in range(19_991, 20_000)]
+
+    def test_unread_channels_without_history_cost_nothing(self) -> None:
+        """20,000 channels published to once and never read are not kept (each kept
+        a channel object before, about 1.2 KiB)."""
+        broker = MemoryBroker(history=0)
+
+        def publish() -> None:
+            for n in range(20_000):
+                broker.publish(f"channel-{n}", ServerSentEvent("x"))
+
+        assert _allocated_growth(publish) < 64 * 1024
+        assert broker._here()._channels == {}
+
+    def test_an_unread_channel_with_history_keeps_little_beyond_its_events(self) -> None:
+        """A channel published to once keeps its one event and a small record: under
+        1 KiB with the event (745 bytes measured; a preallocated deque made it 1.4 KiB)."""
+        broker = MemoryBroker(history=1000)
+        names = [f"channel-{n}" for n in range(20_000)]
+        events = [ServerSentEvent("x") for _ in names]
+
+        def publish() -> None:
+            for name, event in zip(names, events, strict=True):
+                broker.publish(name, event)
+
+        assert _allocated_growth(publish) / len(names) < 1024
+
+    def test_a_channel_its_last_subscriber_left_is_forgotten(self) -> None:
+        """Without history, a channel that was published to is freed with its last reader."""
+        broker = MemoryBroker(history=0)
+        for n in range(100):
+            with broker.subscribe([f"room-{n}", "lobby"]):
+                broker.publish(f"room-{n}", ServerSentEvent("x"))
+                broker.publish("lobby", ServerSentEvent("x"))
+        assert broker._here()._channels == {}
+
+    def test_a_forgotten_channel_still_answers_old_cursors_with_expired(self) -> None:
+        """Forgetting a channel never lets a cursor skip what was published after it:
+        over many channels (more than the watermark table has slots), a cursor from
+        before a channel's last event gets an expired reset."""
+        broker = MemoryBroker(history=0)
+        names = [f"c{n}" for n in range(3000)]
+        before = {}
+        for name in names:
+            with broker.subscribe([name]) as sub:
+                before[name] = broker.publish(name, ServerSentEvent("seen"))
+                sub.get(0)
+        for name in names:
+            broker.publish(name, ServerSentEvent("missed"))
+        for name in names:
+            with broker.subscribe([name], last_event_id=before[name]) as sub:
+                assert _reset_reason(sub) == "expired", name
+
+    def test_a_forgotten_channel_resumes_a_cursor_that_missed_nothing(self) -> None:
+        """The watermark resets only what may have been missed: the newest id of a
+        quiet forgotten channel resumes without a reset."""
+        broker = MemoryBroker(history=0)
+        with broker.subscribe(["a"]) as sub:
+            last = broker.publish("a", ServerSentEvent("seen"))
+            sub.get(0)
+        assert broker._here()._channels == {}
+        with broker.subscribe(["a"], last_event_id=last) as sub:
+            assert _reset_reason(sub) is None
+            broker.publish("a", ServerSentEvent("live"))
+            assert [e.data for e in sub.get(0)] == ["live"]
+
+
+def _in_child(work: t.Callable[[], object]) -> t.Any:
+    """Run ``work`` in a forked child; return its JSON result, or fail after 10 s."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            signal.alarm(10)  # a deadlocked child must not hang the suite
+            os.write(write_end, json.dumps(work()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child failed or hung"
+    return json.loads(output)
+
+
+class TestFork:
+    def test_a_forked_child_issues_ids_its_parent_never_did(self) -> None:
+        """After os.fork() the child gets a new epoch: the parent's cursor is unknown
+        to it, and neither reissues the other's ids."""
+        broker = MemoryBroker()
+        parent_ids = [broker.publish("a", ServerSentEvent(str(n))) for n in range(5)]
+
+        def child() -> object:
+            ids = [broker.publish("a", ServerSentEvent(str(n))) for n in range(8)]
+            with broker.subscribe(["a"], last_event_id=parent_ids[-1]) as sub:
+                return {"ids": ids, "reason": _reset_reason(sub)}
+
+        result = _in_child(child)
+        assert result["reason"] == "unknown"
+        later = [broker.publish("a", ServerSentEvent(str(n))) for n in range(8)]
+        assert len({*parent_ids, *result["ids"], *later}) == 5 + 8 + 8
+
+    def test_a_forked_child_starts_without_the_parents_state(self) -> None:
+        """The child does not inherit the parent's subscribers, or its lock held by a
+        thread that does not exist in the child."""
+        broker = MemoryBroker()
+        with broker.subscribe(["a"]):
+            lock = broker._here()._lock
+            with lock:  # held by this thread while it forks
+
+                def child() -> object:
+                    event_id = broker.publish("a", ServerSentEvent("x"))
+                    return [broker.subscriber_count(), event_id]
+
+                count, event_id = _in_child(child)
+            assert count == 0
+            assert event_id.endswith("-1")
+            assert broker.subscriber_count() == 1
+
+    def test_epochs_differ_within_one_millisecond(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Processes started in the same millisecond (workers forked together, or a
+        crash-restart that reuses a pid) still get different epochs."""
+        monkeypatch.setattr(time, "time_ns", lambda: 1_764_000_000_000_000_000)
+        # Same pid and millisecond: the random bits differ (1 in 16.7 million).
+        parent = [_memory_state.new_epoch(), _memory_state.new_epoch()]
+        # Same millisecond, another pid: they differ always.
+        child = _in_child(_memory_state.new_epoch)
+        assert len({*parent, child}) == 3

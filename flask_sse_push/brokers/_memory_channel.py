@@ -29,14 +29,18 @@ if t.TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..event import ServerSentEvent
+    from ._memory_state import Incarnation
     from .base import DirectSink
-    from .memory import MemoryBroker
+
+#: Histories up to this long are lists: ``del history[0]`` moves that many pointers.
+_SHORT_HISTORY = 32
 
 
 class Channel:
     """One channel: its history, and its mailboxes, queued or parked."""
 
     __slots__ = (
+        "size",
         "history",
         "trimmed_through",
         "queued",
@@ -47,9 +51,12 @@ class Channel:
     )
 
     def __init__(self, size: int) -> None:
-        self.history: collections.deque[tuple[int, ServerSentEvent]] = collections.deque(
-            maxlen=size
-        )
+        self.size = size
+        #: ``(seq, event)`` pairs, oldest first: a list while short, as most
+        #: channels stay (an empty deque alone takes 760 bytes), then a deque.
+        self.history: (
+            list[tuple[int, ServerSentEvent]] | collections.deque[tuple[int, ServerSentEvent]]
+        ) = []
         self.trimmed_through = 0
         #: Mailboxes the publisher appends to, in subscription order.
         self.queued: dict[Mailbox, None] = {}
@@ -60,13 +67,24 @@ class Channel:
         self.fresh_seqs: list[int] = []
         self.flush_due = False
 
+    def keep(self, seq: int, event: ServerSentEvent) -> None:
+        """Add an event to the history, trimming the oldest beyond its size."""
+        history = self.history
+        if len(history) >= self.size:
+            self.trimmed_through = history[0][0]
+            if isinstance(history, list):
+                del history[0]  # a deque drops it itself, at its maxlen
+        history.append((seq, event))
+        if len(history) == _SHORT_HISTORY and self.size > _SHORT_HISTORY:
+            self.history = collections.deque(history, maxlen=self.size)
+
     def empty(self) -> bool:
         return not self.queued and not self.parked
 
     def mailboxes(self) -> list[Mailbox]:
         return [*self.queued, *self.parked]
 
-    def deliver(self, broker: MemoryBroker, seq: int, event: ServerSentEvent) -> None:
+    def deliver(self, broker: Incarnation, seq: int, event: ServerSentEvent) -> None:
         """Give ``event`` to every mailbox: queued ones now, parked ones in a flush."""
         if self.queued:
             for mailbox in tuple(self.queued):
@@ -155,9 +173,9 @@ class Mailbox(Subscription):
         "_flagged",
     )
 
-    def __init__(self, broker: MemoryBroker, channels: Sequence[str], limit: int):
+    def __init__(self, broker: Incarnation, channels: Sequence[str], limit: int):
         self._broker = broker
-        self.channels = tuple(channels)
+        self.channels = tuple(dict.fromkeys(channels))  # a repeat would detach twice
         # A list, not a deque: it is swapped out whole, and an empty list is a
         # tenth of an empty deque's size, which counts with 10,000s of clients.
         self._items: list[ServerSentEvent] = []
