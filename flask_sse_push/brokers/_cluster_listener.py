@@ -16,6 +16,7 @@ greenlets run, with deadlines that grow with the number of channels.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -28,12 +29,15 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from ..exceptions import BrokerError, SubscriptionClosed
+from ._cluster_cursor import wire_id
 from ._cluster_scripts import keys
 from ._redis_listener import SUBSCRIBER_NAME
 from ._redis_scripts import as_text, decode_announcement
 
 if t.TYPE_CHECKING:
+    from ..event import ServerSentEvent
     from ._cluster_subscription import ClusterSubscription, Item
+    from ._redis_scripts import Key
     from .redis_cluster import RedisClusterBroker
 
 logger = logging.getLogger("flask_sse_push")
@@ -105,6 +109,23 @@ class ClusterListener:
         self.closed = False
         self.error = "not connected yet"
         self._tag = len(broker.prefix) + 1  # "P{" before the channel name
+        # The last event given a composite id, and its copies by positions: clients
+        # at the same positions then share one object, which is encoded once.
+        self._stamped: tuple[ServerSentEvent | None, dict[tuple[Key, ...], ServerSentEvent]] = (
+            None,
+            {},
+        )
+
+    def stamp(self, event: ServerSentEvent, positions: tuple[Key, ...]) -> ServerSentEvent:
+        """``event`` with the composite cursor of ``positions`` as its id."""
+        source, copies = self._stamped
+        if source is not event:
+            copies = {}
+            self._stamped = (event, copies)
+        stamped = copies.get(positions)
+        if stamped is None:
+            stamped = copies[positions] = dataclasses.replace(event, id=wire_id(positions))
+        return stamped
 
     def _name(self, raw: object) -> str:
         return as_text(raw)[self._tag : -1]

@@ -10,7 +10,6 @@ and the SSE id it carries is the composite cursor of all positions.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import threading
 import typing as t
 
@@ -68,7 +67,7 @@ class ClusterSubscription(Subscription):
             return self._overflow()
         self.positions[index] = key
         if len(self.channels) > 1:
-            event = dataclasses.replace(event, id=wire_id(self.positions))
+            event = self._listener.stamp(event, tuple(self.positions))
         self._items.append(event)
         return True
 
