@@ -12,7 +12,7 @@ import pytest
 
 from flask_sse_push import ServerSentEvent
 from flask_sse_push.brokers import broker_from_url
-from flask_sse_push.brokers._cluster_cursor import decode_positions, encode_positions
+from flask_sse_push.brokers._cluster_cursor import decode_positions, encode_positions, wire_id
 from flask_sse_push.brokers._cluster_scripts import keys
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker, parse_cluster_url
 from tests.cluster_helpers import redis_cluster_fixture  # noqa: F401 - a pytest fixture
@@ -33,6 +33,13 @@ def test_composite_cursor_round_trips() -> None:
     text = encode_positions(positions)
     assert decode_positions(text, 4) == positions
     assert len(encode_positions(positions[:1] * 2)) < 30
+
+
+def test_a_cursor_too_long_for_last_event_id_falls_back_to_the_oldest_position() -> None:
+    """Hundreds of channels: the oldest position, plain, so a resume repeats but never skips."""
+    positions = [(1796007962771 - n * 1000, n) for n in range(100)] + [(0, 0)]
+    assert wire_id(positions) == "1796007863771-99"
+    assert len(wire_id(positions[:5])) <= 256 and wire_id(positions[:5]).startswith("~")
 
 
 @pytest.mark.parametrize(

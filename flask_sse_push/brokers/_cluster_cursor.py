@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import typing as t
 
+from ..validation import MAX_EVENT_ID_LENGTH
 from ._redis_scripts import ZERO, format_id, parse_id
 
 if t.TYPE_CHECKING:
@@ -80,10 +81,18 @@ def decode_positions(text: str, count: int) -> list[Key] | None:
 
 
 def wire_id(positions: Sequence[Key]) -> str:
-    """The SSE id for a stream at ``positions``: plain for one channel."""
+    """The SSE id for a stream at ``positions``: plain for one channel.
+
+    A composite cursor longer than a ``Last-Event-ID`` may be (many channels)
+    falls back to the oldest position as a plain id: resuming from it may
+    repeat events of the other channels, but skips none.
+    """
     if len(positions) == 1:
         return format_id(positions[0])
-    return encode_positions(positions)
+    text = encode_positions(positions)
+    if len(text) > MAX_EVENT_ID_LENGTH:
+        return format_id(min((key for key in positions if key != ZERO), default=ZERO))
+    return text
 
 
 class ChannelRead(t.NamedTuple):
