@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import threading
 import time
 import typing as t
@@ -339,3 +341,54 @@ def test_a_moved_slot_is_followed_without_loss(
     assert len(before) == 5
     assert subscribed == [(key, 1)]
     assert broker.reconnects >= 1
+
+
+#: Publishes from 8 real OS threads of a gevent-patched process (gevent's thread
+#: pool, as a view offloading blocking work would), then from the hub, and prints
+#: what happened as JSON.
+THREADS_PROBE = """
+from gevent import monkey; monkey.patch_all()
+import json, sys, time
+import gevent
+from gevent.threadpool import ThreadPool
+from flask_sse_push import ServerSentEvent
+from flask_sse_push.brokers.redis_cluster import RedisClusterBroker
+broker = RedisClusterBroker.from_url(sys.argv[1], prefix=sys.argv[2])
+sub = broker.subscribe(["t0", "t1", "t2"])
+errors = []
+def work(n):
+    for i in range(20):
+        try:
+            broker.publish("t%d" % (i % 3), ServerSentEvent("%d-%d" % (n, i)))
+        except Exception as exc:
+            errors.append(type(exc).__name__)
+began = time.monotonic()
+pool = ThreadPool(8)
+gevent.joinall([pool.spawn(work, n) for n in range(8)], timeout=60)
+took = time.monotonic() - began
+broker.publish("t0", ServerSentEvent("from the hub"))
+got = []
+deadline = time.monotonic() + 10
+while len(got) < 161 and time.monotonic() < deadline:
+    got += sub.get(0.2)
+print(json.dumps({"errors": errors, "took": took, "delivered": len(got)}))
+broker.close()
+"""
+
+
+@pytest.mark.integration
+def test_publish_from_os_threads_in_a_gevent_process(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    """Each OS thread gets its own cluster client: no foreign-hub connection, no hang."""
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_PROBE, redis_cluster.url, prefix],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["errors"] == []
+    assert result["delivered"] == 161
+    assert result["took"] < 30

@@ -38,8 +38,6 @@ from .base import Broker, Subscription, reset_event
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
-    from redis.commands.core import Script
-
     from ..event import ServerSentEvent
     from ._cluster_subscription import Item
     from ._redis_scripts import Key
@@ -140,9 +138,10 @@ class RedisClusterBroker(Broker):
                 " broker puts each channel in braces (a hash tag), so the prefix must have none."
             )
         self._factory = client if callable(client) else None
-        self._client = None if callable(client) else client
-        self._client_pid = os.getpid()
-        self._scripts: tuple[Script, Script] | None = None
+        self._given = None if callable(client) else client
+        self._locals: dict[int, _Local] = {}
+        self._locals_pid = os.getpid()
+        self.max_connections = max_connections
         self.history = history
         self.queue_size = queue_size
         self.prefix = prefix
@@ -150,9 +149,6 @@ class RedisClusterBroker(Broker):
         self.socket_timeout = socket_timeout
         self.connection_kwargs = dict(connection_kwargs or {})
         self._lock = threading.Lock()
-        # At most this many commands at once, so at most this many pooled
-        # connections to any node (redis-py's cluster pools do not block).
-        self._slots = threading.BoundedSemaphore(max_connections)
         self._listener: ClusterListener | None = None
         self.reconnects = 0
 
@@ -207,52 +203,54 @@ class RedisClusterBroker(Broker):
 
     @property
     def client(self) -> RedisCluster:
-        """This process' cluster client, made (and the topology read) on first use.
+        """The cluster client of this process and OS thread, made on first use.
+
+        Each OS thread gets its own client and pools: a connection made under
+        one thread's event loop (gevent's hub) cannot be used under another's.
+        Greenlets of one thread share it.
 
         :raises BrokerError: no seed node answered.
         """
-        client = self._client
-        if client is None or self._client_pid != os.getpid():
-            with self._lock:
-                client = self._client
-                if client is None or self._client_pid != os.getpid():
-                    if self._factory is None:
-                        raise BrokerError(
-                            "RedisClusterBroker was given a client of another process"
-                        )
-                    try:
-                        client = self._factory()
-                    except ERRORS as exc:
-                        raise self._error("read the cluster's topology", exc) from exc
-                    self._scripts = None
-                    self._client, self._client_pid = client, os.getpid()
-        return client
+        return self._local().client
+
+    def _local(self) -> _Local:
+        pid = os.getpid()
+        if self._locals_pid != pid:
+            # After a fork the parent's connections are not ours.
+            self._locals, self._locals_pid = {}, pid
+        thread = threading.get_native_id()
+        local = self._locals.get(thread)
+        if local is None:
+            if self._factory is None:
+                if self._given is None:
+                    raise BrokerError("RedisClusterBroker was given a client of another process")
+                client = self._given
+            else:
+                try:
+                    client = self._factory()
+                except ERRORS as exc:
+                    raise self._error("read the cluster's topology", exc) from exc
+            # setdefault: two greenlets racing here keep one client.
+            local = self._locals.setdefault(thread, _Local(client, self.max_connections))
+        return local
 
     @contextlib.contextmanager
-    def _slot(self, action: str) -> Iterator[None]:
-        if not self._slots.acquire(timeout=20):
+    def _slot(self, action: str) -> Iterator[_Local]:
+        local = self._local()
+        if not local.slots.acquire(timeout=20):
             raise BrokerError(
                 f"Could not {action}: all {self.where()} connections stayed busy for 20 s."
             )
         try:
-            yield
+            yield local
         finally:
-            self._slots.release()
-
-    def _script(self, index: int) -> Script:
-        client = self.client
-        if self._scripts is None:
-            self._scripts = (
-                client.register_script(PUBLISH_SCRIPT),
-                client.register_script(READ_SCRIPT),
-            )
-        return self._scripts[index]
+            local.slots.release()
 
     def where(self) -> str:
         """The seed nodes, for messages."""
         if self.seeds:
             return self.seeds
-        client = self._client
+        client = self._given
         return "?" if client is None else ",".join(n.name for n in client.startup_nodes)
 
     def _error(self, action: str, exc: Exception) -> BrokerError:
@@ -294,8 +292,8 @@ class RedisClusterBroker(Broker):
             *fields,
         ]
         try:
-            with self._slot("publish"):
-                entry_id = self._script(0)(keys=[stream, ids], args=args)
+            with self._slot("publish") as local:
+                entry_id = local.publish(keys=[stream, ids], args=args)
         except ERRORS as exc:
             raise self._error("publish", exc) from exc
         return event.id if event.id is not None else as_text(entry_id)
@@ -314,8 +312,8 @@ class RedisClusterBroker(Broker):
             user_id or "",
         ]
         try:
-            with self._slot("read the history"):
-                raw = self._script(1)(keys=[stream, ids], args=args)
+            with self._slot("read the history") as local:
+                raw = local.read(keys=[stream, ids], args=args)
         except ERRORS as exc:
             raise self._error("read the history", exc) from exc
         return ChannelRead(
@@ -329,11 +327,12 @@ class RedisClusterBroker(Broker):
     def tails(self, channels: Sequence[str]) -> list[Key]:
         """Each channel's newest entry id (``0-0`` for none), in one pipeline."""
         try:
-            client: t.Any = self.client  # some redis-py releases leave it untyped
-            with self._slot("read the cursor"), client.pipeline(transaction=False) as pipe:
-                for name in channels:
-                    pipe.xrevrange(keys(self.prefix, name)[0], count=1)
-                replies = pipe.execute()
+            with self._slot("read the cursor") as local:
+                client: t.Any = local.client  # some redis-py releases leave it untyped
+                with client.pipeline(transaction=False) as pipe:
+                    for name in channels:
+                        pipe.xrevrange(keys(self.prefix, name)[0], count=1)
+                    replies = pipe.execute()
         except ERRORS as exc:
             raise self._error("read the cursor", exc) from exc
         return [optional_key(reply[0][0]) or ZERO if reply else ZERO for reply in replies]
@@ -458,8 +457,19 @@ class RedisClusterBroker(Broker):
         listener = self._listener
         if listener is not None and listener.pid == os.getpid():
             listener.close()
-        client = self._client
-        if client is not None and self._client_pid == os.getpid():
-            client.close()
-        if self._factory is not None:
-            self._client = None
+        if self._locals_pid == os.getpid():
+            locals_, self._locals = self._locals, {}
+            for local in locals_.values():
+                local.client.close()
+
+
+class _Local:
+    """One OS thread's cluster client, its scripts, and its bound on commands in flight."""
+
+    def __init__(self, client: RedisCluster, max_connections: int) -> None:
+        self.client = client
+        self.publish = client.register_script(PUBLISH_SCRIPT)
+        self.read = client.register_script(READ_SCRIPT)
+        # At most this many commands at once, so at most this many pooled
+        # connections to any node (redis-py's cluster pools do not block).
+        self.slots = threading.BoundedSemaphore(max_connections)
