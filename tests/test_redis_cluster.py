@@ -228,7 +228,11 @@ def test_cursors_that_match_nothing_get_a_reset_and_the_live_stream(
 def test_a_position_the_cluster_lost_gets_a_reset(
     redis_cluster: RedisCluster, broker: RedisClusterBroker, prefix: str
 ) -> None:
-    """A wiped stream (a node restarted without its data) cannot replay: reset, not silence."""
+    """A wiped stream (a node restarted without its data) cannot replay: reset, not silence.
+
+    Both a composite cursor (a position of that very channel) and a plain id
+    (which, as a time, could come from any channel) get one, because the
+    stream now begins with an entry that follows nothing."""
     one, two = spread_channels(redis_cluster, prefix, 2)
     publish(broker, one, "kept")
     publish(broker, two, "lost")
@@ -244,6 +248,21 @@ def test_a_position_the_cluster_lost_gets_a_reset(
             assert sub.get(0.1) == []
         assert [e.event for e in events] == ["reset"], last_event_id
         assert json.loads(events[0].data)["reason"] == "unknown"
+
+
+@pytest.mark.integration
+def test_a_plain_id_of_another_channel_resumes_a_single_channel_stream(
+    redis_cluster: RedisCluster, broker: RedisClusterBroker, prefix: str
+) -> None:
+    """Ids are times: another channel's id is a position (the contract's cursor-scope rule),
+    also when that channel lives on another shard."""
+    public, private = spread_channels(redis_cluster, prefix, 2)
+    publish(broker, public, "p1")
+    other = publish(broker, private, "s1")
+    publish(broker, public, "p2")
+    with broker.subscribe([public], last_event_id=other) as sub:
+        assert [(e.event, e.data) for e in take(sub, 1)] == [(None, "p2")]
+        assert sub.get(0.1) == []
 
 
 @pytest.mark.integration

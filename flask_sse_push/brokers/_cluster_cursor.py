@@ -123,6 +123,22 @@ def verdict(start: Key, read: ChannelRead, *, strict: bool) -> str:
     return "unknown"
 
 
+def foreign_verdict(start: Key, read: ChannelRead) -> str:
+    """Judge a plain id that may come from another channel's stream, for one channel.
+
+    Ids are times, so any issued id is a position in every channel; but a
+    stream that began after it (its first entry follows nothing) may also be
+    one the cluster lost and began again, so that is ``"unknown"``.
+    """
+    judged = verdict(start, read, strict=True)
+    if judged != "unknown":
+        return judged
+    after = [entry for entry in read.entries if entry.key > start]
+    if after and after[0].prev == ZERO:
+        return "unknown"
+    return verdict(start, read, strict=False)
+
+
 def plain_start(text: str) -> Key | None:
     """A plain entry id as a position, or ``None``."""
     return parse_id(text)

@@ -28,7 +28,7 @@ from redis.exceptions import RedisClusterException
 
 from ..exceptions import BrokerError, SubscriptionClosed
 from ..validation import check_channel
-from ._cluster_cursor import ChannelRead, decode_positions, verdict, wire_id
+from ._cluster_cursor import ChannelRead, decode_positions, foreign_verdict, verdict, wire_id
 from ._cluster_listener import ClusterListener
 from ._cluster_scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
 from ._cluster_subscription import ClusterSubscription
@@ -408,7 +408,12 @@ class RedisClusterBroker(Broker):
                     ]
         verdicts = []
         for start, read, is_exact in zip(starts, reads, exact, strict=True):
-            verdicts.append("unknown" if start is None else verdict(start, read, strict=is_exact))
+            if start is None:
+                verdicts.append("unknown")
+            elif plain is not None and len(names) == 1:
+                verdicts.append(foreign_verdict(start, read))
+            else:
+                verdicts.append(verdict(start, read, strict=is_exact))
         if plain is not None and len(names) > 1 and positions is not None:
             # A plain id over several channels must be one of theirs.
             if not any(
@@ -422,8 +427,9 @@ class RedisClusterBroker(Broker):
         for i, (name, start, read) in enumerate(zip(names, starts, reads, strict=True)):
             if verdicts[i] == "ok" and start is not None:
                 backlog += [(name, e.key, e.event) for e in read.entries if e.key > start]
-                # A plain id from elsewhere may lie beyond this channel's newest entry.
-                begin[i] = min(start, through[i]) if not exact[i] else start
+                # A plain id from elsewhere may lie beyond this channel's newest
+                # entry: the client then has everything up to that entry.
+                begin[i] = min(start, through[i])
         backlog.sort(key=lambda item: item[1])
         first = []
         bad = [v for v in verdicts if v != "ok"]
