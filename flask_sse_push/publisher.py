@@ -29,19 +29,33 @@ class Publisher:
         publisher.publish({"order": 7}, event="created", channel="orders")
 
     Connections open on the first publish and are shared by every later one;
-    the object is safe to share between threads.
+    the object is safe to share between threads (under gevent, each OS thread
+    gets connections of its own).
 
     :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL, or
         ``redis+cluster://host:port[,host:port...]`` for a Redis Cluster.
     :param prefix: the apps' ``SSE_PUSH_REDIS_PREFIX``.
     :param history: the apps' ``SSE_PUSH_HISTORY``: events kept per channel.
+    :param connect_timeout: seconds to wait for a TCP connection to Redis (each
+        of up to three attempts).
+    :param socket_timeout: seconds to wait for Redis to answer. With both, a
+        host that drops packets makes :meth:`publish` raise
+        :class:`~flask_sse_push.BrokerError` instead of hanging.
     :raises ValueError: ``url`` is not a Redis URL.
     :raises RuntimeError: the ``redis`` package is not installed.
 
     .. versionadded:: 0.1
     """
 
-    def __init__(self, url: str, *, prefix: str = "sse:", history: int = 1000) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "sse:",
+        history: int = 1000,
+        connect_timeout: float = 3.0,
+        socket_timeout: float = 5.0,
+    ) -> None:
         scheme = url.partition("://")[0]
         cluster = scheme in {"redis+cluster", "rediss+cluster"}
         if scheme not in {"redis", "rediss", "unix"} and not cluster:
@@ -59,9 +73,21 @@ class Publisher:
             ) from exc
         self._broker: Broker
         if cluster:
-            self._broker = RedisClusterBroker.from_url(url, history=history, prefix=prefix)
+            self._broker = RedisClusterBroker.from_url(
+                url,
+                history=history,
+                prefix=prefix,
+                connect_timeout=connect_timeout,
+                socket_timeout=socket_timeout,
+            )
         else:
-            self._broker = RedisBroker.from_url(url, history=history, prefix=prefix)
+            self._broker = RedisBroker.from_url(
+                url,
+                history=history,
+                prefix=prefix,
+                connect_timeout=connect_timeout,
+                socket_timeout=socket_timeout,
+            )
 
     def publish(
         self,

@@ -35,6 +35,20 @@ SUBSCRIBER_NAME = "flask_sse_push:subscriber"
 #: Messages the listener dispatches in a row before it lets other greenlets run.
 DISPATCH_BATCH = 128
 
+#: Channels named in one ``SUBSCRIBE`` while resubscribing, and read in one go by
+#: the catch-up after it: large enough to be few round trips, small enough that
+#: handling one batch never holds the worker for long.
+SUBSCRIBE_BATCH = 500
+
+#: Seconds added to the resubscribe deadline per channel, on top of a fixed part.
+CONFIRM_ALLOWANCE = 0.002
+
+#: Seconds the listener pauses between batches while it recovers. Not 0: gevent
+#: runs up to 50 ``sleep(0)`` wake-ups in a row before it looks at its timers
+#: and sockets again, so batches that yield with ``sleep(0)`` still add up to a
+#: long stall; a timer lets the event loop go round between two batches.
+RECOVERY_PAUSE = 0.001
+
 _IDLE, _CONNECTING, _OPEN, _DOWN = "idle", "connecting", "open", "down"
 
 
@@ -104,12 +118,17 @@ class Listener:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: t.Any = None
+        self._pool: t.Any = broker.pool
         self._prefix = broker.prefix + "channel:"
         # Subscriptions made before the first connection: they start where it does.
         self._joining: list[RedisSubscription] = []
         self._failures = 0  # failed attempts since the connection was last open
         # An open connection broke: the next one to open counts as a reconnect.
         self._lost = False
+        # Channels resubscribed on this connection that Redis has not confirmed yet.
+        self._unconfirmed: set[str] = set()
+        # The channels that have waiters, by id(): failed when the connection breaks.
+        self._awaited: dict[int, _Channel] = {}
 
     # -- called by request threads -------------------------------------------------
 
@@ -158,6 +177,7 @@ class Listener:
                 for channel in unconfirmed:
                     # While connecting, the connection's first SUBSCRIBE covers it.
                     channel.waiters.append((max(channel.sent, 1), waiter))
+                    self._awaited[id(channel)] = channel
             if not fresh:
                 return waiter
             try:
@@ -234,7 +254,9 @@ class Listener:
     def _serve(self, stop: threading.Event) -> None:
         conn = self._conn
         if conn is None:
-            conn = self._conn = self.broker.pool.get_connection()
+            # The pool of the thread the listener runs in (see RedisBroker.client_here).
+            self._pool = self.broker.client_here().connection_pool
+            conn = self._conn = self._pool.get_connection()
         if not conn.is_connected:
             conn.connect()
         # Not subscribed yet, so plain commands work: name the connection for
@@ -251,54 +273,102 @@ class Listener:
         conn.read_response(push_request=True)
         last = optional_key(conn.read_response(push_request=True))
         with self.lock:
+            outage = self.state == _DOWN
+            keys = list(self.channels)
+        names: list[str] = []
+        if outage:
+            # attach() refuses while down and detach() only drops channels, so
+            # the channels can be reset a batch at a time, letting others run.
+            for start in range(0, len(keys), SUBSCRIBE_BATCH):
+                with self.lock:
+                    self._reset(keys[start : start + SUBSCRIBE_BATCH], names)
+                time.sleep(RECOVERY_PAUSE)
+        with self.lock:
             if stop.is_set():
                 return
+            if not outage:
+                # The first connection: attach() adds channels until now.
+                self._reset(list(self.channels), names)
             self.seen = max(self.seen, last or ZERO)
             self.connection += 1
             # Those that joined while connecting start where this connection does.
             for sub in self._joining:
                 sub.last = max(sub.last, self.seen)
             self._joining.clear()
-            names = []
-            for name, channel in list(self.channels.items()):
-                channel.new_connection()
-                if channel.subs:
-                    names.append(name)
-                    channel.wanted = True
-                    channel.sent = channel.inflight = 1
-                else:
-                    del self.channels[name]
-            if names:
-                self._send("SUBSCRIBE", names)
+            # From here on a channel not yet resubscribed counts as unsubscribed,
+            # so attach() and detach() may subscribe or drop it meanwhile.
             self.state = _OPEN
+            self._unconfirmed = set()
             if self._lost:
                 self._lost = False
                 self.broker.reconnects += 1
         if self._failures:
             logger.info("Redis subscriber connection is back after %d attempts.", self._failures)
             self._failures = 0
+        self._resubscribe(names, stop)
         # Messages wait until the catch-up has read what was missed: delivering
         # a newer one first would make the client skip the older ones.
         held: list[t.Any] = []
-        deadline = time.monotonic() + 2 * self.health_interval
-        while not self._confirmed(names):
+        # Redis confirms a few thousand channels a second even on a busy host;
+        # the allowance grows with the work so that no channel count is too many.
+        deadline = time.monotonic() + 2 * self.health_interval + len(names) * CONFIRM_ALLOWANCE
+        read = 0
+        while self._unconfirmed:
+            if stop.is_set():
+                return
             if time.monotonic() > deadline:
-                raise redis.TimeoutError("Redis did not confirm SUBSCRIBE in time")
+                raise redis.TimeoutError(
+                    f"Redis did not confirm SUBSCRIBE for {len(self._unconfirmed)} of"
+                    f" {len(names)} channels in time"
+                )
             reply = self._read(conn, 0.5)
             if reply is not None and not self._control(reply):
                 held.append(reply)
-        self._catch_up(names)
-        for reply in held:
+            read += 1
+            if read % DISPATCH_BATCH == 0:
+                time.sleep(RECOVERY_PAUSE)  # thousands of confirmations sit in the buffer
+        self._catch_up(names, stop)
+        for count, reply in enumerate(held, 1):
             self._dispatch(reply)
+            if count % DISPATCH_BATCH == 0:
+                time.sleep(RECOVERY_PAUSE)
         self._read_forever(conn, stop)
 
-    def _confirmed(self, names: list[str]) -> bool:
-        with self.lock:
-            for name in names:
-                channel = self.channels.get(name)
-                if channel is not None and channel.acked < 1:
-                    return False
-        return True
+    def _reset(self, keys: list[str], names: list[str]) -> None:
+        """Start ``keys`` afresh for a new connection; add those still wanted to ``names``.
+
+        The caller holds the lock.
+        """
+        for name in keys:
+            channel = self.channels.get(name)
+            if channel is None:
+                continue
+            channel.new_connection()
+            if channel.subs:
+                names.append(name)
+            else:
+                del self.channels[name]
+
+    def _resubscribe(self, names: list[str], stop: threading.Event) -> None:
+        """Subscribe ``names`` again, a batch per command, letting other greenlets run."""
+        for start in range(0, len(names), SUBSCRIBE_BATCH):
+            with self.lock:
+                if stop.is_set():
+                    return
+                batch = []
+                for name in names[start : start + SUBSCRIBE_BATCH]:
+                    channel = self.channels.get(name)
+                    # Gone, or subscribed again by attach() since the reconnect.
+                    if channel is None or not channel.subs or channel.wanted:
+                        continue
+                    batch.append(name)
+                    channel.wanted = True
+                    channel.sent += 1
+                    channel.inflight += 1
+                if batch:
+                    self._send("SUBSCRIBE", batch)
+                    self._unconfirmed.update(batch)
+            time.sleep(RECOVERY_PAUSE)
 
     def _read(self, conn: t.Any, timeout: float) -> t.Any:
         if not conn.is_connected:
@@ -310,7 +380,7 @@ class Listener:
     def _read_forever(self, conn: t.Any, stop: threading.Event) -> None:
         heard = time.monotonic()
         pinged = False
-        dispatched = 0
+        read = 0
         while not stop.is_set():
             reply = self._read(conn, 1.0)
             now = time.monotonic()
@@ -318,12 +388,13 @@ class Listener:
                 heard, pinged = now, False
                 if not self._control(reply):
                     self._dispatch(reply)
-                    dispatched += 1
-                    if dispatched % DISPATCH_BATCH == 0:
-                        # A backlog is read from the buffer without blocking, so
-                        # let the streams (or the direct writes) drain their
-                        # queues before they overflow.
-                        time.sleep(0)
+                read += 1
+                if read % DISPATCH_BATCH == 0:
+                    # A backlog (messages, or the confirmations of thousands of
+                    # channels) is read from the buffer without blocking, so let
+                    # the streams (or the direct writes) drain their queues
+                    # before they overflow, and the other requests run.
+                    time.sleep(0)
             elif now - heard > self.health_interval:
                 if pinged:
                     raise redis.TimeoutError("Redis did not answer PING")
@@ -342,6 +413,8 @@ class Listener:
             return True  # pong, in RESP2
         name = as_text(reply[1])[len(self._prefix) :]
         with self.lock:
+            if kind == "subscribe":
+                self._unconfirmed.discard(name)
             channel = self.channels.get(name)
             if channel is None:
                 return True
@@ -355,8 +428,11 @@ class Listener:
                     else:
                         waiting.append((target, waiter))
                 channel.waiters = waiting
+                if not waiting:
+                    self._awaited.pop(id(channel), None)
             if not channel.subs and channel.inflight <= 0:
                 del self.channels[name]
+                self._awaited.pop(id(channel), None)
         return True
 
     def _dispatch(self, reply: t.Any) -> None:
@@ -373,24 +449,40 @@ class Listener:
             if not sub.deliver(key, event):
                 self.detach(sub)
 
-    def _catch_up(self, names: list[str]) -> None:
-        """Give subscriptions from earlier connections what was published meanwhile."""
-        with self.lock:
-            subs = {
-                id(s): s
-                for n in names
-                if n in self.channels
-                for s in self.channels[n].subs
-                if s.connection < self.connection
-            }
+    def _catch_up(self, names: list[str], stop: threading.Event) -> None:
+        """Give subscriptions from earlier connections what was published meanwhile.
+
+        Subscriptions are read a batch at a time (each one whole, since its
+        cursor spans all its channels), so a worker with many channels neither
+        sends Redis one huge script call nor stops its other greenlets for long.
+        """
+        subs: dict[int, RedisSubscription] = {}
+        for start in range(0, len(names), SUBSCRIBE_BATCH):
+            with self.lock:
+                for name in names[start : start + SUBSCRIBE_BATCH]:
+                    channel = self.channels.get(name)
+                    for sub in channel.subs if channel is not None else ():
+                        if sub.connection < self.connection:
+                            subs[id(sub)] = sub
+            time.sleep(RECOVERY_PAUSE)
+        batch: list[RedisSubscription] = []
         firsts: dict[str, Key] = {}
         for sub in subs.values():
+            batch.append(sub)
             for name in sub.channels:
                 firsts[name] = min(firsts.get(name, sub.last), sub.last)
-        if not firsts:
-            return
+            if len(firsts) >= SUBSCRIBE_BATCH:
+                self._catch_up_batch(batch, firsts)
+                batch, firsts = [], {}
+                if stop.is_set():
+                    return
+                time.sleep(RECOVERY_PAUSE)
+        if batch:
+            self._catch_up_batch(batch, firsts)
+
+    def _catch_up_batch(self, subs: list[RedisSubscription], firsts: dict[str, Key]) -> None:
         snapshot = self.broker.read(list(firsts), firsts=firsts)
-        for sub in subs.values():
+        for sub in subs:
             if not sub.catch_up(snapshot):
                 self.detach(sub)
 
@@ -400,13 +492,13 @@ class Listener:
             self._lost = self._lost or self.state == _OPEN
             self.state = _DOWN
             self._joining.clear()
-            for name, channel in list(self.channels.items()):
+            # Only the channels someone waits on: the next connection resets the
+            # rest, and going over every channel here would stall the worker.
+            for channel in self._awaited.values():
                 for _, waiter in channel.waiters:
                     waiter.fail()
                 channel.waiters = []
-                channel.new_connection()
-                if not channel.subs:
-                    del self.channels[name]
+            self._awaited.clear()
             conn = self._conn
         if conn is not None:
             conn.disconnect()
@@ -421,6 +513,7 @@ class Listener:
             for channel in self.channels.values():
                 for _, waiter in channel.waiters:
                     waiter.fail()
+            self._awaited.clear()
             for sub in subs.values():
                 sub.attached = False
             self.channels.clear()
@@ -433,6 +526,6 @@ class Listener:
             sub.finish(SubscriptionClosed("broker closed"))
         if conn is not None:
             conn.disconnect()
-            self.broker.pool.release(conn)
+            self._pool.release(conn)
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)

@@ -25,8 +25,10 @@ queue in :mod:`._redis_subscription`. This module is the public one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import threading
 import typing as t
 
@@ -60,6 +62,43 @@ if t.TYPE_CHECKING:
 __all__ = ["RedisBroker"]
 
 
+def _thread_bound_sockets() -> t.Callable[[], int] | None:
+    """Return the OS thread's ident function if sockets belong to one thread's hub.
+
+    Under gevent's monkey-patching a socket is bound to the hub (event loop) of
+    the OS thread that made it, and fails or hangs when used from another OS
+    thread. Then each OS thread needs connections of its own. ``threading`` is
+    patched too, so the ident must come from the unpatched ``_thread``.
+    """
+    if "gevent.monkey" not in sys.modules:
+        return None
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        return None
+    get_ident: t.Callable[[], int] = monkey.get_original("_thread", "get_ident")
+    return get_ident
+
+
+def _os_lock() -> threading.Lock:
+    """A lock between OS threads, whatever gevent patched."""
+    if "gevent.monkey" in sys.modules:
+        from gevent import monkey
+
+        lock: threading.Lock = monkey.get_original("_thread", "allocate_lock")()
+        return lock
+    return threading.Lock()
+
+
+def _os_thread_local() -> t.Any:
+    """A thread-local object per OS thread (gevent patches ``threading.local`` per greenlet)."""
+    if "gevent.monkey" in sys.modules:
+        from gevent import monkey
+
+        return monkey.get_original("_thread", "_local")()
+    return threading.local()
+
+
 class RedisBroker(Broker):
     """Fan-out through Redis, with the history in Redis Streams.
 
@@ -91,6 +130,12 @@ class RedisBroker(Broker):
     :attr:`reconnects` counts how often this process' subscriber connection
     broke and was opened again; :meth:`ping` checks that Redis answers.
 
+    :meth:`publish`, :meth:`ping` and :meth:`cursor` may be called from any
+    thread or greenlet. Under gevent's monkey-patching each OS thread gets its
+    own connection pool (:meth:`client_here`), since a gevent socket works only
+    in the thread that made it. A publish is never retried, so an event is sent
+    at most once; whatever fails is raised as :class:`~flask_sse_push.BrokerError`.
+
     .. code-block:: python
 
         broker = RedisBroker.from_url("redis://localhost:6379/0")
@@ -115,6 +160,13 @@ class RedisBroker(Broker):
             )
         self.client = client
         self.pool = client.connection_pool
+        # Under gevent, the OS thread that first uses the broker uses ``client``;
+        # every other OS thread gets a client with a pool of its own, since a
+        # connection made or used in one thread must never reach another.
+        self._home: int | None = None
+        self._home_lock = _os_lock()
+        self._threads = _os_thread_local()
+        self._generation = 0  # close() drops the other threads' clients
         self.history = history
         self.queue_size = queue_size
         self.prefix = prefix
@@ -135,25 +187,108 @@ class RedisBroker(Broker):
         queue_size: int = 1000,
         prefix: str = "sse:",
         max_connections: int = 4,
+        connect_timeout: float = 3.0,
+        socket_timeout: float = 5.0,
     ) -> RedisBroker:
         """Connect lazily to the Redis at ``url`` (``redis://host:port/db``).
 
         No connection opens until the first publish or subscribe, so the broker
         can be made before a server forks its workers.
 
-        :param max_connections: connections this process may open, the
-            subscriber connection included; more callers wait for a free one.
+        :param max_connections: connections this process may open per OS thread
+            that uses the broker, the subscriber connection included; more
+            callers in one thread wait for a free one.
+        :param connect_timeout: seconds to wait for a TCP connection to Redis
+            (each of up to three attempts), so a host that drops packets makes
+            :meth:`publish` and :meth:`ping` raise :class:`~flask_sse_push.BrokerError`
+            instead of hanging.
+        :param socket_timeout: seconds to wait for Redis to answer a command.
         """
         pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
             timeout=20,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
             # Fail fast when Redis is down: the callers retry on their own terms.
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
         )
         return cls(
             redis.Redis(connection_pool=pool), history=history, queue_size=queue_size, prefix=prefix
         )
+
+    def client_here(self) -> redis.Redis:  # type: ignore[type-arg, unused-ignore]
+        """The client for the calling OS thread: ``client``, or one made for the thread.
+
+        Outside gevent every thread shares ``client`` (redis-py's pools are
+        thread-safe). Under gevent's monkey-patching, sockets are bound to the
+        hub of the OS thread that made them, so each OS thread but the first one
+        gets a client with a pool of its own, made like ``client``'s pool.
+        """
+        get_ident = _thread_bound_sockets()
+        if get_ident is None:
+            return self.client
+        ident = get_ident()
+        if self._home is None:
+            with self._home_lock:
+                if self._home is None:
+                    self._home = ident
+        if ident == self._home:
+            return self.client
+        local = self._threads
+        made = getattr(local, "made", None)
+        if made is None or made[0] != self._generation or made[1] != os.getpid():
+            pool = self.pool
+            # The same settings, less the state redis-py binds to a pool.
+            kwargs = {
+                key: value
+                for key, value in pool.connection_kwargs.items()
+                if key != "maint_notifications_pool_handler"
+            }
+            if isinstance(pool, redis.BlockingConnectionPool):
+                kwargs["timeout"] = pool.timeout
+            thread_pool = type(pool)(
+                connection_class=pool.connection_class,
+                max_connections=pool.max_connections,
+                **kwargs,
+            )
+            client = redis.Redis(connection_pool=thread_pool)
+            made = local.made = (self._generation, os.getpid(), client)
+        thread_client: redis.Redis = made[2]  # type: ignore[type-arg, unused-ignore]
+        return thread_client
+
+    def _run_script(self, action: str, script: t.Any, keys: list[str], args: list[t.Any]) -> t.Any:
+        """Run a Lua script once on the calling thread's pool; any failure is a BrokerError.
+
+        No retry: a script whose reply was lost may have run, and running a
+        publish twice would send its event twice. A connection that failed in
+        any way is closed before it goes back to the pool, so the pool never
+        hands out a broken one.
+        """
+        pool = self.client_here().connection_pool
+        try:
+            # Some redis-py releases leave Connection's methods untyped.
+            conn: t.Any = pool.get_connection()
+        except Exception as exc:
+            raise self._error(action, exc) from exc
+        done = False
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            try:
+                reply = conn.read_response()
+            except redis.exceptions.NoScriptError:
+                # NOSCRIPT means nothing ran: loading it by EVAL is safe.
+                conn.send_command("EVAL", script.script, len(keys), *keys, *args)
+                reply = conn.read_response()
+            done = True
+            return reply
+        except Exception as exc:
+            raise self._error(action, exc) from exc
+        finally:
+            if not done:
+                with contextlib.suppress(Exception):
+                    conn.disconnect()
+            pool.release(conn)
 
     def where(self) -> str:
         """Where Redis is, for messages: ``host:port`` or ``unix:path``."""
@@ -179,10 +314,11 @@ class RedisBroker(Broker):
 
         .. versionadded:: 0.1
         """
+        pool = self.client_here().connection_pool
         try:
             # Some redis-py releases leave Connection's methods untyped.
-            conn: t.Any = self.pool.get_connection()
-        except (redis.RedisError, OSError) as exc:
+            conn: t.Any = pool.get_connection()
+        except Exception as exc:
             raise self._error("run PING", exc) from exc
         answered = False
         try:
@@ -193,13 +329,14 @@ class RedisBroker(Broker):
             if reply != "PONG":
                 raise redis.ResponseError(f"unexpected reply to PING: {reply!r}")
             answered = True
-        except (redis.RedisError, OSError) as exc:
+        except Exception as exc:
             raise self._error("run PING", exc) from exc
         finally:
             if not answered:
                 # A reply still on its way would be read by the connection's next user.
-                conn.disconnect()
-            self.pool.release(conn)
+                with contextlib.suppress(Exception):
+                    conn.disconnect()
+            pool.release(conn)
 
     def _key(self, kind: str, channel: str) -> str:
         return f"{self.prefix}{kind}:{channel}"
@@ -222,10 +359,7 @@ class RedisBroker(Broker):
             event.id or "",
             *fields,
         ]
-        try:
-            entry_id = self._publish_script(keys=keys, args=args)
-        except (redis.RedisError, OSError) as exc:
-            raise self._error("publish", exc) from exc
+        entry_id = self._run_script("publish", self._publish_script, keys, args)
         return event.id if event.id is not None else as_text(entry_id)
 
     def read(
@@ -252,10 +386,7 @@ class RedisBroker(Broker):
             first = firsts.get(name)
             starts.append("" if first is None else format_id((first[0], first[1] + 1)))
         args = [count, "0" if user_id is None else "1", user_id or "", *starts]
-        try:
-            raw = self._read_script(keys=keys, args=args)
-        except (redis.RedisError, OSError) as exc:
-            raise self._error("read the history", exc) from exc
+        raw = self._run_script("read the history", self._read_script, keys, args)
         entries = {
             name: [decode_entry(item) for item in raw[3 + i] or ()]
             for i, name in enumerate(channels)
@@ -319,8 +450,8 @@ class RedisBroker(Broker):
 
     def cursor(self, channels: Sequence[str]) -> str:
         try:
-            last = self.client.hget(self.prefix + "clock", "last")
-        except (redis.RedisError, OSError) as exc:
+            last = self.client_here().hget(self.prefix + "clock", "last")
+        except Exception as exc:
             raise self._error("read the cursor", exc) from exc
         return "0-0" if last is None else as_text(last)
 
@@ -336,3 +467,5 @@ class RedisBroker(Broker):
         if listener is not None and listener.pid == os.getpid():
             listener.close()
         self.pool.disconnect()
+        # Other threads' pools are theirs to close: they get new ones.
+        self._generation += 1

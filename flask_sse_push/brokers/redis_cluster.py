@@ -161,14 +161,16 @@ class RedisClusterBroker(Broker):
         queue_size: int = 1000,
         prefix: str = "sse:",
         socket_timeout: float = 5.0,
+        connect_timeout: float = 3.0,
         max_connections: int = 4,
     ) -> RedisClusterBroker:
         """Connect lazily to the cluster at ``url``: ``redis+cluster://host:port[,host:port...]``.
 
         Any node will do as a seed; the others are discovered. ``rediss+cluster://``
         uses TLS, and ``user:password@`` before the hosts authenticates.
-        ``socket_timeout`` (seconds) bounds connecting and every command, so an
-        unreachable node cannot hang :meth:`publish`. ``max_connections`` bounds
+        ``connect_timeout`` (seconds) bounds connecting to a node and
+        ``socket_timeout`` every command, so an unreachable node cannot hang
+        :meth:`publish`. ``max_connections`` bounds
         the pooled connections to each node, per process; more callers wait
         for a free one. The subscriber connections (one per shard) come on top.
 
@@ -180,7 +182,7 @@ class RedisClusterBroker(Broker):
         def connect() -> RedisCluster:
             return RedisCluster(
                 startup_nodes=[node(host, port) for host, port in seeds],
-                socket_connect_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
                 socket_timeout=socket_timeout,
                 **options,
             )
