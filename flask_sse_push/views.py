@@ -12,6 +12,7 @@ import typing as t
 
 from flask import Blueprint, Response, current_app, request
 
+from .client import client_script_view
 from .connections import StreamInfo
 from .direct import DirectWriter, direct_socket
 from .encoding import encode_comment
@@ -271,13 +272,15 @@ def health_view() -> tuple[dict[str, t.Any], int]:
 
 
 def make_blueprint(url_prefix: str, cors_origins: list[str] | None = None) -> Blueprint:
-    """Return a blueprint serving :func:`stream_view` at ``url_prefix``.
+    """Return a blueprint serving :func:`stream_view` at ``url_prefix``, its
+    health check at ``/health`` and the browser client at ``/client.js``.
 
     :param cors_origins: origins allowed to open streams from other sites.
     """
     blueprint = Blueprint("sse_push", __name__, url_prefix=url_prefix)
     blueprint.add_url_rule("", "stream", stream_view, methods=["GET"])
     blueprint.add_url_rule("/health", "health", health_view, methods=["GET"])
+    blueprint.add_url_rule("/client.js", "client_js", client_script_view, methods=["GET"])
     if cors_origins:
         from .cors import apply_cors
 

@@ -80,7 +80,9 @@ class TestCountdownInProcess:
         page = create_app().test_client().get("/").get_data(as_text=True)
         for control in ('id="connect"', 'id="disconnect"', 'id="clear"', "EventSource"):
             assert control in page
-        assert re.search(r"last_event_id=[a-z0-9]+-0", page)
+        # The push section resumes from the cursor rendered into the page.
+        assert re.search(r'lastEventId: "[a-z0-9]+-0"', page)
+        assert 'from "/events/client.js"' in page
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,9 @@ def test_wheel_ships_py_typed_and_no_tests_or_example(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     assert "flask_sse_push/py.typed" in names
+    # The browser client and its types, served by the blueprint at <prefix>/client.js.
+    assert "flask_sse_push/static/client.js" in names
+    assert "flask_sse_push/static/client.d.ts" in names
     assert "flask_sse_push/brokers/memory.py" in names
     top_level = {name.split("/")[0] for name in names}
     assert {name for name in top_level if not name.endswith(".dist-info")} == {"flask_sse_push"}
@@ -83,8 +86,11 @@ def test_installed_wheel_runs_the_example_and_passes_twine_check(tmp_path: Path)
     try:
         wait_for_port(port, server)
         body = httpx.get(f"http://127.0.0.1:{port}/api/sse", timeout=10).content
+        script = httpx.get(f"http://127.0.0.1:{port}/events/client.js", timeout=10)
     finally:
         stop(server)
+    assert script.status_code == 200
+    assert script.content == (ROOT / "flask_sse_push" / "static" / "client.js").read_bytes()
     events = parse(body).events
     assert [e.last_event_id for e in events][:1] == ["1"]
     assert events[-1].type == "end" and len(events) == 9
