@@ -7,14 +7,16 @@ import logging
 import typing as t
 
 import click
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, has_app_context, has_request_context, request
 from flask.cli import AppGroup
 
 from . import server
-from .brokers import Broker, broker_from_url
+from .brokers import Broker, MemoryBroker, broker_from_url
 from .connections import Ending, StreamInfo, StreamRegistry
 from .cors import check_origins
+from .data import encode_data
 from .event import ServerSentEvent
+from .exceptions import BrokerError
 from .metrics import Metrics, PrometheusMetrics
 from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
 from .validation import check_channel, check_channels, check_published_event
@@ -83,6 +85,19 @@ def get_state(app: Flask) -> _State:
         ) from None
     assert isinstance(state, _State)
     return state
+
+
+def _current_state(method: str) -> _State:
+    """Return the current app's state, or explain what ``sse.<method>()`` needs."""
+    if not has_app_context():
+        raise RuntimeError(
+            f"SSEPush.{method}() was called outside an application context, so it"
+            " cannot tell which app (and broker) to use. Call it in a view or a CLI"
+            " command, or wrap it in `with app.app_context():`. In a process without"
+            " the Flask app (a task queue worker, a script), publish with"
+            ' flask_sse_push.Publisher("redis://...") instead.'
+        )
+    return get_state(current_app)
 
 
 def _positive_number(app: Flask, key: str) -> float:
@@ -240,6 +255,13 @@ class SSEPush:
         )
         app.register_blueprint(make_blueprint(app.config["SSE_PUSH_URL_PREFIX"], cors_origins))
         app.cli.add_command(_cli)
+        if server.blocking_gunicorn_worker() is not None:
+            logger.warning(
+                "gunicorn runs its sync worker, which serves one request at a time: every"
+                " open event stream holds a whole worker, and other requests wait. Install"
+                " the gevent extra (pip install 'flask-sse-push[gevent]', which brings a"
+                " gevent gunicorn accepts) and run gunicorn -k gevent."
+            )
 
     @property
     def broker(self) -> Broker:
@@ -247,7 +269,7 @@ class SSEPush:
 
         .. versionadded:: 0.1
         """
-        return get_state(current_app).broker
+        return _current_state("broker").broker
 
     def publish(
         self,
@@ -264,7 +286,7 @@ class SSEPush:
         :class:`flask_sse_push.Publisher` with the same broker URL.
 
         :param data: a ``str`` is sent as is; anything else is JSON-encoded with
-            the app's JSON provider.
+            the app's JSON provider (see :func:`flask_sse_push.data.encode_data`).
         :param event: the event type (``None`` is ``message``).
         :param id: an explicit event id; by default the broker assigns one.
         :param retry: a reconnection delay in milliseconds for the clients.
@@ -274,13 +296,16 @@ class SSEPush:
             ``error``) or an id that cannot come back as ``Last-Event-ID``
             (see :func:`~flask_sse_push.validation.check_published_id`);
             nothing is sent.
-        :raises TypeError: a field has the wrong type; nothing is sent.
+        :raises TypeError: a field has the wrong type, or ``data`` is neither a
+            ``str`` nor JSON-serializable (the message names the field); nothing
+            is sent.
         :raises BrokerError: the broker could not take the event.
+        :raises RuntimeError: no application context is active.
 
         .. versionadded:: 0.1
         """
-        state = get_state(current_app)
-        text = data if isinstance(data, str) else current_app.json.dumps(data)
+        state = _current_state("publish")
+        text = encode_data(data, current_app.json.dumps)
         message = check_published_event(ServerSentEvent(text, event=event, id=id, retry=retry))
         event_id = state.broker.publish(check_channel(channel), message)
         state.metrics.published()
@@ -295,7 +320,7 @@ class SSEPush:
         .. versionadded:: 0.1
         """
         names = check_channels(list(channels) or ["default"])
-        return get_state(current_app).broker.cursor(names)
+        return _current_state("cursor").broker.cursor(names)
 
     def stream(self, source: Iterable[StreamItem]) -> Response:
         """Return a streaming response for an application's own event source.
@@ -317,7 +342,12 @@ class SSEPush:
 
         .. versionadded:: 0.1
         """
-        state = get_state(current_app)
+        if not has_request_context():
+            raise RuntimeError(
+                "SSEPush.stream() returns the response to the current request: call it"
+                " in a view and return its result."
+            )
+        state = _current_state("stream")
         dumps = current_app.json.dumps
         info = StreamInfo(channels=(), remote_addr=request.remote_addr)
         return open_stream(state, info, lambda: GeneratorSubscription(source, dumps=dumps))
@@ -387,7 +417,7 @@ class SSEPush:
         .. versionadded:: 0.1
         """
         check_channel(channel)
-        state = get_state(current_app)
+        state = _current_state("revoke")
         if reconnect:
             ending = Ending("revoked", closing_chunk("revoked", reconnect_retry(state.retry)))
         else:
@@ -415,7 +445,7 @@ class SSEPush:
 
         .. versionadded:: 0.1
         """
-        state = get_state(current_app)
+        state = _current_state("stats")
         return state.metrics.snapshot(state.broker, state.registry)
 
     def streams(self) -> list[StreamInfo]:
@@ -423,7 +453,7 @@ class SSEPush:
 
         .. versionadded:: 0.1
         """
-        return [stream.info for stream in get_state(current_app).registry.streams()]
+        return [stream.info for stream in _current_state("streams").registry.streams()]
 
 
 _cli = AppGroup("sse", help="Server-Sent Events commands.")
@@ -435,11 +465,26 @@ _cli = AppGroup("sse", help="Server-Sent Events commands.")
 @click.option("--id", "event_id", default=None, help="Explicit event id.")
 @click.argument("data")
 def _publish_command(channel: str, event: str | None, event_id: str | None, data: str) -> None:
-    """Publish DATA through the app's configured broker and print its id."""
+    """Publish DATA through the app's configured broker and print its id.
+
+    Needs a broker that other processes share (SSE_PUSH_BROKER_URL=redis://...).
+    """
     state = get_state(current_app)
     try:
         message = check_published_event(ServerSentEvent(data, event=event, id=event_id))
-        sent = state.broker.publish(check_channel(channel), message)
+        name = check_channel(channel)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
-    click.echo(sent)
+    if isinstance(state.broker, MemoryBroker):
+        raise click.ClickException(
+            "This app uses the in-process broker (SSE_PUSH_BROKER_URL is not set), which"
+            " delivers only to clients of the process that publishes. This command runs"
+            " in a process of its own that has no clients, so nobody would receive the"
+            " event, and nothing was published. Set SSE_PUSH_BROKER_URL to a Redis URL"
+            " (for example redis://127.0.0.1:6379/0) in the config of the web app and of"
+            " this command, or publish from the web app itself with sse.publish()."
+        )
+    try:
+        click.echo(state.broker.publish(name, message))
+    except BrokerError as exc:
+        raise click.ClickException(f"Nothing was published: {exc}") from exc

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import typing as t
 
+from .data import encode_data
 from .event import ServerSentEvent
 from .validation import check_channel, check_published_event
 
@@ -107,10 +107,12 @@ class Publisher:
         :param channel: the channel name.
         :raises ValueError: a field or the channel name is invalid, or the event
             would break its clients (as for :meth:`SSEPush.publish`); nothing is sent.
-        :raises TypeError: a field has the wrong type; nothing is sent.
+        :raises TypeError: a field has the wrong type, or ``data`` is neither a
+            ``str`` nor JSON-serializable (the message names the field); nothing
+            is sent.
         :raises BrokerError: Redis could not take the event.
         """
-        text = data if isinstance(data, str) else json.dumps(data)
+        text = encode_data(data)
         message = check_published_event(ServerSentEvent(text, event=event, id=id, retry=retry))
         return self._broker.publish(check_channel(channel), message)
 

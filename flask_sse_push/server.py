@@ -42,6 +42,15 @@ def gunicorn_worker() -> t.Any | None:
     return owner
 
 
+def blocking_gunicorn_worker() -> str | None:
+    """Return the ``-k`` name of gunicorn's worker if it serves one request at a
+    time (``sync``), else ``None``: there each open stream holds a whole worker."""
+    worker = gunicorn_worker()
+    if worker is not None and type(worker).__module__ == "gunicorn.workers.sync":
+        return "sync"
+    return None
+
+
 def worker_connections() -> int | None:
     """Return gunicorn's ``worker_connections`` setting, if running under gunicorn."""
     owner = gunicorn_process()

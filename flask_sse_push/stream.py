@@ -18,6 +18,7 @@ import time
 import typing as t
 
 from .brokers.base import RESET_EVENT, Subscription
+from .data import encode_data
 from .encoding import encode_comment, encode_retry
 from .event import ServerSentEvent
 from .exceptions import SubscriptionClosed
@@ -216,9 +217,7 @@ def to_event(item: StreamItem, dumps: Callable[[t.Any], str] = json.dumps) -> Se
                 f" got also {sorted(unknown)}."
             )
         fields = dict(item)
-        data = fields.get("data", "")
-        if not isinstance(data, str):
-            fields["data"] = dumps(data)
+        fields["data"] = encode_data(fields.get("data", ""), dumps)
         return ServerSentEvent(**fields)
     raise TypeError(
         "A stream source must yield ServerSentEvent, str or a mapping of its fields,"

@@ -38,6 +38,15 @@ if t.TYPE_CHECKING:
     from flask.testing import FlaskClient
     from werkzeug.test import TestResponse
 
+__all__ = [
+    "EventStreamParser",
+    "ReceivedEvent",
+    "TestStream",
+    "open_stream",
+    "parse_stream",
+    "sse_stream",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class ReceivedEvent:

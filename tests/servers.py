@@ -83,6 +83,18 @@ class Gunicorn:
         return self.log.read_text(errors="replace")
 
 
+def _no_control_socket() -> list[str]:
+    """Parallel test servers would otherwise share one control socket path.
+
+    Only gunicorn releases with a control socket know the flag; the oldest
+    gunicorn setup.cfg allows (tested by .ci/lower-bounds) has none.
+    """
+    from gunicorn.config import KNOWN_SETTINGS  # type: ignore[import-untyped]
+
+    known = any("--no-control-socket" in (setting.cli or ()) for setting in KNOWN_SETTINGS)
+    return ["--no-control-socket"] if known else []
+
+
 def start_gunicorn(
     app: str = "example_app:create_app()",
     *,
@@ -101,8 +113,7 @@ def start_gunicorn(
         "-w", str(workers),
         "-b", f"127.0.0.1:{port}",
         "--graceful-timeout", "5",
-        # Parallel test servers would otherwise share one control socket path.
-        "--no-control-socket",
+        *_no_control_socket(),
         "--access-logfile", "-",
         *extra_args,
         app,

@@ -11,6 +11,8 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 import typing as t
 import urllib.parse
@@ -19,9 +21,9 @@ import uuid
 import httpx
 import pytest
 
-from tests.browser_helpers import StaticPage, chromium
+from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS, StaticPage, chromium
 from tests.env_app import environment
-from tests.servers import ROOT, Gunicorn, start_gunicorn, stop
+from tests.servers import ROOT, Gunicorn, RedisServer, start_gunicorn, stop
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -30,8 +32,11 @@ if t.TYPE_CHECKING:
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-#: Seconds between the countdown's numbered messages.
-INTERVAL = 0.2
+#: Set to save ``docs/screenshot.png``: the countdown then runs at the app's default pace.
+WRITE_SCREENSHOT = os.environ.get("SSE_PUSH_WRITE_SCREENSHOT") == "1"
+
+#: Seconds between the countdown's numbered messages (the app's default is 1.0).
+INTERVAL = 1.0 if WRITE_SCREENSHOT else 0.2
 
 #: Where ``SSE_PUSH_WRITE_SCREENSHOT=1`` saves the page after a full countdown.
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
@@ -145,7 +150,7 @@ def test_connect_shows_the_countdown_and_the_end_closes_it(example: Gunicorn, pa
     time.sleep(1.5)  # longer than the example's retry: 1000, time for a reconnect
     assert stream_requests(example.output()) - logged_before == 1
     expect(items).to_have_count(9)
-    if os.environ.get("SSE_PUSH_WRITE_SCREENSHOT") == "1":
+    if WRITE_SCREENSHOT:
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
 
@@ -299,3 +304,131 @@ def test_cross_origin_stream_with_credentials(browser: Browser) -> None:
                 assert events == ["open", "message first", "open", "reset", "message second"]
         finally:
             context.close()
+
+
+def test_connect_after_disconnect_starts_a_clean_list(example: Gunicorn, page: Page) -> None:
+    """Connect after Disconnect starts the countdown over, and the list with it:
+    it then holds exactly one full countdown, not the old run plus a new one."""
+    from playwright.sync_api import expect
+
+    open_page(page, example)
+    items = page.locator("#messages li")
+    page.click("#connect")
+    expect(items.nth(3)).to_be_visible(timeout=10_000)
+    page.click("#disconnect")
+    assert items.count() < 9, "the countdown finished before Disconnect: nothing was tested"
+    page.click("#connect")
+    expect(page.locator("#state")).to_have_text("closed", timeout=10_000)
+    expect(items).to_have_count(9)
+    assert_full_countdown(items.all_text_contents())
+
+
+def test_the_page_logs_no_error_and_no_failed_request(example: Gunicorn, browser: Browser) -> None:
+    """Loading the page and running a countdown logs nothing to the console at
+    error level and asks for nothing the server answers with 4xx/5xx (a favicon)."""
+    from playwright.sync_api import ConsoleMessage, Response, expect
+
+    errors: list[str] = []
+    failed: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    def on_response(response: Response) -> None:
+        if response.status >= 400:
+            failed.append(f"{response.status} {response.url}")
+
+    # A browser of its own: Chromium asks for a site's favicon once per
+    # browser, so a page other tests opened before would hide the request.
+    fresh = browser.browser_type.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
+    try:
+        page = fresh.new_page()
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("response", on_response)
+        open_page(page, example)
+        page.click("#connect")
+        expect(page.locator("#messages li")).to_have_count(9, timeout=10_000)
+        time.sleep(0.5)  # a late favicon request would come now
+        # Checked before the browser closes, which aborts the open streams.
+        assert failed == []
+        assert errors == []
+    finally:
+        fresh.close()
+
+
+@pytest.mark.parametrize("event_type", ["note", "order.shipped"])
+def test_the_form_shows_named_events_with_type_and_id(
+    example: Gunicorn, page: Page, event_type: str
+) -> None:
+    """An event published with a type through the page's own form shows on the
+    page as ``[id] type: data``, the id being the one the server assigned."""
+    from playwright.sync_api import expect
+
+    open_page(page, example)
+    probe = f"typed {uuid.uuid4().hex[:8]}"
+    with page.expect_response("**/api/publish") as answer:
+        page.fill("#publish-data", probe)
+        page.fill("#publish-event", event_type)
+        page.click("#publish")
+    event_id = answer.value.json()["id"]
+    expect(page.locator("#pushed li")).to_have_text([f"[{event_id}] {event_type}: {probe}"])
+
+
+def flask_cli(*args: str, broker_url: str | None) -> subprocess.CompletedProcess[str]:
+    """Run ``flask --app example_app:create_app() ...`` as a user would, in its own process."""
+    env = {key: value for key, value in os.environ.items() if key != "SSE_PUSH_BROKER_URL"}
+    if broker_url is not None:
+        env["SSE_PUSH_BROKER_URL"] = broker_url
+    command = [sys.executable, "-m", "flask", "--app", "example_app:create_app()", *args]
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_cli_publish_with_the_in_process_broker_refuses(example: Gunicorn, page: Page) -> None:
+    """With the default broker, ``flask sse publish`` cannot reach the server's
+    pages: it exits 1 and says why and how to fix it, and the page shows nothing."""
+    open_page(page, example)
+    result = flask_cli("sse", "publish", "--event", "note", "lost", broker_url=None)
+    assert result.returncode == 1, result
+    assert "in-process broker" in result.stderr
+    assert "SSE_PUSH_BROKER_URL" in result.stderr
+    time.sleep(1)
+    assert page.locator("#pushed li").count() == 0
+
+
+def test_cli_and_publisher_events_show_on_the_page(page: Page) -> None:
+    """On Redis, the documented ``flask sse publish --event note`` and
+    ``Publisher(...).publish(..., event="created")`` both show on an open page,
+    with their type and id."""
+    from playwright.sync_api import expect
+
+    from flask_sse_push import Publisher
+
+    with (
+        RedisServer() as redis_server,
+        serving(env={"SSE_PUSH_BROKER_URL": redis_server.url}) as server,
+    ):
+        open_page(page, server)
+        items = page.locator("#pushed li")
+        result = flask_cli(
+            "sse", "publish", "--channel", "default", "--event", "note", "hello from the shell",
+            broker_url=redis_server.url,
+        )  # fmt: skip
+        assert result.returncode == 0, result
+        note_id = result.stdout.strip()
+        expect(items).to_have_text([f"[{note_id}] note: hello from the shell"])
+        # A type nothing on the page names: the page shows every event it gets.
+        unheard = f"type-{uuid.uuid4().hex[:8]}"
+        with Publisher(redis_server.url) as publisher:
+            created_id = publisher.publish({"order": 7}, event="created", channel="default")
+            unheard_id = publisher.publish("any type", event=unheard, channel="default")
+        expect(items).to_have_text(
+            [
+                f"[{note_id}] note: hello from the shell",
+                f'[{created_id}] created: {{"order": 7}}',
+                f"[{unheard_id}] {unheard}: any type",
+            ]
+        )

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import typing as t
+
+import fakeredis
 import pytest
 from flask import Flask
 
 from flask_sse_push import MemoryBroker, ServerSentEvent, SSEPush
+from flask_sse_push.brokers.redis import RedisBroker
 from flask_sse_push.extension import DEFAULTS
+
+
+class _Order:
+    """An application object the JSON encoder does not know."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
 
 
 def test_init_app_twice_explains_what_to_do(app: Flask) -> None:
@@ -60,10 +71,33 @@ def test_given_broker_is_used_for_every_app(app: Flask) -> None:
         assert sse.broker is broker
 
 
-def test_publish_outside_app_context_says_what_to_do(app: Flask) -> None:
+_OUTSIDE_APP_CONTEXT: dict[str, t.Callable[[SSEPush], object]] = {
+    "publish": lambda sse: sse.publish("hi"),
+    "cursor": lambda sse: sse.cursor("default"),
+    "revoke": lambda sse: sse.revoke("default"),
+    "stats": lambda sse: sse.stats(),
+    "streams": lambda sse: sse.streams(),
+    "broker": lambda sse: sse.broker,
+}
+
+
+@pytest.mark.parametrize("method", sorted(_OUTSIDE_APP_CONTEXT))
+def test_use_outside_app_context_says_what_to_do(app: Flask, method: str) -> None:
+    """Each method that needs the current app says so in our words, naming both
+    fixes (an app context, or Publisher), instead of Flask's generic error."""
     sse = SSEPush(app)
-    with pytest.raises(RuntimeError, match="application context"):
-        sse.publish("x")
+    with pytest.raises(RuntimeError) as raised:
+        _OUTSIDE_APP_CONTEXT[method](sse)
+    message = str(raised.value)
+    assert message.startswith(f"SSEPush.{method}() was called outside an application context")
+    assert "with app.app_context():" in message
+    assert "flask_sse_push.Publisher(" in message
+
+
+def test_stream_outside_a_request_says_what_to_do(sse: SSEPush) -> None:
+    """sse.stream() builds a response for a request: in a bare app context it says so."""
+    with pytest.raises(RuntimeError, match=r"SSEPush.stream\(\) returns the response"):
+        sse.stream(iter(["x"]))
 
 
 def test_unregistered_app_is_explained() -> None:
@@ -130,13 +164,53 @@ class TestPublish:
         assert subscription.get(0) == []
         subscription.close()
 
+    @pytest.mark.parametrize(
+        ("data", "type_name"),
+        [(_Order(7), "_Order"), ({"tags": {"a"}}, "dict"), (b"raw", "bytes")],
+    )
+    def test_data_json_cannot_encode_is_a_type_error_naming_the_field(
+        self, sse: SSEPush, data: object, type_name: str
+    ) -> None:
+        """Non-JSON data gets our TypeError: it names the field, the type and the
+        fix, and nothing is sent."""
+        subscription = sse.broker.subscribe(["default"])
+        with pytest.raises(TypeError) as raised:
+            sse.publish(data)
+        message = str(raised.value)
+        assert message.startswith(
+            f"data must be a str or a JSON-serializable value, not {type_name}"
+        )
+        assert "Pass a str" in message
+        assert subscription.get(0) == []
+        subscription.close()
+
     def test_retry_as_string_is_a_type_error(self, sse: SSEPush) -> None:
         with pytest.raises(TypeError, match="retry"):
             sse.publish("x", retry="10")  # type: ignore[arg-type]
 
 
-def test_cli_publish_goes_through_the_app_broker(app: Flask) -> None:
+def _shared_broker() -> RedisBroker:
+    """A broker other processes could share (on fakeredis): the CLI accepts it."""
+    return RedisBroker(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+
+
+def test_cli_publish_refuses_the_in_process_broker(app: Flask) -> None:
+    """With the default broker the command would publish into its own process,
+    where nobody listens: it refuses, says why and how to fix it, and exits 1."""
     sse = SSEPush(app)
+    with app.app_context():
+        subscription = sse.broker.subscribe(["default"])
+    result = app.test_cli_runner().invoke(args=["sse", "publish", "hello"])
+    assert result.exit_code == 1
+    assert "in-process broker" in result.output
+    assert "SSE_PUSH_BROKER_URL" in result.output
+    assert "redis://" in result.output
+    assert subscription.get(0) == []
+    subscription.close()
+
+
+def test_cli_publish_goes_through_the_app_broker(app: Flask) -> None:
+    sse = SSEPush(app, broker=_shared_broker())
     with app.app_context():
         subscription = sse.broker.subscribe(["alerts"])
     result = app.test_cli_runner().invoke(
@@ -144,12 +218,13 @@ def test_cli_publish_goes_through_the_app_broker(app: Flask) -> None:
     )
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "a1"
-    assert subscription.get(0) == [ServerSentEvent("disk", event="warn", id="a1")]
+    # The Redis broker's listener hands the event over from its own thread.
+    assert subscription.get(5) == [ServerSentEvent("disk", event="warn", id="a1")]
     subscription.close()
 
 
 def test_cli_publish_rejects_bad_input_clearly(app: Flask) -> None:
-    SSEPush(app)
+    SSEPush(app, broker=_shared_broker())
     result = app.test_cli_runner().invoke(args=["sse", "publish", "--event", "a\nb", "x"])
     assert result.exit_code == 2
     assert "CR, LF or NUL" in result.output

@@ -1,4 +1,4 @@
-"""The example app behind a real nginx, with the config the README recommends.
+"""The example app behind a real nginx, with the config the docs recommend.
 
 One nginx serves several ``server { }`` blocks, each on its own port: the
 documented block as is, over HTTP/1.1 and over HTTP/2 with TLS, and variants of
@@ -41,7 +41,7 @@ if t.TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 
-#: The README's "Deploying behind nginx" section shows this verbatim, for the
+#: The docs' "Behind nginx" section (docs/deploying.md) shows this verbatim, for the
 #: ``http { }`` block; the tests change only the port.
 NGINX_UPSTREAM = """\
 upstream flask_sse_push {
@@ -49,7 +49,7 @@ upstream flask_sse_push {
 }
 """
 
-#: The README shows this verbatim too, for the ``server { }`` block; most tests
+#: The docs show this verbatim too, for the ``server { }`` block; most tests
 #: use it unchanged.
 NGINX_LOCATION = """\
 location /events {
@@ -248,7 +248,7 @@ def _summary(label: str, timings: Timings) -> str:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_events_arrive_promptly_through_the_documented_config(proxy: Proxy) -> None:
-    """Through the README's block, each event arrives within 200 ms of its publish."""
+    """Through the documented block, each event arrives within 200 ms of its publish."""
     timings = measure(proxy, "documented")
     print(_summary("documented config", timings))
     assert len(timings.received) == len(timings.published)
@@ -359,8 +359,8 @@ def test_chromium_reads_the_stream_over_http2(proxy: Proxy, browser: Browser) ->
         time.sleep(0.1)
 
 
-def test_readme_shows_the_tested_nginx_config() -> None:
-    """The README's "Deploying behind nginx" config is the one these tests run."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert NGINX_UPSTREAM in readme, "README.md must show NGINX_UPSTREAM verbatim"
-    assert NGINX_LOCATION in readme, "README.md must show NGINX_LOCATION verbatim"
+def test_docs_show_the_tested_nginx_config() -> None:
+    """The docs' "Behind nginx" config is the one these tests run."""
+    page = (ROOT / "docs" / "deploying.md").read_text(encoding="utf-8")
+    assert NGINX_UPSTREAM in page, "docs/deploying.md must show NGINX_UPSTREAM verbatim"
+    assert NGINX_LOCATION in page, "docs/deploying.md must show NGINX_LOCATION verbatim"

@@ -19,6 +19,7 @@ from flask_sse_push.extension import get_state
 from flask_sse_push.stream import STOP_ID
 from flask_sse_push.validation import INVALID_CURSOR, MAX_EVENT_ID_LENGTH, RESERVED_ID_PREFIX
 from tests.servers import RedisServer
+from tests.unreachable import REASON, UnreachableBroker
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -94,14 +95,16 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(params=["sse.publish", "Publisher.publish", "flask sse publish"])
 def paths(request: pytest.FixtureRequest, app: Flask) -> Iterator[_Paths]:
-    if request.param != "Publisher.publish":
+    if request.param == "sse.publish":
         yield _Paths(app, SSEPush(app, broker=MemoryBroker()), request.param)
         return
+    # The CLI refuses the in-process broker, so it publishes through Redis too.
     server: RedisServer = request.getfixturevalue("redis_server")
     prefix = f"t{uuid.uuid4().hex}:"
     broker = RedisBroker.from_url(server.url, prefix=prefix)
     with Publisher(server.url, prefix=prefix) as publisher:
-        yield _Paths(app, SSEPush(app, broker=broker), request.param, publisher)
+        used = publisher if request.param == "Publisher.publish" else None
+        yield _Paths(app, SSEPush(app, broker=broker), request.param, used)
     broker.close()
 
 
@@ -166,3 +169,12 @@ def test_every_usable_id_resumes_from_both_header_encodings(app: Flask, good_id:
         response.close()
         assert b"event: reset" not in body, (encoding, body)
         assert f"id: {after}\ndata: 2".encode() in body, (encoding, body)
+
+
+def test_cli_with_an_unreachable_broker_exits_non_zero_with_the_reason(app: Flask) -> None:
+    """A broker that cannot take the event gives an exit code and its reason, not a traceback."""
+    SSEPush(app, broker=UnreachableBroker())
+    result = app.test_cli_runner().invoke(args=["sse", "publish", "x"])
+    assert result.exit_code == 1
+    assert "Nothing was published" in result.output and REASON in result.output
+    assert "Traceback" not in result.output

@@ -137,7 +137,7 @@ class Broker(abc.ABC):
 
         The replay and the switch to live events are atomic: no event is lost
         or repeated between them. A cursor that cannot be resumed gives a
-        ``reset`` event first (see :func:`reset_event`).
+        ``reset`` event first (see :func:`~flask_sse_push.brokers.base.reset_event`).
 
         :raises BrokerError: the backend cannot be reached.
         """

@@ -40,6 +40,10 @@ export declare class SSEPushClient {
   readonly readyState: number;
   /** "leader" holds the shared stream, "follower" receives it, "own" is the fallback. */
   readonly role: "leader" | "follower" | "own" | "closed";
+  /**
+   * Call `handler` for events of `type`: "message" (unnamed), a named type, "reset",
+   * "open" or "error"; "*" gets every event the stream carries ("open" and "error" aside).
+   */
   on(type: string, handler: SSEPushHandler): this;
   off(type: string, handler: SSEPushHandler): this;
   /** `EventSource`-style aliases of `on` and `off`. */

@@ -403,7 +403,8 @@ export class SSEPushClient {
 
   /**
    * Call `handler` for events of `type`: "message" (unnamed), a named type,
-   * "reset" (the gap signal), "open" or "error".
+   * "reset" (the gap signal), "open" or "error". The type "*" gets every event
+   * the stream carries, whatever its type ("open" and "error" excepted).
    * @param {string} type
    * @param {SSEPushHandler} handler
    * @returns {this}
@@ -522,7 +523,8 @@ export class SSEPushClient {
 
   /** @param {SSEPushEvent} event */
   emit(event) {
-    for (const handler of [...(this.handlers.get(event.type) ?? [])]) {
+    const any = event.type === "open" || event.type === "error" ? [] : this.handlers.get("*") ?? [];
+    for (const handler of [...(this.handlers.get(event.type) ?? []), ...any]) {
       try {
         handler(Object.freeze({ ...event }));
       } catch (error) {
