@@ -13,6 +13,8 @@ import pytest
 
 from flask_sse_push import Broker, MemoryBroker, ServerSentEvent, SubscriptionClosed
 from flask_sse_push.brokers.redis import RedisBroker
+from flask_sse_push.brokers.redis_cluster import RedisClusterBroker
+from tests.cluster_helpers import redis_cluster_fixture  # noqa: F401 - a pytest fixture
 from tests.redis_helpers import (  # noqa: F401 - the *_fixture names are pytest fixtures
     prefix_fixture,
     redis_server_fixture,
@@ -22,13 +24,29 @@ from tests.redis_helpers import (  # noqa: F401 - the *_fixture names are pytest
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from tests.cluster_helpers import RedisCluster
     from tests.servers import RedisServer
 
 BrokerFactory: t.TypeAlias = "t.Callable[..., Broker]"
 
+#: Rules that assume a stream of several channels sends the ids publish() returned.
+#: The cluster broker sends a composite cursor there instead (a position per channel,
+#: because shards have no common clock); tests/test_redis_cluster.py checks the same
+#: delivery with cursors. The handover test would wait for a plain id forever, so
+#: it is not run there (run=False).
+CLUSTER_COMPOSITE_IDS = {
+    "test_multi_channel_subscription_interleaves_in_publish_order": True,
+    "test_reconnecting_clients_see_every_id_once_in_order": False,
+}
+
 
 @pytest.fixture(
-    params=["memory", "fakeredis", pytest.param("redis", marks=pytest.mark.integration)]
+    params=[
+        "memory",
+        "fakeredis",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("redis_cluster", marks=pytest.mark.integration),
+    ]
 )
 def make_broker(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     """Make brokers of one kind, all sharing one backend; they are closed afterwards."""
@@ -36,15 +54,27 @@ def make_broker(request: pytest.FixtureRequest) -> Iterator[BrokerFactory]:
     made: list[Broker] = []
     fake = fakeredis.FakeServer()
     server: RedisServer | None = None
+    cluster: RedisCluster | None = None
     key_prefix = "sse:"
     if kind == "redis":
         server = request.getfixturevalue("redis_server")
         key_prefix = request.getfixturevalue("prefix")
+    if kind == "redis_cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        key_prefix = request.getfixturevalue("prefix")
+        run = CLUSTER_COMPOSITE_IDS.get(request.node.originalname)
+        if run is not None:
+            reason = "multi-channel streams carry composite cursors as SSE ids on Redis Cluster"
+            request.applymarker(pytest.mark.xfail(strict=True, run=run, reason=reason))
 
     def make(*, history: int = 1000, queue_size: int = 1000) -> Broker:
         broker: Broker
         if kind == "memory":
             broker = MemoryBroker(history=history, queue_size=queue_size)
+        elif cluster is not None:
+            broker = RedisClusterBroker.from_url(
+                cluster.url, history=history, queue_size=queue_size, prefix=key_prefix
+            )
         elif server is None:
             client = fakeredis.FakeRedis(server=fake)
             broker = RedisBroker(client, history=history, queue_size=queue_size)
