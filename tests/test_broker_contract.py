@@ -241,6 +241,25 @@ class TestReplay:
             assert sub.get(0.1) == []
 
 
+class TestExplicitIds:
+    def test_an_explicit_id_never_takes_over_an_issued_one(self, broker: Broker) -> None:
+        """Publishing with ``id=`` set to an id the broker issued earlier either is
+        refused (ValueError, nothing sent) or leaves that id resuming from its own
+        event: a client holding it never skips what came between."""
+        (first,) = publish_all(broker, ("a", "1"))
+        publish_all(broker, ("a", "2"), ("a", "3"))
+        with broker.subscribe(["a"]) as live:
+            try:
+                broker.publish("a", ServerSentEvent("4", id=first))
+            except ValueError:
+                assert live.get(0.1) == []  # refused: nothing was sent
+                expected = ["2", "3"]
+            else:
+                expected = ["2", "3", "4"]
+        with broker.subscribe(["a"], last_event_id=first) as sub:
+            assert [e.data for e in take(sub, len(expected))] == expected
+
+
 class TestCursorScope:
     """A cursor is looked up only within the channels the stream subscribed to."""
 

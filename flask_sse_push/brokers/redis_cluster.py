@@ -15,7 +15,6 @@ per-shard subscriber connections in :mod:`._cluster_listener`.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import typing as t
@@ -32,7 +31,15 @@ from ._cluster_cursor import ChannelRead, decode_positions, foreign_verdict, ver
 from ._cluster_listener import ClusterListener
 from ._cluster_scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
 from ._cluster_subscription import ClusterSubscription
-from ._redis_scripts import ZERO, as_text, decode_entry, format_id, optional_key, parse_id
+from ._redis_scripts import (
+    ZERO,
+    as_text,
+    decode_entry,
+    entry_fields,
+    format_id,
+    optional_key,
+    parse_id,
+)
 from .base import Broker, Subscription, reset_event
 
 if t.TYPE_CHECKING:
@@ -277,18 +284,12 @@ class RedisClusterBroker(Broker):
 
     def publish(self, channel: str, event: ServerSentEvent) -> str:
         check_channel(channel)
-        message: dict[str, object] = {"data": event.data}
-        fields = ["data", event.data]
-        for name in ("event", "id", "retry"):
-            value = getattr(event, name)
-            if value is not None:
-                message[name] = value
-                fields += [name, str(value)]
+        message, fields = entry_fields(event)
         stream, ids, pubsub = keys(self.prefix, channel)
         args = [
             pubsub,
             self.history,
-            json.dumps(message, separators=(",", ":")),
+            message,
             "0" if event.id is None else "1",
             event.id or "",
             *fields,
