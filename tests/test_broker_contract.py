@@ -30,11 +30,6 @@ if t.TYPE_CHECKING:
 BrokerFactory: t.TypeAlias = "t.Callable[..., Broker]"
 
 
-#: Rules that assume a stream of several channels sends the ids publish() returned.
-#: The cluster broker sends a composite cursor there instead (a position per channel,
-#: because shards have no common clock); tests/test_redis_cluster.py checks the same
-#: delivery with cursors. The handover test would wait for a plain id forever, so
-#: it is not run there (run=False).
 @pytest.fixture(
     params=[
         "memory",
