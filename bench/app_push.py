@@ -9,6 +9,7 @@ off, all read from the environment.
 
 from __future__ import annotations
 
+import itertools
 import os
 import typing as t
 
@@ -28,8 +29,19 @@ def create_app() -> Flask:
     app.config["SSE_PUSH_DIRECT_WRITES"] = os.environ.get("SSE_PUSH_DIRECT_WRITES") != "0"
     sse.init_app(app)
 
+    # SSE_PUSH_BENCH_CHANNELS=a,b,c: the publisher goes round these channels (the
+    # clients subscribe to all of them), so a Redis Cluster spreads the publishes.
+    channels = [c for c in os.environ.get("SSE_PUSH_BENCH_CHANNELS", "").split(",") if c]
+    turn = itertools.count()
+
     def publish(data: str) -> object:
-        return sse.publish(data)
+        if not channels:
+            return sse.publish(data)
+        if data.startswith("~E~"):
+            # Let the other shards' last events arrive before the end marker.
+            gevent.sleep(0.2)
+            return sse.publish(data, channel=channels[0])
+        return sse.publish(data, channel=channels[next(turn) % len(channels)])
 
     def publisher(plan: Plan) -> None:
         with app.app_context():
@@ -38,7 +50,7 @@ def create_app() -> Flask:
     @app.get("/bench/publish")
     def trigger() -> str:
         if request.args.get("kind") == "warm":
-            sse.publish(WARM)
+            sse.publish(WARM, channel=channels[0] if channels else "default")
             return "warm\n"
         gevent.spawn(publisher, Plan.from_query(request.args))
         return "started\n"

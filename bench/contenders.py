@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import shutil
 import sys
 import typing as t
 from pathlib import Path
@@ -93,6 +94,10 @@ class Contender:
     def needs_redis(self) -> bool:
         return False
 
+    @property
+    def needs_cluster(self) -> bool:
+        return False
+
 
 class FlaskSSEPush(Contender):
     #: Direct writes on (the default); off wakes every stream's greenlet instead.
@@ -152,6 +157,56 @@ class FlaskSSEPushRedis(FlaskSSEPush):
             return "n/a (pip install redis)"
         if redis_server_path() is None:
             return "n/a (redis-server missing)"
+        return super().unavailable()
+
+
+def spread_channels(count: int = 3) -> list[str]:
+    """Channel names whose slots fall in each third of the slot range: one per master
+    of a 3-master cluster as ``redis-cli --cluster create`` splits it."""
+    from redis.crc import key_slot
+
+    found: dict[int, str] = {}
+    for n in range(1000):
+        name = f"b{n}"
+        third = key_slot(f"sse:{{{name}}}".encode()) * count // 16384
+        found.setdefault(third, name)
+        if len(found) == count:
+            return [found[i] for i in range(count)]
+    raise RuntimeError("no channel names spread over the slot range")
+
+
+class FlaskSSEPushRedisSpread(FlaskSSEPushRedis):
+    """Every client on three channels, the publisher going round them: the cluster's
+    workload, on one redis-server, for comparison."""
+
+    def start(
+        self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
+    ) -> Server:
+        channels = spread_channels()
+        env = {
+            "SSE_PUSH_KEEPALIVE": str(keepalive),
+            "SSE_PUSH_BROKER_URL": redis_url or "",
+            "SSE_PUSH_BENCH_CHANNELS": ",".join(channels),
+        }
+        proc, port = _gunicorn(
+            procs, self.name, "app_push:create_app()", workers=workers, env=env, worker=self.worker
+        )
+        path = "/events?" + "&".join(f"channel={name}" for name in channels)
+        return Server(port, path, proc.wait_for_children(workers), ": keepalive")
+
+
+class FlaskSSEPushCluster(FlaskSSEPushRedisSpread):
+    """The same three channels on a 3-master Redis Cluster: one channel per shard."""
+
+    @property
+    def needs_cluster(self) -> bool:
+        return True
+
+    def unavailable(self) -> str | None:
+        if importlib.util.find_spec("flask_sse_push.brokers.redis_cluster") is None:
+            return "n/a (redis cluster broker missing)"
+        if shutil.which("redis-cli") is None:
+            return "n/a (redis-cli missing)"
         return super().unavailable()
 
 
@@ -251,6 +306,16 @@ CONTENDERS: dict[str, Contender] = {
             "flask_sse_push_redis",
             f"flask_sse_push, Redis broker, gunicorn -k {PUSH_WORKER}",
             True,
+        ),
+        FlaskSSEPushRedisSpread(
+            "redis_3ch",
+            "flask_sse_push, Redis broker, clients on 3 channels, publisher round them",
+            False,
+        ),
+        FlaskSSEPushCluster(
+            "redis_cluster",
+            "flask_sse_push, Redis Cluster broker (3 masters), 3 channels, one per shard",
+            False,
         ),
         FlaskSSE("flask_sse", "flask-sse (incumbent), Redis, gunicorn -k gevent", False, True),
         SSEStarlette("sse_starlette", "sse-starlette, asyncio queues, uvicorn", False),

@@ -191,3 +191,54 @@ def redis_server(procs: Processes) -> t.Iterator[str]:
     finally:
         procs.stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_cluster(procs: Processes, masters: int = 3) -> t.Iterator[list[int]]:
+    """Run a throwaway Redis Cluster of ``masters`` masters on the server core; yield ports."""
+    binary = redis_server_path()
+    cli = shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise RuntimeError(
+            "redis-server/redis-cli are not installed (apt-get install redis-server)"
+        )
+    ports = []
+    while len(ports) < masters:
+        port = free_port()
+        if port + 10000 < 65536 and port not in ports:  # the cluster bus port must exist
+            ports.append(port)
+    workdir = tempfile.mkdtemp(prefix="bench-cluster-")
+    started = []
+    try:
+        for port in ports:
+            node_dir = f"{workdir}/{port}"
+            os.makedirs(node_dir)
+            command = [
+                binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", node_dir,
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--save", "", "--appendonly", "no", "--maxclients", "60000",
+            ]  # fmt: skip
+            proc = procs.start(f"redis-{port}", pinned(SERVER_CPU, command))
+            started.append(proc)
+            proc.wait_for_port(port)
+        subprocess.run(
+            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not all(_cluster_ok(cli, port) for port in ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bench Redis Cluster did not become ok")
+            time.sleep(0.05)
+        yield ports
+    finally:
+        for proc in started:
+            procs.stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _cluster_ok(cli: str, port: int) -> bool:
+    info = subprocess.run(
+        [cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True, timeout=10
+    ).stdout
+    return "cluster_state:ok" in info

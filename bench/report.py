@@ -45,6 +45,10 @@ def brief(scenario: Scenario, run: Run) -> str:
         return f"FAILED: {data.get('why', '?')}"
     if scenario.mode == "broadcast":
         extra = f", redis conns {data['redis_conns']}" if "redis_conns" in data else ""
+        if "shard_commands" in data:
+            # evalsha = publishes; xadd and spublish run inside the publish script.
+            shards = "/".join(str(node.get("evalsha", 0)) for node in data["shard_commands"])
+            extra += f", publishes per shard {shards}"
         return (
             f"{data['deliveries_per_s']:,.0f} deliveries/s, {data['events_per_s']:,.0f} events/s,"
             f" lost {data['lost']}{extra}, CPU server {data['server_cpu']:.0%}"

@@ -34,7 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report  # noqa: E402
 from contenders import CONTENDERS, Contender, Server  # noqa: E402
-from procs import BENCH, LOAD_CPU, Processes, pinned, raise_nofile, redis_server  # noqa: E402
+from procs import (  # noqa: E402
+    BENCH,
+    LOAD_CPU,
+    Processes,
+    pinned,
+    raise_nofile,
+    redis_cluster,
+    redis_server,
+)
 from scenarios import ALL, SCENARIOS, Scenario  # noqa: E402
 
 if t.TYPE_CHECKING:
@@ -152,14 +160,22 @@ class Bench:
         keepalive = scenario.smoke_keepalive if self.smoke else scenario.keepalive
         with contextlib.ExitStack() as stack:
             redis_url = None
-            if contender.needs_redis:
+            cluster: list[int] = []
+            if contender.needs_cluster:
+                cluster = stack.enter_context(redis_cluster(self.procs))
+                redis_url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster)
+            elif contender.needs_redis:
                 redis_url = stack.enter_context(redis_server(self.procs))
             server = contender.start(
                 self.procs, workers=scenario.workers, keepalive=keepalive, redis_url=redis_url
             )
             stack.callback(self.procs.stop_all)
             config = self.loadgen_config(scenario, contender, server)
-            counter = RedisCounter(redis_url) if scenario.count_redis and redis_url else None
+            counter: RedisCounter | None = None
+            if cluster:
+                counter = RedisCounter(*[f"redis://127.0.0.1:{p}/0" for p in cluster])
+            elif scenario.count_redis and redis_url:
+                counter = RedisCounter(redis_url)
             profiler: list[subprocess.Popen[bytes]] = []
 
             def on_phase(name: str) -> None:
@@ -184,6 +200,8 @@ class Bench:
                     counter.stop()
             if counter is not None:
                 data["redis_conns"] = counter.peak
+                if cluster:
+                    data["shard_commands"] = counter.commands
         return Run(bool(data.get("ok")), data)
 
     def measure(self, scenario: Scenario, contender: Contender, runs: int) -> Outcome:
@@ -222,22 +240,27 @@ def idle_steps(wanted: list[int], nofile: int) -> tuple[list[int], list[int]]:
 
 
 class RedisCounter:
-    """Samples Redis's client count while the load runs; keeps the peak."""
+    """Samples the client count of one or more Redis nodes while the load runs; keeps
+    the peak of their sum, and each node's command counts at the end."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, *urls: str) -> None:
         import redis
 
-        self._client = redis.Redis.from_url(url)
+        self._clients = [redis.Redis.from_url(url) for url in urls]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self.peak = 0
+        #: Per node, ``{command: calls}`` for the publish path (INFO commandstats).
+        self.commands: list[dict[str, int]] = []
 
     def _sample(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(Exception):
-                clients = int(self._client.info("clients")["connected_clients"])
-                # Our own sampling connection is not the server's.
-                self.peak = max(self.peak, clients - 1)
+                total = 0
+                for client in self._clients:
+                    # Our own sampling connection is not the server's.
+                    total += int(client.info("clients")["connected_clients"]) - 1
+                self.peak = max(self.peak, total)
             self._stop.wait(0.25)
 
     def start(self) -> None:
@@ -247,7 +270,16 @@ class RedisCounter:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
-        self._client.close()
+        for client in self._clients:
+            with contextlib.suppress(Exception):
+                stats = client.info("commandstats")
+                self.commands.append(
+                    {
+                        name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+                        for name in ("evalsha", "xadd", "spublish", "publish")
+                    }
+                )
+            client.close()
 
 
 def start_profiler(pid: int, config: dict[str, t.Any], output: Path) -> subprocess.Popen[bytes]:

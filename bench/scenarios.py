@@ -43,7 +43,7 @@ SCENARIOS: dict[str, Scenario] = {
             "Broadcast: {clients:,} clients, publisher flat out for {duration:g} s"
             " (bursts of {burst} events between yields)",
             "broadcast",
-            ALL,
+            (*ALL, "redis_3ch", "redis_cluster"),
             full={"clients": 1000, "duration": 5.0, "pad": 48, "burst": 10},
             smoke={"clients": 20, "duration": 0.5, "pad": 48, "burst": 10},
         ),
@@ -80,7 +80,7 @@ SCENARIOS: dict[str, Scenario] = {
             "Redis fan-out: {clients:,} clients, {workers} workers, publisher flat out"
             " for {duration:g} s (bursts of {burst})",
             "broadcast",
-            ("flask_sse_push_redis", "flask_sse"),
+            ("flask_sse_push_redis", "redis_3ch", "redis_cluster", "flask_sse"),
             full={"clients": 1000, "duration": 5.0, "pad": 48, "burst": 10},
             smoke={"clients": 20, "duration": 0.5, "pad": 48, "burst": 10},
             workers=2,

@@ -124,6 +124,10 @@ nitpick_ignore_regex += [
     (r"py:class", r"(flask_sse_push\.brokers\.redis\.)?(Key|Snapshot)"),
     (r"py:class", r"(flask_sse_push\.metrics\.)?Metrics"),
     (r"py:class", r"(flask_sse_push\.direct\.)?DirectWriter"),
+    (r"py:mod", r"(flask_sse_push\.brokers\.)?_cluster_(cursor|listener|scripts|subscription)"),
+    (r"py:class", r"(flask_sse_push\.brokers\._cluster_cursor\.)?ChannelRead"),
+    # redis-py's cluster client, named by its short name in annotations.
+    (r"py:class", r"RedisCluster"),
 ]
 
 
@@ -156,6 +160,7 @@ PUBLIC_MODULES = [
     "flask_sse_push",
     "flask_sse_push.brokers",
     "flask_sse_push.brokers.redis",
+    "flask_sse_push.brokers.redis_cluster",
     "flask_sse_push.testing",
     "flask_sse_push.data",
     "flask_sse_push.validation",

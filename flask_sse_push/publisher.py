@@ -11,7 +11,7 @@ from .validation import check_channel, check_published_event
 if t.TYPE_CHECKING:
     from types import TracebackType
 
-    from .brokers.redis import RedisBroker
+    from .brokers.base import Broker
 
 
 class Publisher:
@@ -32,7 +32,8 @@ class Publisher:
     the object is safe to share between threads (under gevent, each OS thread
     gets connections of its own).
 
-    :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
+    :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL, or
+        ``redis+cluster://host:port[,host:port...]`` for a Redis Cluster.
     :param prefix: the apps' ``SSE_PUSH_REDIS_PREFIX``.
     :param history: the apps' ``SSE_PUSH_HISTORY``: events kept per channel.
     :param connect_timeout: seconds to wait for a TCP connection to Redis (each
@@ -56,25 +57,37 @@ class Publisher:
         socket_timeout: float = 5.0,
     ) -> None:
         scheme = url.partition("://")[0]
-        if scheme not in {"redis", "rediss", "unix"}:
+        cluster = scheme in {"redis+cluster", "rediss+cluster"}
+        if scheme not in {"redis", "rediss", "unix"} and not cluster:
             raise ValueError(
                 f"Publisher needs a Redis URL such as redis://localhost:6379/0, not {url!r}:"
                 " the in-process broker cannot be reached from another process."
             )
         try:
             from .brokers.redis import RedisBroker
+            from .brokers.redis_cluster import RedisClusterBroker
         except ImportError as exc:
             raise RuntimeError(
                 "Publisher needs the redis package. Install it with:"
                 " pip install 'flask-sse-push[redis]'"
             ) from exc
-        self._broker: RedisBroker = RedisBroker.from_url(
-            url,
-            history=history,
-            prefix=prefix,
-            connect_timeout=connect_timeout,
-            socket_timeout=socket_timeout,
-        )
+        self._broker: Broker
+        if cluster:
+            self._broker = RedisClusterBroker.from_url(
+                url,
+                history=history,
+                prefix=prefix,
+                connect_timeout=connect_timeout,
+                socket_timeout=socket_timeout,
+            )
+        else:
+            self._broker = RedisBroker.from_url(
+                url,
+                history=history,
+                prefix=prefix,
+                connect_timeout=connect_timeout,
+                socket_timeout=socket_timeout,
+            )
 
     def publish(
         self,

@@ -23,7 +23,9 @@ def broker_from_url(
     """Return the broker that ``SSE_PUSH_BROKER_URL`` names.
 
     ``None`` (or ``"memory://"``) gives a :class:`MemoryBroker`; ``redis://``,
-    ``rediss://`` and ``unix://`` give a ``RedisBroker``.
+    ``rediss://`` and ``unix://`` give a ``RedisBroker``; ``redis+cluster://``
+    and ``rediss+cluster://`` (seed nodes ``host:port``, comma-separated) give a
+    ``RedisClusterBroker``.
 
     :param history: events kept per channel for replay.
     :param queue_size: events a client may fall behind by before it is dropped.
@@ -43,7 +45,19 @@ def broker_from_url(
         return RedisBroker.from_url(
             url, history=history, queue_size=queue_size, prefix=redis_prefix
         )
+    if scheme in {"redis+cluster", "rediss+cluster"}:
+        try:
+            from .redis_cluster import RedisClusterBroker
+        except ImportError as exc:
+            raise RuntimeError(
+                f"SSE_PUSH_BROKER_URL is {url!r}, but the redis package is not"
+                " installed. Install it with: pip install 'flask-sse-push[redis]'"
+            ) from exc
+        return RedisClusterBroker.from_url(
+            url, history=history, queue_size=queue_size, prefix=redis_prefix
+        )
     raise ValueError(
         f"SSE_PUSH_BROKER_URL {url!r} has an unknown scheme; use redis://host:port/db,"
-        " or leave it unset for the in-process broker."
+        " redis+cluster://host:port for a Redis Cluster, or leave it unset for the"
+        " in-process broker."
     )

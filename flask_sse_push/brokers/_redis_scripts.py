@@ -122,6 +122,32 @@ def format_id(key: Key) -> str:
     return f"{key[0]}-{key[1]}"
 
 
+def entry_fields(event: ServerSentEvent) -> tuple[str, list[str]]:
+    """Return what a publish stores of ``event``: the announcement's JSON, and the
+    stream entry's field/value pairs.
+
+    :raises ValueError: an explicit id has the form of the broker's own ids (an
+        entry id such as ``1700000000000-0``, or a ``~`` cluster cursor): a client
+        resuming from the earlier event that really had it would be matched to
+        this one and skip what came between.
+    """
+    if event.id is not None and (parse_id(event.id) is not None or event.id.startswith("~")):
+        raise ValueError(
+            f"Event field 'id' {event.id!r} has the form of the Redis broker's own ids"
+            " (<milliseconds>-<sequence>, or a cursor starting with '~'), so a client"
+            " could not tell it from the event that id was issued to. Choose another"
+            " id, or pass id=None to let the broker assign one."
+        )
+    message: dict[str, object] = {"data": event.data}
+    fields = ["data", event.data]
+    for name in ("event", "id", "retry"):
+        value = getattr(event, name)
+        if value is not None:
+            message[name] = value
+            fields += [name, str(value)]
+    return json.dumps(message, separators=(",", ":")), fields
+
+
 def as_text(value: object) -> str:
     """Decode a Redis reply that may be ``bytes`` (clients without ``decode_responses``)."""
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -26,7 +26,6 @@ queue in :mod:`._redis_subscription`. This module is the public one.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import typing as t
@@ -46,6 +45,7 @@ from ._redis_scripts import (
     Snapshot,
     as_text,
     decode_entry,
+    entry_fields,
     format_id,
     optional_key,
     parse_id,
@@ -306,18 +306,12 @@ class RedisBroker(Broker):
 
     def publish(self, channel: str, event: ServerSentEvent) -> str:
         check_channel(channel)
-        message: dict[str, object] = {"data": event.data}
-        fields = ["data", event.data]
-        for name in ("event", "id", "retry"):
-            value = getattr(event, name)
-            if value is not None:
-                message[name] = value
-                fields += [name, str(value)]
+        message, fields = entry_fields(event)
         keys = [self._key("stream", channel), self.prefix + "clock", self._key("ids", channel)]
         args = [
             self._key("channel", channel),
             self.history,
-            json.dumps(message, separators=(",", ":")),
+            message,
             "0" if event.id is None else "1",
             event.id or "",
             *fields,

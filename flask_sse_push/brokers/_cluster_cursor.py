@@ -1,0 +1,144 @@
+"""Cluster broker ids, positions and cursors; and the verdict on a client's cursor.
+
+Every channel has its own stream on the shard that owns its hash slot, so ids
+are issued per channel: ``"<ms>-<seq>"`` from that shard's clock at microsecond
+resolution, and always above the stream's previous id. Ids of one channel
+grow strictly; ids of different channels compare by publish time only as well
+as the shards' clocks agree. So a stream of several channels resumes from a
+*position per channel*, the composite cursor::
+
+    ~<base ms, base 36>.<position>.<position>...
+
+with one position per channel, in sorted channel-name order, each
+``<base - ms, base 36>-<seq, base 36>``, or empty for "nothing yet" (``0-0``).
+A stream of one channel keeps plain entry ids. Anything else a client sends
+is checked like any input: it resumes nothing and gets a ``reset``.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from ..validation import MAX_EVENT_ID_LENGTH
+from ._redis_scripts import ZERO, format_id, parse_id
+
+if t.TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._redis_scripts import Entry, Key
+
+#: Marks a composite cursor; entry ids and user ids never start with it here.
+COMPOSITE = "~"
+
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _b36(number: int) -> str:
+    if number == 0:
+        return "0"
+    out = []
+    while number:
+        number, rest = divmod(number, 36)
+        out.append(_DIGITS[rest])
+    return "".join(reversed(out))
+
+
+def _from_b36(text: str) -> int:
+    if not text or len(text) > 13 or any(c not in _DIGITS for c in text):
+        raise ValueError(f"not a base-36 number: {text!r}")
+    return int(text, 36)
+
+
+def encode_positions(positions: Sequence[Key]) -> str:
+    """Encode one position per channel (in sorted channel order) as a cursor."""
+    base = max((key[0] for key in positions), default=0)
+    parts = ["" if key == ZERO else f"{_b36(base - key[0])}-{_b36(key[1])}" for key in positions]
+    return COMPOSITE + _b36(base) + "." + ".".join(parts)
+
+
+def decode_positions(text: str, count: int) -> list[Key] | None:
+    """Return the positions of a composite cursor for ``count`` channels, or ``None``."""
+    if not text.startswith(COMPOSITE):
+        return None
+    base_text, _, rest = text[1:].partition(".")
+    parts = rest.split(".")
+    if len(parts) != count:
+        return None
+    try:
+        base = _from_b36(base_text)
+        positions = []
+        for part in parts:
+            if not part:
+                positions.append(ZERO)
+                continue
+            delta, dash, seq = part.partition("-")
+            if not dash or _from_b36(delta) > base:
+                return None
+            positions.append((base - _from_b36(delta), _from_b36(seq)))
+    except ValueError:
+        return None
+    return positions
+
+
+def wire_id(positions: Sequence[Key]) -> str:
+    """The SSE id for a stream at ``positions``: plain for one channel.
+
+    A composite cursor longer than a ``Last-Event-ID`` may be (many channels)
+    falls back to the oldest position as a plain id: resuming from it may
+    repeat events of the other channels, but skips none.
+    """
+    if len(positions) == 1:
+        return format_id(positions[0])
+    text = encode_positions(positions)
+    if len(text) > MAX_EVENT_ID_LENGTH:
+        return format_id(min((key for key in positions if key != ZERO), default=ZERO))
+    return text
+
+
+class ChannelRead(t.NamedTuple):
+    """One channel's stream, read atomically on its shard."""
+
+    tail: Key | None
+    found: Key | None
+    entries: list[Entry]
+
+
+def verdict(start: Key, read: ChannelRead, *, strict: bool) -> str:
+    """Judge a channel's resume position: ``"ok"``, ``"expired"`` or ``"unknown"``.
+
+    Every entry names its predecessor (``prev``). A position issued on this
+    channel (``strict``) must be the predecessor of the first entry after it,
+    or the newest entry: otherwise the stream never held it (a lost write, a
+    wiped node) and resuming could skip events silently. A position taken
+    from elsewhere (a plain id over several channels) needs only no gap.
+    """
+    after = [entry for entry in read.entries if entry.key > start]
+    if after:
+        prev = after[0].prev
+        if prev > start:
+            return "expired"
+        return "ok" if prev == start or not strict else "unknown"
+    if start == ZERO or read.tail == start or (not strict and (read.tail or ZERO) <= start):
+        return "ok"
+    return "unknown"
+
+
+def foreign_verdict(start: Key, read: ChannelRead) -> str:
+    """Judge a plain id that may come from another channel's stream, for one channel.
+
+    Ids are times, so any issued id is a position in every channel; but a
+    stream that began after it (its first entry follows nothing) may also be
+    one the cluster lost and began again, so that is ``"unknown"``.
+    """
+    judged = verdict(start, read, strict=True)
+    if judged != "unknown":
+        return judged
+    after = [entry for entry in read.entries if entry.key > start]
+    if after and after[0].prev == ZERO:
+        return "unknown"
+    return verdict(start, read, strict=False)
+
+
+def plain_start(text: str) -> Key | None:
+    """A plain entry id as a position, or ``None``."""
+    return parse_id(text)

@@ -1,0 +1,484 @@
+"""The Redis Cluster broker: history and fan-out spread over the cluster's shards.
+
+What it keeps, for the prefix ``P`` (default ``sse:``) and a channel ``C``:
+
+- ``P{C}:stream``: the channel's events, trimmed with ``XADD ... MAXLEN ~ history``;
+- ``P{C}:ids``: user-supplied event id -> entry id, so such ids resume too;
+- ``P{C}``: the sharded pub/sub channel (``SPUBLISH``) announcing each entry.
+
+``{C}`` is a hash tag, so the three share one slot: a publish is one script on
+the shard that owns the channel, and publishes of different channels spread
+over the shards. Ids and cursors are described in :mod:`._cluster_cursor`, the
+per-shard subscriber connections in :mod:`._cluster_listener`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import typing as t
+from urllib.parse import unquote
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
+
+from ..exceptions import BrokerError, SubscriptionClosed
+from ..validation import check_channel
+from ._cluster_cursor import ChannelRead, decode_positions, foreign_verdict, verdict, wire_id
+from ._cluster_listener import ClusterListener
+from ._cluster_scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
+from ._cluster_subscription import ClusterSubscription
+from ._redis_scripts import (
+    ZERO,
+    as_text,
+    decode_entry,
+    entry_fields,
+    format_id,
+    optional_key,
+    parse_id,
+)
+from .base import Broker, Subscription, reset_event
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from ..event import ServerSentEvent
+    from ._cluster_subscription import Item
+    from ._redis_scripts import Key
+
+__all__ = ["SCHEMES", "RedisClusterBroker"]
+
+#: What the cluster client raises: redis-py's errors, socket errors, and its own
+#: cluster errors, which do not derive from RedisError.
+ERRORS = (redis.RedisError, OSError, RedisClusterException)
+
+#: URL schemes that name a Redis Cluster.
+SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, t.Any]]:
+    """Split ``redis+cluster://[user:password@]host:port[,host:port...]`` into seeds and options.
+
+    :raises ValueError: the URL is not of that form, with what to write instead.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise ValueError(f"{url!r} is not a redis+cluster://host:port URL.")
+    options: dict[str, t.Any] = {"ssl": scheme == "rediss+cluster"}
+    rest = rest.split("/", 1)[0].split("?", 1)[0]
+    auth, at, hosts = rest.rpartition("@")
+    if at:
+        user, colon, password = auth.partition(":")
+        if colon:
+            options["username"] = unquote(user) or None
+            options["password"] = unquote(password)
+        else:
+            options["password"] = unquote(user)
+    seeds = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(
+                f"Redis Cluster URL {url!r}: write each seed node as host:port,"
+                " for example redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+            )
+        seeds.append((host.strip("[]"), int(port)))
+    return seeds, options
+
+
+class RedisClusterBroker(Broker):
+    """Fan-out through a Redis Cluster (7.0 or newer), with sharded pub/sub.
+
+    Each channel lives on the shard that owns its hash slot: its history, its
+    user-id index and its pub/sub traffic. Each process opens one subscriber
+    connection per shard it needs, plus the cluster client's pooled
+    connections for publishing and resuming.
+
+    A stream of one channel gets the entry ids as SSE ids, as with
+    :class:`~flask_sse_push.brokers.redis.RedisBroker`. A stream of several
+    channels gets a composite cursor as SSE id, a position per channel (see
+    :mod:`flask_sse_push.brokers._cluster_cursor`), so it resumes exactly on
+    any worker even when the shards' clocks disagree. :meth:`publish` still
+    returns the entry id (or the user-supplied one).
+
+    When a shard fails over or a slot moves, the affected channels are
+    subscribed where they live now and their clients catch up from the
+    streams, or get a ``reset`` for what the cluster lost.
+
+    :param client: the cluster client, or a function that makes one: it is then
+        called on first use in each process, so the broker can be made before
+        a server forks its workers.
+    :param history: events kept per channel.
+    :param queue_size: events a client may fall behind by before it is dropped.
+    :param prefix: the start of every key and channel name; no braces.
+    :param subscribe_timeout: seconds to wait for the shards to confirm.
+    :param socket_timeout: seconds to connect to a node and to wait for a reply.
+    :param max_connections: commands in flight at once in this process, so
+        pooled connections per node; more callers wait up to 20 s.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(
+        self,
+        client: RedisCluster | Callable[[], RedisCluster],
+        *,
+        history: int = 1000,
+        queue_size: int = 1000,
+        prefix: str = "sse:",
+        subscribe_timeout: float = 10.0,
+        socket_timeout: float = 5.0,
+        connection_kwargs: Mapping[str, t.Any] | None = None,
+        max_connections: int = 4,
+    ) -> None:
+        if history < 1 or queue_size < 1:
+            raise ValueError(
+                "RedisClusterBroker needs history >= 1 and queue_size >= 1"
+                f" (got history={history}, queue_size={queue_size})."
+            )
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(
+                f"SSE_PUSH_REDIS_PREFIX {prefix!r} contains a brace; with Redis Cluster the"
+                " broker puts each channel in braces (a hash tag), so the prefix must have none."
+            )
+        self._factory = client if callable(client) else None
+        self._given = None if callable(client) else client
+        self._locals: dict[int, _Local] = {}
+        self._locals_pid = os.getpid()
+        self.max_connections = max_connections
+        self.history = history
+        self.queue_size = queue_size
+        self.prefix = prefix
+        self.subscribe_timeout = subscribe_timeout
+        self.socket_timeout = socket_timeout
+        self.connection_kwargs = dict(connection_kwargs or {})
+        self._lock = threading.Lock()
+        self._listener: ClusterListener | None = None
+        self.reconnects = 0
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        history: int = 1000,
+        queue_size: int = 1000,
+        prefix: str = "sse:",
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 3.0,
+        max_connections: int = 4,
+    ) -> RedisClusterBroker:
+        """Connect lazily to the cluster at ``url``: ``redis+cluster://host:port[,host:port...]``.
+
+        Any node will do as a seed; the others are discovered. ``rediss+cluster://``
+        uses TLS, and ``user:password@`` before the hosts authenticates.
+        ``connect_timeout`` (seconds) bounds connecting to a node and
+        ``socket_timeout`` every command, so an unreachable node cannot hang
+        :meth:`publish`. ``max_connections`` bounds
+        the pooled connections to each node, per process; more callers wait
+        for a free one. The subscriber connections (one per shard) come on top.
+
+        :raises ValueError: the URL is malformed.
+        """
+        seeds, options = parse_cluster_url(url)
+        node: t.Any = ClusterNode  # some redis-py releases leave it untyped
+
+        def connect() -> RedisCluster:
+            return RedisCluster(
+                startup_nodes=[node(host, port) for host, port in seeds],
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=socket_timeout,
+                **options,
+            )
+
+        subscriber_options = {k: v for k, v in options.items() if k != "ssl" and v is not None}
+        broker = cls(
+            connect,
+            history=history,
+            queue_size=queue_size,
+            prefix=prefix,
+            socket_timeout=socket_timeout,
+            connection_kwargs=subscriber_options,
+            max_connections=max_connections,
+        )
+        broker.seeds = ",".join(f"{host}:{port}" for host, port in seeds)
+        return broker
+
+    #: The seed nodes, for messages (set by :meth:`from_url`).
+    seeds = ""
+
+    @property
+    def client(self) -> RedisCluster:
+        """The cluster client of this process and OS thread, made on first use.
+
+        Each OS thread gets its own client and pools: a connection made under
+        one thread's event loop (gevent's hub) cannot be used under another's.
+        Greenlets of one thread share it.
+
+        :raises BrokerError: no seed node answered.
+        """
+        return self._local().client
+
+    def _local(self) -> _Local:
+        pid = os.getpid()
+        if self._locals_pid != pid:
+            # After a fork the parent's connections are not ours.
+            self._locals, self._locals_pid = {}, pid
+        thread = threading.get_native_id()
+        local = self._locals.get(thread)
+        if local is None:
+            if self._factory is None:
+                if self._given is None:
+                    raise BrokerError("RedisClusterBroker was given a client of another process")
+                client = self._given
+            else:
+                try:
+                    client = self._factory()
+                except ERRORS as exc:
+                    raise self._error("read the cluster's topology", exc) from exc
+            # setdefault: two greenlets racing here keep one client.
+            local = self._locals.setdefault(thread, _Local(client, self.max_connections))
+        return local
+
+    @contextlib.contextmanager
+    def _slot(self, action: str) -> Iterator[_Local]:
+        local = self._local()
+        if not local.slots.acquire(timeout=20):
+            raise BrokerError(
+                f"Could not {action}: all {self.where()} connections stayed busy for 20 s."
+            )
+        try:
+            yield local
+        finally:
+            local.slots.release()
+
+    def where(self) -> str:
+        """The seed nodes, for messages."""
+        if self.seeds:
+            return self.seeds
+        client = self._given
+        return "?" if client is None else ",".join(n.name for n in client.startup_nodes)
+
+    def _error(self, action: str, exc: Exception) -> BrokerError:
+        return BrokerError(
+            f"Could not {action} on Redis Cluster {self.where()}: {str(exc).rstrip('.')}."
+            " Check that the cluster is up and that SSE_PUSH_BROKER_URL names its nodes."
+        )
+
+    # -- topology --------------------------------------------------------------------
+
+    def owner(self, channel: str) -> tuple[str, int]:
+        """``(host, port)`` of the master that serves ``channel`` now, as the client knows it."""
+        slot = key_slot(keys(self.prefix, channel)[2].encode())
+        node = self.client.nodes_manager.get_node_from_slot(slot)
+        return node.host, node.port
+
+    def refresh_topology(self) -> None:
+        """Read the slot map again (after a failover or a slot migration)."""
+        self.client.nodes_manager.initialize()
+
+    # -- publishing and reading ------------------------------------------------------
+
+    def publish(self, channel: str, event: ServerSentEvent) -> str:
+        check_channel(channel)
+        message, fields = entry_fields(event)
+        stream, ids, pubsub = keys(self.prefix, channel)
+        args = [
+            pubsub,
+            self.history,
+            message,
+            "0" if event.id is None else "1",
+            event.id or "",
+            *fields,
+        ]
+        try:
+            with self._slot("publish") as local:
+                entry_id = local.publish(keys=[stream, ids], args=args)
+        except ERRORS as exc:
+            raise self._error("publish", exc) from exc
+        return event.id if event.id is not None else as_text(entry_id)
+
+    def read_channel(
+        self, channel: str, first: Key | None, user_id: str | None = None
+    ) -> ChannelRead:
+        """Read ``channel``'s newest id and its entries from ``first`` on (inclusive), atomically.
+
+        If ``user_id`` is one of the channel's user-supplied ids, read from its entry instead.
+        """
+        stream, ids, _ = keys(self.prefix, channel)
+        args = [
+            "" if first is None else format_id(first),
+            "0" if user_id is None else "1",
+            user_id or "",
+        ]
+        try:
+            with self._slot("read the history") as local:
+                raw = local.read(keys=[stream, ids], args=args)
+        except ERRORS as exc:
+            raise self._error("read the history", exc) from exc
+        return ChannelRead(
+            optional_key(raw[0]), optional_key(raw[1]), [decode_entry(e) for e in raw[2] or ()]
+        )
+
+    def read_channels(self, firsts: Mapping[str, Key]) -> dict[str, ChannelRead]:
+        """:meth:`read_channel` for each channel, from its first id."""
+        return {name: self.read_channel(name, first) for name, first in firsts.items()}
+
+    def tails(self, channels: Sequence[str]) -> list[Key]:
+        """Each channel's newest entry id (``0-0`` for none), in one pipeline."""
+        try:
+            with self._slot("read the cursor") as local:
+                client: t.Any = local.client  # some redis-py releases leave it untyped
+                with client.pipeline(transaction=False) as pipe:
+                    for name in channels:
+                        pipe.xrevrange(keys(self.prefix, name)[0], count=1)
+                    replies = pipe.execute()
+        except ERRORS as exc:
+            raise self._error("read the cursor", exc) from exc
+        return [optional_key(reply[0][0]) or ZERO if reply else ZERO for reply in replies]
+
+    # -- subscribing -----------------------------------------------------------------
+
+    def _process_listener(self) -> ClusterListener:
+        listener = self._listener
+        if listener is None or listener.pid != os.getpid() or listener.closed:
+            with self._lock:
+                listener = self._listener
+                if listener is None or listener.pid != os.getpid() or listener.closed:
+                    listener = self._listener = ClusterListener(self)
+        return listener
+
+    def subscribe(
+        self, channels: Sequence[str], *, last_event_id: str | None = None
+    ) -> Subscription:
+        names = tuple(sorted({check_channel(name) for name in channels}))
+        if not names:
+            raise ValueError("subscribe() needs at least one channel name.")
+        listener = self._process_listener()
+        sub = ClusterSubscription(listener, names, self.queue_size)
+        try:
+            waiter = listener.attach(sub)
+            if not waiter.done.wait(self.subscribe_timeout) or waiter.failed:
+                raise BrokerError(
+                    f"Redis Cluster {self.where()} did not confirm the subscription"
+                    f" ({listener.error}). Check that the cluster is up."
+                )
+            if last_event_id is None:
+                tails = self.tails(names)
+                ok = sub.go_live([], [], tails, tails)
+            else:
+                ok = self._hand_over(sub, last_event_id)
+        except BaseException:
+            sub.finish(SubscriptionClosed("failed", reconnect=False))
+            listener.detach(sub)
+            raise
+        if not ok:
+            listener.detach(sub)
+        return sub
+
+    def _hand_over(self, sub: ClusterSubscription, last_event_id: str) -> bool:
+        """Replay after ``last_event_id`` into ``sub``, then switch it to live events."""
+        names = sub.channels
+        positions = decode_positions(last_event_id, len(names))
+        plain = parse_id(last_event_id)
+        exact = [True] * len(names)
+        user_id = None
+        if positions is None:
+            if plain is not None:
+                positions = [plain] * len(names)
+                exact = [len(names) == 1] * len(names)
+            else:
+                user_id = last_event_id
+        starts: list[Key | None] = list(positions) if positions else [None] * len(names)
+        reads = [
+            self.read_channel(name, start, user_id)
+            for name, start in zip(names, starts, strict=True)
+        ]
+        if user_id is not None:
+            found = [read.found for read in reads if read.found is not None]
+            if found:
+                # The entry of the user id is the position on its channel, a time elsewhere.
+                newest = max(found)
+                starts = [newest] * len(names)
+                exact = [read.found is not None for read in reads]
+                if len(names) > 1:
+                    reads = [
+                        read if read.found is not None else self.read_channel(name, newest)
+                        for name, read in zip(names, reads, strict=True)
+                    ]
+        verdicts = []
+        for start, read, is_exact in zip(starts, reads, exact, strict=True):
+            if start is None:
+                verdicts.append("unknown")
+            elif plain is not None and len(names) == 1:
+                verdicts.append(foreign_verdict(start, read))
+            else:
+                verdicts.append(verdict(start, read, strict=is_exact))
+        if plain is not None and len(names) > 1 and positions is not None:
+            # A plain id over several channels must be one of theirs.
+            if not any(
+                start is not None and verdict(start, read, strict=True) == "ok"
+                for start, read in zip(starts, reads, strict=True)
+            ):
+                verdicts = ["unknown"] * len(names)
+        through = [read.tail or ZERO for read in reads]
+        backlog: list[Item] = []
+        begin = list(through)
+        for i, (name, start, read) in enumerate(zip(names, starts, reads, strict=True)):
+            if verdicts[i] == "ok" and start is not None:
+                backlog += [(name, e.key, e.event) for e in read.entries if e.key > start]
+                # A plain id from elsewhere may lie beyond this channel's newest
+                # entry: the client then has everything up to that entry.
+                begin[i] = min(start, through[i])
+        backlog.sort(key=lambda item: item[1])
+        first = []
+        bad = [v for v in verdicts if v != "ok"]
+        if bad:
+            reason = "unknown" if "unknown" in bad else "expired"
+            first.append(reset_event(last_event_id, wire_id(through), reason))
+        return sub.go_live(first, backlog, begin, through)
+
+    def cursor(self, channels: Sequence[str]) -> str:
+        names = sorted({check_channel(name) for name in channels})
+        return wire_id(self.tails(names))
+
+    def subscriber_count(self) -> int:
+        listener = self._listener
+        if listener is None or listener.pid != os.getpid():
+            return 0
+        return listener.count
+
+    def ping(self, *, timeout: float = 2.0) -> None:
+        """Send ``PING`` to every master.
+
+        :raises BrokerError: a master could not be reached or did not answer.
+        """
+        try:
+            self.client.ping(target_nodes=RedisCluster.PRIMARIES)
+        except ERRORS as exc:
+            raise self._error("run PING", exc) from exc
+
+    def close(self) -> None:
+        """Stop the listener, end open subscriptions and close the connections."""
+        listener = self._listener
+        if listener is not None and listener.pid == os.getpid():
+            listener.close()
+        if self._locals_pid == os.getpid():
+            locals_, self._locals = self._locals, {}
+            for local in locals_.values():
+                local.client.close()
+
+
+class _Local:
+    """One OS thread's cluster client, its scripts, and its bound on commands in flight."""
+
+    def __init__(self, client: RedisCluster, max_connections: int) -> None:
+        self.client = client
+        self.publish = client.register_script(PUBLISH_SCRIPT)
+        self.read = client.register_script(READ_SCRIPT)
+        # At most this many commands at once, so at most this many pooled
+        # connections to any node (redis-py's cluster pools do not block).
+        self.slots = threading.BoundedSemaphore(max_connections)
