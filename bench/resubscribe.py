@@ -2,7 +2,7 @@
 
 Usage (from the repository root; needs redis-server and the test extras)::
 
-    python bench/resubscribe.py [repeats]
+    python bench/resubscribe.py [repeats] [single|cluster-restart|cluster-failover]
 
 For 5,000 to 30,000 channels (streams of 250 channels each) it starts a
 redis-server and ``gunicorn -k gevent -w 1`` serving ``tests/load_app.py``,
@@ -13,6 +13,12 @@ time, and the CPU time of the event loop's thread, which a busy machine does not
 inflate), the longest garbage collection, the slowest ``/events/health`` answer,
 and how long SIGTERM took. Each row is the worst of ``repeats`` runs (default 1).
 Prints a Markdown table.
+
+The second argument picks the Redis (default ``single``): ``cluster-restart``
+runs the Redis Cluster broker on 3 masters and kills and restarts every master
+without persistence (every channel resubscribed, every client reset);
+``cluster-failover`` gives each master a replica and ``kill -9``-s one master
+(the channels of that shard resubscribed on the promoted replica and caught up).
 """
 
 from __future__ import annotations
@@ -41,9 +47,16 @@ COLUMNS = {
 
 def main() -> None:
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    mode = sys.argv[2] if len(sys.argv) > 2 else "single"
+    if mode not in ("single", "cluster-restart", "cluster-failover"):
+        raise SystemExit(f"unknown mode {mode!r}: single, cluster-restart or cluster-failover")
+    cluster = mode != "single"
+    change = "failover" if mode == "cluster-failover" else "restart"
     rows: list[Figures] = []
     for streams, width in ROWS:
-        runs = [run(streams, width) for _ in range(repeats)]
+        runs = [
+            run(streams, width, cluster=cluster, change=change, timeout=180) for _ in range(repeats)
+        ]
         worst = Figures(channels=streams * width)
         for name in COLUMNS:
             if name != "channels":

@@ -31,7 +31,7 @@ from redis.exceptions import RedisClusterException
 from ..exceptions import BrokerError, SubscriptionClosed
 from ._cluster_cursor import wire_id
 from ._cluster_scripts import keys
-from ._redis_listener import SUBSCRIBER_NAME
+from ._redis_listener import RECOVERY_PAUSE, SUBSCRIBER_NAME
 from ._redis_scripts import as_text, decode_announcement
 
 if t.TYPE_CHECKING:
@@ -42,10 +42,15 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("flask_sse_push")
 
-#: Channels per SSUBSCRIBE command and per catch-up step; other greenlets run between.
+#: Channels per SSUBSCRIBE command and per routing or catch-up step; other
+#: greenlets run between two steps (a RECOVERY_PAUSE: a ``sleep(0)`` would let
+#: gevent run up to 50 of them before it looks at its timers and sockets).
 BATCH = 500
-#: Messages dispatched in a row before other greenlets may run.
+#: Replies (messages, confirmations) read in a row before other greenlets may run.
 DISPATCH_BATCH = 128
+#: Seconds of catching clients up in a row before other greenlets may run: a
+#: client of many channels costs more (its cursor holds a position per channel).
+CATCH_UP_SLICE = 0.02
 
 
 class _Waiter:
@@ -283,7 +288,7 @@ class ClusterListener:
                 batch = [n for n in names[start : start + BATCH] if self._wants(n, shard)]
                 if batch:
                     self._send(shard, "SSUBSCRIBE", batch)
-            time.sleep(0)
+            time.sleep(RECOVERY_PAUSE)
         self._read_forever(shard, conn)
 
     def _wants(self, name: str, shard: _Shard) -> bool:
@@ -293,7 +298,7 @@ class ClusterListener:
     def _read_forever(self, shard: _Shard, conn: t.Any) -> None:
         heard = time.monotonic()
         pinged = False
-        dispatched = 0
+        read = confirmed = 0
         while not shard.dead:
             if not conn.can_read(timeout=1.0):
                 now = time.monotonic()
@@ -306,16 +311,22 @@ class ClusterListener:
                 continue
             reply = conn.read_response(push_request=True)
             heard, pinged = time.monotonic(), False
+            read += 1
+            if read % DISPATCH_BATCH == 0:
+                # A backlog is read from the buffer without blocking: let the
+                # streams drain their queues and the other requests run. The
+                # confirmations of thousands of channels (a resubscribe) come
+                # on several shards at once, so those wait for a timer.
+                time.sleep(RECOVERY_PAUSE if confirmed else 0)
+                confirmed = 0
             if not isinstance(reply, list) or len(reply) < 3:
                 continue
             kind = as_text(reply[0])
             if kind == "smessage":
                 self._dispatch(self._name(reply[1]), reply[2])
-                dispatched += 1
-                if dispatched % DISPATCH_BATCH == 0:
-                    time.sleep(0)
             elif kind == "ssubscribe":
                 self._confirmed(shard, self._name(reply[1]))
+                confirmed += 1
             elif kind == "sunsubscribe":
                 self._unsubscribed(shard, self._name(reply[1]))
 
@@ -408,29 +419,13 @@ class ClusterListener:
                 time.sleep(delay * random.uniform(0.8, 1.2))
             try:
                 self.broker.refresh_topology()
-                with self.lock:
-                    names = [n for n in names if n in self.channels]
-                    targets: list[tuple[_Shard, str, int]] = []
-                    fresh: dict[str, list[str]] = {}
-                    for name in names:
-                        channel = self.channels[name]
-                        shard = channel.shard
-                        if shard is None or shard.dead:
-                            shard = channel.shard = self._route(name)
-                            if shard.open:
-                                fresh.setdefault(shard.name, []).append(name)
-                                target = shard.sent.get(name, 0) + 1
-                            else:
-                                target = shard.sent[name] = shard.sent.get(name, 0) + 1
-                        else:
-                            target = max(shard.sent.get(name, 0), 1)
-                        targets.append((shard, name, target))
-                    for shard_name, batch in fresh.items():
-                        self._send(self.shards[shard_name], "SSUBSCRIBE", batch)
-                    waiter = self._wait_for(targets)
+                names, waiters = self._resubscribe(names)
                 # The deadline grows with the work: a second, plus a millisecond a channel.
-                if not waiter.done.wait(1.0 + 0.001 * len(names)) or waiter.failed:
-                    raise redis.TimeoutError("the new shard did not confirm SSUBSCRIBE")
+                deadline = time.monotonic() + 1.0 + 0.001 * len(names)
+                for waiter in waiters:
+                    left = deadline - time.monotonic()
+                    if not waiter.done.wait(max(left, 0.0)) or waiter.failed:
+                        raise redis.TimeoutError("the new shard did not confirm SSUBSCRIBE")
                 self._catch_up(names)
             except Exception as exc:  # the topology is still changing: try again
                 failures += 1
@@ -443,6 +438,40 @@ class ClusterListener:
             logger.info("Redis Cluster channels resubscribed after %d attempts.", failures + 1)
             return
 
+    def _resubscribe(self, names: list[str]) -> tuple[list[str], list[_Waiter]]:
+        """Route ``names`` to where their slots live now and subscribe them there.
+
+        Returns the names still being recovered, and the waiters for Redis'
+        confirmations. Works in batches, pausing between them.
+        """
+        kept: list[str] = []
+        waiters: list[_Waiter] = []
+        for start in range(0, len(names), BATCH):
+            with self.lock:
+                targets: list[tuple[_Shard, str, int]] = []
+                fresh: dict[str, list[str]] = {}
+                for name in names[start : start + BATCH]:
+                    channel = self.channels.get(name)
+                    if channel is None or channel.held is None:
+                        continue  # gone, or detached and subscribed afresh meanwhile
+                    kept.append(name)
+                    shard = channel.shard
+                    if shard is None or shard.dead:
+                        shard = channel.shard = self._route(name)
+                        if shard.open:
+                            fresh.setdefault(shard.name, []).append(name)
+                            target = shard.sent.get(name, 0) + 1
+                        else:
+                            target = shard.sent[name] = shard.sent.get(name, 0) + 1
+                    else:
+                        target = max(shard.sent.get(name, 0), 1)
+                    targets.append((shard, name, target))
+                for shard_name, batch in fresh.items():
+                    self._send(self.shards[shard_name], "SSUBSCRIBE", batch)
+                waiters.append(self._wait_for(targets))
+            time.sleep(RECOVERY_PAUSE)
+        return kept, waiters
+
     def _catch_up(self, names: list[str]) -> None:
         """Read each channel's stream once and catch every client up; then release the held."""
         for start in range(0, len(names), BATCH):
@@ -453,10 +482,14 @@ class ClusterListener:
                 name: min(sub.position(name) for sub in subs) for name, subs in wanted.items()
             }
             reads = self.broker.read_channels(firsts)
+            since = time.monotonic()
             for name, subs in wanted.items():
                 for sub in subs:
                     if not sub.catch_up(name, reads[name]):
                         self.detach(sub)
+                if time.monotonic() - since > CATCH_UP_SLICE:
+                    time.sleep(RECOVERY_PAUSE)  # the held messages stay held meanwhile
+                    since = time.monotonic()
             overflowed = []
             with self.lock:
                 for name in batch:
@@ -470,7 +503,7 @@ class ClusterListener:
                                 overflowed.append(sub)
             for sub in overflowed:
                 self.detach(sub)
-            time.sleep(0)
+            time.sleep(RECOVERY_PAUSE)
 
     def _give_up(self, names: list[str]) -> None:
         with self.lock:
