@@ -1,8 +1,9 @@
 """The flask_sse_push bench app: the extension as shipped, plus a publish trigger.
 
-Run it with ``gunicorn -k gevent 'app_push:create_app()'``. The broker comes from
-``SSE_PUSH_BROKER_URL`` (unset: the memory broker), the keepalive interval
-from ``SSE_PUSH_KEEPALIVE``, and ``SSE_PUSH_DIRECT_WRITES=0`` turns direct writes
+Run it with ``gunicorn -k flask_sse_push.servers.gunicorn.GeventWorker
+'app_push:create_app()'``. The broker comes from ``SSE_PUSH_BROKER_URL`` (unset:
+the memory broker), the keepalive interval from ``SSE_PUSH_KEEPALIVE``, and
+``SSE_PUSH_DIRECT_WRITES=0`` turns direct writes
 off, all read from the environment.
 """
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import shutil
 import sys
 import typing as t
+from pathlib import Path
 
 from procs import SERVER_CPU, Proc, Processes, free_port, pinned, redis_server_path
 
@@ -34,13 +36,27 @@ def _pip_install(*names: str) -> str | None:
     return f"n/a (pip install {' '.join(missing)})" if missing else None
 
 
+#: This package's worker class, which carries the fast path (README's run command).
+PUSH_WORKER = "flask_sse_push.servers.gunicorn.GeventWorker"
+
+#: A checkout of flask_sse_push to compare with, side by side in one run
+#: (``BENCH_BASELINE=/path/to/checkout``): the ``flask_sse_push_baseline`` row.
+BASELINE = os.environ.get("BENCH_BASELINE")
+
+
 def _gunicorn(
-    procs: Processes, name: str, app: str, *, workers: int, env: Mapping[str, str]
+    procs: Processes,
+    name: str,
+    app: str,
+    *,
+    workers: int,
+    env: Mapping[str, str],
+    worker: str = "gevent",
 ) -> tuple[Proc, int]:
     port = free_port()
     command = [
         sys.executable, "-m", "gunicorn",
-        "-k", "gevent",
+        "-k", worker,
         "-w", str(workers),
         "--worker-connections", "100000",
         "--backlog", "4096",
@@ -86,6 +102,8 @@ class Contender:
 class FlaskSSEPush(Contender):
     #: Direct writes on (the default); off wakes every stream's greenlet instead.
     direct = True
+    #: The gunicorn worker class it is served with.
+    worker = PUSH_WORKER
 
     def unavailable(self) -> str | None:
         return _pip_install("gevent", "gunicorn")
@@ -98,12 +116,33 @@ class FlaskSSEPush(Contender):
             "SSE_PUSH_BROKER_URL": redis_url or "",
             "SSE_PUSH_DIRECT_WRITES": "1" if self.direct else "0",
         }
-        proc, port = _gunicorn(procs, self.name, "app_push:create_app()", workers=workers, env=env)
+        env.update(self.extra_env())
+        proc, port = _gunicorn(
+            procs, self.name, "app_push:create_app()", workers=workers, env=env, worker=self.worker
+        )
         return Server(port, "/events", proc.wait_for_children(workers), ": keepalive")
+
+    def extra_env(self) -> dict[str, str]:
+        return {}
 
 
 class FlaskSSEPushWake(FlaskSSEPush):
     direct = False
+
+
+class FlaskSSEPushBaseline(FlaskSSEPush):
+    """The checkout named by ``BENCH_BASELINE``, served as its README says (``-k gevent``)."""
+
+    worker = "gevent"
+
+    def unavailable(self) -> str | None:
+        if not BASELINE or not (Path(BASELINE) / "flask_sse_push").is_dir():
+            return "n/a (set BENCH_BASELINE to a checkout of flask_sse_push)"
+        return super().unavailable()
+
+    def extra_env(self) -> dict[str, str]:
+        assert BASELINE is not None
+        return {"PYTHONPATH": str(Path(BASELINE).resolve())}
 
 
 class FlaskSSEPushRedis(FlaskSSEPush):
@@ -149,7 +188,9 @@ class FlaskSSEPushRedisSpread(FlaskSSEPushRedis):
             "SSE_PUSH_BROKER_URL": redis_url or "",
             "SSE_PUSH_BENCH_CHANNELS": ",".join(channels),
         }
-        proc, port = _gunicorn(procs, self.name, "app_push:create_app()", workers=workers, env=env)
+        proc, port = _gunicorn(
+            procs, self.name, "app_push:create_app()", workers=workers, env=env, worker=self.worker
+        )
         path = "/events?" + "&".join(f"channel={name}" for name in channels)
         return Server(port, path, proc.wait_for_children(workers), ": keepalive")
 
@@ -246,14 +287,25 @@ class Limit(Contender):
 CONTENDERS: dict[str, Contender] = {
     c.name: c
     for c in (
-        FlaskSSEPush("flask_sse_push", "flask_sse_push, memory broker, gunicorn -k gevent", True),
+        FlaskSSEPush(
+            "flask_sse_push",
+            f"flask_sse_push, memory broker, gunicorn -k {PUSH_WORKER}",
+            True,
+        ),
+        FlaskSSEPushBaseline(
+            "flask_sse_push_baseline",
+            "flask_sse_push as checked out at BENCH_BASELINE, memory broker, gunicorn -k gevent",
+            False,
+        ),
         FlaskSSEPushWake(
             "flask_sse_push_wake",
             "flask_sse_push, SSE_PUSH_DIRECT_WRITES off (only when asked for)",
             False,
         ),
         FlaskSSEPushRedis(
-            "flask_sse_push_redis", "flask_sse_push, Redis broker, gunicorn -k gevent", True
+            "flask_sse_push_redis",
+            f"flask_sse_push, Redis broker, gunicorn -k {PUSH_WORKER}",
+            True,
         ),
         FlaskSSEPushRedisSpread(
             "redis_3ch",

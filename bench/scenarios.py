@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing as t
 
 
@@ -29,7 +30,10 @@ class Scenario:
         return dict(self.smoke if smoke else self.full)
 
 
-ALL = ("flask_sse_push", "flask_sse_push_redis", "flask_sse", "sse_starlette", "limit")
+#: The checkout to compare with, when ``BENCH_BASELINE`` names one (see contenders.py).
+BASELINE = ("flask_sse_push_baseline",) if os.environ.get("BENCH_BASELINE") else ()
+
+ALL = ("flask_sse_push", *BASELINE, "flask_sse_push_redis", "flask_sse", "sse_starlette", "limit")
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -66,7 +70,7 @@ SCENARIOS: dict[str, Scenario] = {
             "idle",
             "Idle scale: open streams in one worker, keepalive every {keepalive:g} s",
             "idle",
-            ("flask_sse_push", "wsgi_floor", "limit"),
+            ("flask_sse_push", *BASELINE, "wsgi_floor", "limit"),
             full={"steps": [10000, 25000, 50000], "settle": 2.0},
             smoke={"steps": [50], "settle": 0.2},
             keepalive=5.0,

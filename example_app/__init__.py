@@ -2,7 +2,8 @@
 
 Run it with::
 
-    gunicorn -k gevent -w 1 -b 127.0.0.1:8000 'example_app:create_app()'
+    gunicorn -k flask_sse_push.servers.gunicorn.GeventWorker -w 1 \
+        -b 127.0.0.1:8000 'example_app:create_app()'
 
 ``GET /api/sse`` streams a fixed countdown that resumes where the client left
 off; ``GET /events?channel=default`` streams whatever ``POST /api/publish`` sends.

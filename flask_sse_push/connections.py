@@ -2,11 +2,11 @@
 
 Every streaming response holds a :class:`LiveStream` in its app's
 :class:`StreamRegistry` from the moment it is accepted until the server closes it.
-The registry refuses streams beyond ``SSE_PUSH_MAX_CONNECTIONS`` and while the
-worker shuts down, and can end any set of streams from another greenlet or
-thread: the stream wakes, writes its final bytes and returns.
-:mod:`flask_sse_push.monitor` watches the registries for hung writes and dead
-peers.
+The registry refuses streams beyond its capacity (``SSE_PUSH_MAX_CONNECTIONS``,
+or what the server can hold) and while the worker shuts down, and can end any
+set of streams from another greenlet or thread: the stream wakes, writes its
+final bytes and returns. :mod:`flask_sse_push.monitor` calls :meth:`StreamRegistry.sweep`
+to find clients that left, writes that make no progress, and dead peers.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ import threading
 import time
 import typing as t
 
-from . import sockets
+from .servers import tcp
 from .stream import closing_chunk, spread_retry
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
     from .brokers.base import Subscription
-    from .sockets import SocketLike
+    from .servers.base import FastWriter, Server
+    from .servers.tcp import SocketLike
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,10 @@ class LiveStream:
     __slots__ = (
         "info",
         "socket",
+        "gone",
         "subscription",
+        "offer",
+        "writer",
         "write_started",
         "ending",
         "finished",
@@ -72,20 +76,48 @@ class LiveStream:
         "reason",
     )
 
-    def __init__(self, info: StreamInfo, socket: SocketLike | None) -> None:
+    def __init__(
+        self,
+        info: StreamInfo,
+        socket: SocketLike | None,
+        gone: Callable[[], bool] | None = None,
+    ) -> None:
         self.info = info
         self.socket = socket
+        #: The server's own check that the client left, where it has one.
+        self.gone = gone
         self.subscription: Subscription | None = None
-        #: ``time.monotonic()`` when the stream handed the server a chunk that it
-        #: has not finished writing; ``None`` between writes.
+        #: Makes the fast-path writer from a server's carrier (the runtime's,
+        #: shared by every stream), where the fast path is on.
+        self.offer: Callable[[object, LiveStream], FastWriter | None] | None = None
+        #: The fast-path writer the server offered, if any.
+        self.writer: FastWriter | None = None
+        #: ``time.monotonic()`` when the stream handed the server a piece of at
+        #: most :data:`~flask_sse_push.servers.tcp.PIECE` bytes that it has not
+        #: finished writing; ``None`` between writes.
         self.write_started: float | None = None
         self.ending: Ending | None = None
         #: Set when the body ended by itself, so the connection can be closed too.
         self.finished = False
         self.cut = False
-        #: Why the stream ended, for stats and logs: ``"client"`` until the
-        #: stream itself learns otherwise.
-        self.reason = "client"
+        #: Why the stream ended, as far as it is known yet (``None``: nothing
+        #: said otherwise, so the client left); see :meth:`final_reason`.
+        self.reason: str | None = None
+
+    def attach(self, carrier: object) -> None:
+        """Take the carrier a server offers for this stream's response (see
+        :class:`~flask_sse_push.servers.base.StreamBody`)."""
+        if self.offer is not None:
+            self.writer = self.offer(carrier, self)
+
+    def final_reason(self) -> str:
+        """Why the stream ended: an ending asked for from outside (``revoked``,
+        ``shutdown``, ``client`` seen by the monitor...), else what the stream or
+        the monitor learned (``overflow``, ``lifetime``, ``send_timeout``...),
+        else ``client``."""
+        if self.ending is not None:
+            return self.ending.reason
+        return self.reason or "client"
 
     def end(self, ending: Ending) -> bool:
         """Ask the stream to end with ``ending``; return False if it was ending already.
@@ -100,18 +132,25 @@ class LiveStream:
             subscription.close()
         return True
 
-    def cut_connection(self) -> None:
-        """Shut the socket down, so a hung write fails and the stream is released."""
+    def cut_connection(self, reason: str | None = None) -> None:
+        """Shut the socket down, so a hung write fails and the stream is released.
+
+        :param reason: recorded as :attr:`reason` unless one is known already.
+        """
         if self.socket is not None and not self.cut:
             self.cut = True
-            sockets.cut(self.socket)
+            if reason is not None and self.reason is None:
+                self.reason = reason
+            tcp.cut(self.socket)
 
 
 class StreamRegistry:
     """The live streams of one app in this process.
 
-    :param max_connections: streams accepted at once; ``None`` for no limit.
-    :param send_timeout: seconds a single write may take.
+    :param max_connections: streams accepted at once; ``None`` for no limit. The
+        runtime sets it from the server once the server is known.
+    :param send_timeout: seconds a write may go without progress: a piece of at
+        most :data:`~flask_sse_push.servers.tcp.PIECE` bytes may take this long.
     :param retry: the app's ``SSE_PUSH_RETRY``, the basis of the shutdown hint.
     :param keepalive: the app's keepalive interval: a peer that has acknowledged
         nothing for ``keepalive + send_timeout`` is gone.
@@ -131,13 +170,23 @@ class StreamRegistry:
         self.keepalive = keepalive
         self._streams: dict[LiveStream, None] = {}
         self._lock = threading.Lock()
+        #: The kernel's watch over the streams' sockets for a peer's FIN; the
+        #: runtime sets it where the server offers ``epoll``.
+        self.hangups: tcp.HangupWatch[LiveStream] | None = None
+        #: Streams whose server has its own check that the client left.
+        self._checked: dict[LiveStream, None] = {}
         #: ``time.monotonic()`` when shutdown began, or ``None``.
         self.shutdown_at: float | None = None
 
     def __len__(self) -> int:
         return len(self._streams)
 
-    def open(self, info: StreamInfo, socket: SocketLike | None) -> LiveStream | str:
+    def open(
+        self,
+        info: StreamInfo,
+        socket: SocketLike | None,
+        gone: Callable[[], bool] | None = None,
+    ) -> LiveStream | str:
         """Accept a stream, or return why not (the worker is full or stopping)."""
         if self.shutdown_at is not None:
             return "server shutting down"
@@ -145,17 +194,21 @@ class StreamRegistry:
             limit = self.max_connections
             if limit is not None and len(self._streams) >= limit:
                 return "at capacity"
-            stream = LiveStream(info, socket)
+            stream = LiveStream(info, socket, gone)
             self._streams[stream] = None
-        from .monitor import watch
-
-        watch(self)
+            if socket is not None and self.hangups is not None:
+                self.hangups.add(stream, socket)
+            if gone is not None:
+                self._checked[stream] = None
         return stream
 
     def close(self, stream: LiveStream) -> None:
         """Forget ``stream``; the server is done with it."""
         with self._lock:
             self._streams.pop(stream, None)
+            self._checked.pop(stream, None)
+            if self.hangups is not None:
+                self.hangups.remove(stream)
 
     def streams(self) -> list[LiveStream]:
         with self._lock:
@@ -177,28 +230,48 @@ class StreamRegistry:
                 ended += stream.end(Ending("shutdown", final))
         return ended
 
-    def sweep(self, now: float) -> None:
-        """Release streams whose peer is gone, and cut writes that hang.
+    def release_hangups(self) -> None:
+        """End the streams whose client closed its connection; cheap enough for every tick."""
+        if self.hangups is not None:
+            for stream in self.hangups.hung_up():
+                stream.end(Ending("client", b""))
+        if self._checked:
+            with self._lock:
+                checked = list(self._checked)
+            for stream in checked:
+                if stream.ending is None and stream.gone is not None and stream.gone():
+                    stream.end(Ending("client", b""))
 
-        A peer is gone when the kernel reports an error on its socket (reset,
-        or ``TCP_USER_TIMEOUT``), or when it has acknowledged none of the data
-        in flight for ``keepalive + send_timeout``. A write may take
-        ``send_timeout`` seconds; once shutdown has begun, at most one more
-        second, so a stuck client cannot hold the worker up.
+    def sweep(self, now: float, server: Server) -> None:
+        """Release streams whose client left, and cut writes that make no progress.
+
+        - A client left when its socket reached EOF or the server's own check
+          says so (``client``), when the kernel reports an error on the socket
+          (reset, ``TCP_USER_TIMEOUT``), or when it has acknowledged none of the
+          data in flight for ``keepalive + send_timeout`` (``peer gone``).
+        - A write makes no progress when one piece of it has taken
+          ``send_timeout`` seconds (once shutdown has begun, one second, so a
+          stuck client cannot hold the worker up): the connection is cut
+          (``send_timeout``).
         """
         limit = self.send_timeout
         silence = self.keepalive + self.send_timeout
         shutdown_at = self.shutdown_at
         if shutdown_at is not None:
             limit = min(limit, 1.0)
-        for index, stream in enumerate(self.streams()):
+        streams = [stream for stream in self.streams() if not stream.cut]
+        if self.hangups is None:  # no epoll: look at every socket
+            watched = [stream for stream in streams if stream.socket is not None]
+            for index in tcp.closed_by_peer([s.socket for s in watched if s.socket], server.poll()):
+                watched[index].end(Ending("client", b""))
+        for index, stream in enumerate(streams):
             if index % 512 == 511:
-                time.sleep(0)  # let other greenlets run during a long sweep
+                server.sleep(0)  # let other greenlets run during a long sweep
             sock = stream.socket
-            if sock is None or stream.cut:
+            if sock is None:
                 continue
-            unacked = sockets.unacked_for(sock)
-            if sockets.take_error(sock) or (unacked is not None and unacked > silence):
+            unacked = tcp.unacked_for(sock)
+            if tcp.take_error(sock) or (unacked is not None and unacked > silence):
                 stream.end(Ending("peer gone", b""))
                 stream.cut_connection()
                 continue
@@ -207,4 +280,4 @@ class StreamRegistry:
                 if shutdown_at is not None:
                     started = max(started, shutdown_at)
                 if now - started > limit:
-                    stream.cut_connection()
+                    stream.cut_connection("send_timeout")

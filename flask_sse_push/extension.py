@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import typing as t
 
@@ -10,14 +9,14 @@ import click
 from flask import Flask, Response, current_app, has_app_context, has_request_context, request
 from flask.cli import AppGroup
 
-from . import server
 from .brokers import Broker, MemoryBroker, broker_from_url
-from .connections import Ending, StreamInfo, StreamRegistry
+from .connections import Ending, StreamInfo
 from .cors import check_origins
 from .data import encode_data
 from .event import ServerSentEvent
 from .exceptions import BrokerError
 from .metrics import Metrics, PrometheusMetrics
+from .runtime import EXTENSION_KEY, Hooks, Runtime, Settings, get_runtime
 from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
 from .validation import check_channel, check_channels, check_published_event
 from .views import make_blueprint, open_stream
@@ -46,49 +45,9 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_DIRECT_WRITES": True,
 }
 
-EXTENSION_KEY = "sse_push"
 
-
-@dataclasses.dataclass
-class _Hooks:
-    """The callbacks an :class:`SSEPush` object has registered, shared by its apps."""
-
-    authorizers: list[Callable[[str], bool]] = dataclasses.field(default_factory=list)
-    identify: Callable[[], t.Any] | None = None
-
-
-@dataclasses.dataclass
-class _State:
-    """What one app's extension needs at run time, read once from its config."""
-
-    broker: Broker
-    keepalive: float
-    retry: int | None
-    send_timeout: float = DEFAULTS["SSE_PUSH_SEND_TIMEOUT"]
-    max_lifetime: float | None = DEFAULTS["SSE_PUSH_MAX_LIFETIME"]
-    hooks: _Hooks = dataclasses.field(default_factory=_Hooks)
-    registry: StreamRegistry = dataclasses.field(
-        default_factory=lambda: StreamRegistry(max_connections=None, send_timeout=30.0, retry=None)
-    )
-    metrics: Metrics = dataclasses.field(default_factory=Metrics)
-    direct_writes: bool = DEFAULTS["SSE_PUSH_DIRECT_WRITES"]
-
-
-def get_state(app: Flask) -> _State:
-    """Return ``app``'s extension state, or explain how to set it up."""
-    try:
-        state = app.extensions[EXTENSION_KEY]
-    except KeyError:
-        raise RuntimeError(
-            "flask_sse_push is not registered on this app. Did you forget to call"
-            " sse.init_app(app)?"
-        ) from None
-    assert isinstance(state, _State)
-    return state
-
-
-def _current_state(method: str) -> _State:
-    """Return the current app's state, or explain what ``sse.<method>()`` needs."""
+def _current_state(method: str) -> Runtime:
+    """Return the current app's runtime, or explain what ``sse.<method>()`` needs."""
     if not has_app_context():
         raise RuntimeError(
             f"SSEPush.{method}() was called outside an application context, so it"
@@ -97,7 +56,7 @@ def _current_state(method: str) -> _State:
             " the Flask app (a task queue worker, a script), publish with"
             ' flask_sse_push.Publisher("redis://...") instead.'
         )
-    return get_state(current_app)
+    return get_runtime(current_app)
 
 
 def _positive_number(app: Flask, key: str) -> float:
@@ -131,18 +90,7 @@ def _max_connections(app: Flask) -> int | None:
     value = app.config["SSE_PUSH_MAX_CONNECTIONS"]
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"SSE_PUSH_MAX_CONNECTIONS must be None or an int >= 1, not {value!r}.")
-    if value is not None:
-        limit = server.worker_connections()
-        if limit is not None and value > limit:
-            logger.warning(
-                "SSE_PUSH_MAX_CONNECTIONS is %d, but gunicorn's worker_connections is %d,"
-                " so gunicorn will stop accepting first and clients will wait instead of"
-                " being told to retry. Raise worker_connections (--worker-connections)"
-                " above SSE_PUSH_MAX_CONNECTIONS.",
-                value,
-                limit,
-            )
-    return value
+    return None if value is None else int(value)
 
 
 class SSEPush:
@@ -169,7 +117,7 @@ class SSEPush:
 
     def __init__(self, app: Flask | None = None, *, broker: Broker | None = None) -> None:
         self._broker = broker
-        self._hooks = _Hooks()
+        self._hooks = Hooks()
         if app is not None:
             self.init_app(app)
 
@@ -186,18 +134,24 @@ class SSEPush:
         - ``SSE_PUSH_HISTORY`` (``1000``): events kept per channel for replay.
         - ``SSE_PUSH_QUEUE_SIZE`` (``1000``): events a client may fall behind by.
         - ``SSE_PUSH_REDIS_PREFIX`` (``"sse:"``): namespace of the Redis keys.
-        - ``SSE_PUSH_SEND_TIMEOUT`` (``30.0``): seconds one write to a client may
-          take before the connection is dropped. A client that acknowledges
-          nothing for keepalive + send timeout (it vanished without a FIN) is
-          dropped too, and that sum is set as ``TCP_USER_TIMEOUT`` (Linux).
-          Enforced where the server exposes the socket (gunicorn).
+        - ``SSE_PUSH_SEND_TIMEOUT`` (``30.0``): seconds a write to a client may
+          go without progress (one piece of at most 64 KiB not taken) before
+          the connection is dropped; a slow but steady client is never cut. A
+          client that acknowledges nothing for keepalive + send timeout (it
+          vanished without a FIN) is dropped too, and that sum is set as
+          ``TCP_USER_TIMEOUT`` (Linux). Enforced where the server exposes the
+          socket (gunicorn, ``flask run``).
         - ``SSE_PUSH_MAX_LIFETIME`` (``600.0``): seconds after which a channel
           stream ends (at 80-100 %, at random) with a ``retry:`` hint, so the
           client reconnects, resumes, and may land on another worker. ``None``:
           never. Streams of :meth:`stream` are not cut, as only the application
           knows how to resume them.
         - ``SSE_PUSH_MAX_CONNECTIONS`` (``None``): streams per worker process;
-          more get ``200`` with ``retry:`` and an immediate end. ``None``: no limit.
+          more get ``200`` with ``retry:`` and an immediate end. ``None``: what
+          the server can hold while ordinary requests still get through
+          (gunicorn's gevent worker: ``worker_connections`` less a tenth, at
+          most 100; a threaded server: its threads less a quarter, at least
+          one), or no limit where the server sets none.
         - ``SSE_PUSH_CORS_ORIGINS`` (``None``): origins such as
           ``["https://app.example.com"]`` that may open streams with credentials
           from another site; others get ``403``. Needs ``flask-sse-push[cors]``.
@@ -205,12 +159,13 @@ class SSEPush:
           as ``prometheus_client`` metrics (see
           :class:`~flask_sse_push.metrics.PrometheusMetrics`). Needs
           ``flask-sse-push[metrics]``.
-        - ``SSE_PUSH_DIRECT_WRITES`` (``True``): under gunicorn's gevent worker,
+        - ``SSE_PUSH_DIRECT_WRITES`` (``True``): under this package's gunicorn
+          worker class (``-k flask_sse_push.servers.gunicorn.GeventWorker``),
           write events to waiting plain-HTTP/1.x streams straight from the
-          fan-out, framed as gunicorn frames them, instead of waking each
-          stream's greenlet (see :mod:`flask_sse_push.direct`). Turn it off if a
-          WSGI middleware rewrites response bodies (compression, for one):
-          direct writes go past it.
+          fan-out, through the worker's own framing and byte count, instead of
+          waking each stream's greenlet (see
+          :mod:`flask_sse_push.servers.fastpath`). A stream whose body a
+          middleware wraps, and every other server, takes the ordinary path.
 
         :raises RuntimeError: the extension is registered on ``app`` already.
 
@@ -232,36 +187,26 @@ class SSEPush:
                 queue_size=int(app.config["SSE_PUSH_QUEUE_SIZE"]),
                 redis_prefix=app.config["SSE_PUSH_REDIS_PREFIX"],
             )
-        retry = _retry(app)
-        send_timeout = _positive_number(app, "SSE_PUSH_SEND_TIMEOUT")
-        cors_origins = check_origins(app.config["SSE_PUSH_CORS_ORIGINS"])
-        keepalive = _positive_number(app, "SSE_PUSH_KEEPALIVE")
-        metrics = PrometheusMetrics(broker) if app.config["SSE_PUSH_PROMETHEUS"] else Metrics()
-        app.extensions[EXTENSION_KEY] = _State(
-            broker=broker,
-            keepalive=keepalive,
-            retry=retry,
-            send_timeout=send_timeout,
+        settings = Settings(
+            keepalive=_positive_number(app, "SSE_PUSH_KEEPALIVE"),
+            retry=_retry(app),
+            send_timeout=_positive_number(app, "SSE_PUSH_SEND_TIMEOUT"),
             max_lifetime=_optional_seconds(app, "SSE_PUSH_MAX_LIFETIME"),
-            hooks=self._hooks,
-            registry=StreamRegistry(
-                max_connections=_max_connections(app),
-                send_timeout=send_timeout,
-                retry=retry,
-                keepalive=keepalive,
-            ),
-            metrics=metrics,
+            max_connections=_max_connections(app),
             direct_writes=_flag(app, "SSE_PUSH_DIRECT_WRITES"),
         )
+        cors_origins = check_origins(app.config["SSE_PUSH_CORS_ORIGINS"])
+        metrics = PrometheusMetrics(broker) if app.config["SSE_PUSH_PROMETHEUS"] else Metrics()
+        runtime = Runtime(broker, settings, self._hooks, metrics)
+        app.extensions[EXTENSION_KEY] = runtime
+        runtime.start_in_process()
+
+        @app.before_request
+        def _start_runtime() -> None:
+            runtime.start_for(request.environ)
+
         app.register_blueprint(make_blueprint(app.config["SSE_PUSH_URL_PREFIX"], cors_origins))
         app.cli.add_command(_cli)
-        if server.blocking_gunicorn_worker() is not None:
-            logger.warning(
-                "gunicorn runs its sync worker, which serves one request at a time: every"
-                " open event stream holds a whole worker, and other requests wait. Install"
-                " the gevent extra (pip install 'flask-sse-push[gevent]', which brings a"
-                " gevent gunicorn accepts) and run gunicorn -k gevent."
-            )
 
     @property
     def broker(self) -> Broker:
@@ -329,6 +274,9 @@ class SSEPush:
         mappings of the fields (non-``str`` ``data`` is JSON-encoded). It runs in
         its own thread or greenlet, so keepalives keep flowing while it blocks,
         and it has no request context: read the request before you create it.
+        When the client leaves, a source in a greenlet (under gevent) gets
+        ``GreenletExit`` where it blocks, so its ``finally`` runs at once; one in
+        an OS thread (threaded servers) is closed at its next item.
 
         .. code-block:: python
 
@@ -347,10 +295,13 @@ class SSEPush:
                 "SSEPush.stream() returns the response to the current request: call it"
                 " in a view and return its result."
             )
-        state = _current_state("stream")
+        runtime = _current_state("stream")
         dumps = current_app.json.dumps
+        spawn = runtime.server.spawn
         info = StreamInfo(channels=(), remote_addr=request.remote_addr)
-        return open_stream(state, info, lambda: GeneratorSubscription(source, dumps=dumps))
+        return open_stream(
+            runtime, info, lambda: GeneratorSubscription(source, dumps=dumps, spawn=spawn)
+        )
 
     def authorize(self, func: _F) -> _F:
         """Register a hook that decides whether the request may stream a channel.
@@ -419,7 +370,9 @@ class SSEPush:
         check_channel(channel)
         state = _current_state("revoke")
         if reconnect:
-            ending = Ending("revoked", closing_chunk("revoked", reconnect_retry(state.retry)))
+            ending = Ending(
+                "revoked", closing_chunk("revoked", reconnect_retry(state.settings.retry))
+            )
         else:
             ending = Ending("revoked", stop_chunk("revoked"))
 
@@ -469,7 +422,7 @@ def _publish_command(channel: str, event: str | None, event_id: str | None, data
 
     Needs a broker that other processes share (SSE_PUSH_BROKER_URL=redis://...).
     """
-    state = get_state(current_app)
+    state = get_runtime(current_app)
     try:
         message = check_published_event(ServerSentEvent(data, event=event, id=event_id))
         name = check_channel(channel)

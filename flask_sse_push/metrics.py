@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import threading
 import typing as t
-import weakref
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,8 +32,6 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.clients = 0
-        self.clients_by_channel: collections.Counter[str] = collections.Counter()
         self.events_published = 0
         self.deliveries = 0
         self.disconnects: collections.Counter[str] = collections.Counter()
@@ -47,20 +44,19 @@ class Metrics:
         self._unfolded: list[int] = []
 
     def connected(self, channels: Sequence[str], *, replay: bool) -> None:
-        """A stream opened for ``channels``, resuming from a cursor if ``replay``."""
-        with self._lock:
-            self.clients += 1
-            self.clients_by_channel.update(channels)
-            self.replays += replay
+        """A stream opened for ``channels``, resuming from a cursor if ``replay``.
+
+        Who is connected is not counted here: the registry of live streams
+        knows it (see :meth:`snapshot`).
+        """
+        if replay:
+            with self._lock:
+                self.replays += 1
 
     def disconnected(self, channels: Sequence[str], reason: str) -> None:
-        """A stream ended, for ``reason`` (``"client"``, ``"overflow"``, ``"lifetime"``...)."""
+        """A stream ended, for ``reason`` (``"client"``, ``"overflow"``, ``"send_timeout"``,
+        ``"lifetime"``, ``"shutdown"``, ``"revoked"``, ``"peer gone"``...)."""
         with self._lock:
-            self.clients -= 1
-            self.clients_by_channel.subtract(channels)
-            for channel in channels:
-                if self.clients_by_channel[channel] <= 0:
-                    del self.clients_by_channel[channel]
             self.disconnects[reason] += 1
 
     def published(self) -> None:
@@ -86,15 +82,20 @@ class Metrics:
         del unfolded[:done]
 
     def snapshot(self, broker: Broker, registry: StreamRegistry) -> dict[str, t.Any]:
-        """Return the figures :meth:`SSEPush.stats` documents."""
-        lag = max(
-            (s.subscription.pending() for s in registry.streams() if s.subscription), default=0
+        """Return the figures :meth:`SSEPush.stats` documents.
+
+        The connected clients are derived from ``registry``, the one record of them.
+        """
+        streams = registry.streams()
+        lag = max((s.subscription.pending() for s in streams if s.subscription), default=0)
+        by_channel = collections.Counter(
+            channel for stream in streams for channel in stream.info.channels
         )
         with self._lock:
             self._fold()
             return {
-                "clients_connected": self.clients,
-                "clients_by_channel": dict(self.clients_by_channel),
+                "clients_connected": len(streams),
+                "clients_by_channel": dict(by_channel),
                 "events_published": self.events_published,
                 "deliveries": self.deliveries,
                 "disconnects": dict(self.disconnects),
@@ -171,13 +172,18 @@ class PrometheusMetrics(Metrics):
             self._resets.inc(resets)
 
 
-_registered: weakref.WeakKeyDictionary[t.Any, dict[str, t.Any]] = weakref.WeakKeyDictionary()
-_registered_lock = threading.Lock()
+#: The attribute of a ``CollectorRegistry`` that holds this package's metric
+#: objects: they belong to that registry, not to this module.
+_ON_REGISTRY = "_flask_sse_push_metrics"
+
+#: Only makes creating them and attaching them to the registry one step.
+_create_lock = threading.Lock()
 
 
 def _prometheus_metrics(registry: t.Any) -> dict[str, t.Any]:
     """Create the metric objects once per registry: a second app in the same
-    process shares them (its figures add up) instead of failing on duplicates."""
+    process shares them (its figures add up) instead of failing on duplicates.
+    They are kept on the registry object itself."""
     try:
         import prometheus_client as prom
     except ImportError as exc:
@@ -186,8 +192,8 @@ def _prometheus_metrics(registry: t.Any) -> dict[str, t.Any]:
             " pip install 'flask-sse-push[metrics]'"
         ) from exc
     target: prom.CollectorRegistry = prom.REGISTRY if registry is None else registry
-    with _registered_lock:
-        found = _registered.get(target)
+    with _create_lock:
+        found: dict[str, t.Any] | None = getattr(target, _ON_REGISTRY, None)
         if found is not None:
             return found
         metrics = {
@@ -216,5 +222,5 @@ def _prometheus_metrics(registry: t.Any) -> dict[str, t.Any]:
                 "sse_push_broker_reconnects", "Broker connections re-established.", registry=target
             ),
         }
-        _registered[target] = metrics
+        setattr(target, _ON_REGISTRY, metrics)
         return metrics

@@ -1,115 +1,94 @@
-"""One watcher per process over every :class:`~flask_sse_push.connections.StreamRegistry`.
+"""The watcher of one app's live streams, owned by its :class:`~flask_sse_push.runtime.Runtime`.
 
-It is a daemon thread, which gunicorn's gevent worker turns into a greenlet. It
-starts with the first stream a process accepts, so it never runs in a master
-process that forks workers, and stops when the last stream is gone. Each tick it
+It is a daemon thread (a greenlet under gevent), started when the runtime learns
+which server it runs in, never by a stream. Every tick, at most
+:data:`MAX_TICK` seconds apart (the send timeout's quarter, if shorter), it
 
-- ends every stream when the gunicorn worker stops (``worker.alive`` turns
-  false; with the gevent worker a chained signal handler wakes it at once);
-- ends streams whose socket has an error: the peer reset the connection, or the
-  kernel gave up on it after ``TCP_USER_TIMEOUT``;
-- cuts connections whose current write has taken longer than the send timeout.
+- ends every stream once the server starts to stop (the server module wakes it
+  at once from a chained signal handler where it can);
+- releases streams whose client closed the connection, seen through one
+  ``epoll`` set every :data:`HANGUP_TICK` seconds (or the server's own check);
+- releases streams whose socket has an error (reset, ``TCP_USER_TIMEOUT``);
+- cuts connections whose current write has made no progress for the send timeout.
+
+It holds its runtime weakly, and stops once the runtime is gone.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import typing as t
 import weakref
 
-from . import server
-
 if t.TYPE_CHECKING:
-    from .connections import StreamRegistry
+    from .runtime import Runtime
 
-#: Longest time between two checks, in seconds.
+#: Time between two looks for clients that closed their connection, in
+#: seconds: one ``epoll_wait`` each, however many streams there are.
+HANGUP_TICK = 0.25
+
+#: Longest time between two full sweeps (errors, silent peers, stuck writes).
 MAX_TICK = 1.0
 
 logger = logging.getLogger("flask_sse_push")
 
 
 class Monitor:
-    """The watcher of one process."""
+    """Watches the registry of one runtime."""
 
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.registries: weakref.WeakSet[StreamRegistry] = weakref.WeakSet()
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = weakref.ref(runtime)
         self.wake = threading.Event()
         self.stopping = False
-        self.worker: t.Any = None
-        self.hooked = False
         self.thread: threading.Thread | None = None
-        self._lock = threading.Lock()
 
-    def watch(self, registry: StreamRegistry) -> None:
-        with self._lock:
-            self.registries.add(registry)
-            if not self.hooked:
-                self.hooked = True
-                self.worker = server.gunicorn_worker()
-                if self.worker is not None:
-                    server.chain_shutdown_handlers(self.request_shutdown)
-            if self.thread is None:
-                self.thread = threading.Thread(
-                    target=self.run, name="flask_sse_push-monitor", daemon=True
-                )
-                self.thread.start()
-        if self.stopping:
-            registry.shut_down()
+    def start(self) -> None:
+        """Start watching (once)."""
+        if self.thread is None:
+            self.thread = threading.Thread(
+                target=self.run, name="flask_sse_push-monitor", daemon=True
+            )
+            self.thread.start()
 
     def request_shutdown(self) -> None:
         """Start ending every stream; safe to call from a signal handler."""
         self.stopping = True
         self.wake.set()
 
-    def tick(self) -> float:
-        timeouts = [registry.send_timeout for registry in list(self.registries)]
-        return max(0.05, min([MAX_TICK, *(timeout / 4 for timeout in timeouts)]))
-
     def run(self) -> None:
+        swept = time.monotonic()
         while True:
-            self.wake.wait(self.tick())
+            runtime = self._runtime()
+            if runtime is None:
+                return
+            tick = max(0.05, min(MAX_TICK, runtime.registry.send_timeout / 4))
+            del runtime  # hold it only while checking
+            self.wake.wait(min(tick, HANGUP_TICK))
             self.wake.clear()
+            runtime = self._runtime()
+            if runtime is None:
+                return
+            now = time.monotonic()
+            full = now - swept >= tick or self.stopping
+            if full:
+                swept = now
             try:
-                self.check()
+                self.check(runtime, full=full)
             except Exception:  # keep watching; one bad check must not stop the others
                 logger.exception("The stream monitor failed a check; it keeps running.")
-            with self._lock:
-                # A stream is added to its registry before watch() takes this
-                # lock, so none can slip in between this test and the exit.
-                if not any(len(registry) for registry in list(self.registries)):
-                    self.thread = None
-                    return
+            del runtime
 
-    def check(self) -> None:
-        worker = self.worker
-        if worker is not None and not worker.alive:
+    def check(self, runtime: Runtime, *, full: bool = True) -> None:
+        server = runtime.server
+        if server.stopping():
             self.stopping = True
-        registries = list(self.registries)
+        registry = runtime.registry
         if self.stopping:
-            for registry in registries:
-                registry.shut_down()
-        now = time.monotonic()
-        for registry in registries:
-            registry.sweep(now)
-
-
-_monitor: Monitor | None = None
-_monitor_lock = threading.Lock()
-
-
-def monitor() -> Monitor:
-    """Return this process's monitor, making a new one after a fork."""
-    global _monitor
-    with _monitor_lock:
-        if _monitor is None or _monitor.pid != os.getpid():
-            _monitor = Monitor()
-        return _monitor
-
-
-def watch(registry: StreamRegistry) -> None:
-    """Have this process's monitor watch ``registry`` (starting it if needed)."""
-    monitor().watch(registry)
+            registry.shut_down()
+        if not len(registry):
+            return
+        registry.release_hangups()
+        if full:
+            registry.sweep(time.monotonic(), server)

@@ -22,13 +22,15 @@ from .data import encode_data
 from .encoding import encode_comment, encode_retry
 from .event import ServerSentEvent
 from .exceptions import SubscriptionClosed
+from .servers.base import ThreadTask
+from .servers.tcp import PIECE
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
     from .connections import LiveStream
-    from .direct import DirectWriter
     from .metrics import Metrics
+    from .servers.base import Task
 
 logger = logging.getLogger("flask_sse_push")
 
@@ -96,76 +98,151 @@ def jittered_lifetime(lifetime: float | None) -> float | None:
 
 def event_stream(
     subscription: Subscription,
+    live: LiveStream,
     *,
     keepalive: float,
     retry: int | None = None,
     lifetime: float | None = None,
-    live: LiveStream | None = None,
     metrics: Metrics | None = None,
-    writer: DirectWriter | None = None,
 ) -> Iterator[bytes]:
-    """Yield the bytes of an SSE response body for ``subscription``.
+    """Yield the bytes of an SSE response body for ``subscription``, as the server writes them.
 
-    Every batch of ready events becomes one chunk, so a client that fell behind
-    catches up in one write. The subscription is closed when the generator ends,
-    including when the server closes it because the client went away.
+    This is the carrying side: what to send comes from :class:`BodyChunks`. Each
+    chunk is handed over in pieces of at most
+    :data:`~flask_sse_push.servers.tcp.PIECE` bytes, and the start of each is
+    marked on ``live``, so the send timeout measures a lack of progress, never
+    the size of a write. Once the first chunk is written, a fast-path writer the
+    server offered (``live.writer``) is given to the subscription. The
+    subscription is closed when the generator ends, including when the server
+    closes it because the client went away; what ended it is left in
+    ``live.reason``.
 
+    :param live: this stream's entry in the registry of live streams.
     :param keepalive: seconds of quiet before a keepalive comment is sent.
-    :param retry: milliseconds sent as ``retry:`` first. A stream that ends in a
-        way the client should recover from always ends with a ``retry:``: this
-        value, or a random 1 to 3 s when it is ``None``.
+    :param retry: milliseconds sent as ``retry:`` first (see :class:`BodyChunks`).
+    :param lifetime: seconds after which the stream ends (see :class:`BodyChunks`).
+    :param metrics: counts the events written and the ``reset`` events among them.
+    """
+    writer = None
+    try:
+        live.write_started = time.monotonic()
+        yield first_chunk(retry)
+        # Only now: the server has written the headers and the first chunk.
+        writer = live.writer
+        if writer is not None and not subscription.set_consumer(writer):
+            writer = live.writer = None
+        for chunk in BodyChunks(
+            subscription, live, keepalive=keepalive, retry=retry, lifetime=lifetime, metrics=metrics
+        ):
+            if len(chunk) <= PIECE:
+                live.write_started = time.monotonic()
+                yield chunk
+            else:
+                yield from _pieces(chunk, live)
+        live.write_started = None
+        live.finished = True
+    finally:
+        if writer is not None:
+            subscription.set_consumer(None)
+        if live.reason is None or live.reason == "send_timeout":
+            # A stalled client may have overflowed its queue before its write
+            # was cut: the overflow is why it ended.
+            live.reason = _closed_reason(subscription) or live.reason
+        subscription.close()
+
+
+def _pieces(chunk: bytes, live: LiveStream) -> Iterator[bytes]:
+    for start in range(0, len(chunk), PIECE):
+        live.write_started = time.monotonic()
+        yield chunk[start : start + PIECE]
+
+
+def _closed_reason(subscription: Subscription) -> str | None:
+    """Why the source ended ``subscription`` already, if it did; it is about to close."""
+    try:
+        subscription.get(0)
+    except SubscriptionClosed as closed:
+        return None if closed.reason == "closed" else closed.reason
+    except Exception:  # the stream is ending anyway; the reason is best effort
+        return None
+    return None
+
+
+class BodyChunks:
+    """What a stream sends after its first chunk: what the stream *means*.
+
+    An iterator of chunks. Every batch of ready events becomes one chunk, so a
+    client that fell behind catches up in one write; a keepalive comment is
+    sent whenever the source stays quiet for ``keepalive`` seconds; and the
+    stream ends when the source ends it, when its lifetime is up, or when it is
+    ended from outside (``live.ending``), with the final bytes that fit. (A
+    small object rather than a generator: it is kept for every open stream.)
+
+    :param retry: a stream that ends in a way the client should recover from
+        always ends with a ``retry:``: this value, or a random 1 to 3 s when it
+        is ``None``.
     :param lifetime: seconds after which the stream ends, between two events,
         with a ``retry:`` hint; the client then resumes from its last event id.
-    :param live: this stream's entry in the registry of live streams. The stream
-        marks each write it hands to the server, so that a write that hangs can
-        be cut, and ends, dropping any batch in hand, once asked to. It also
-        learns why the stream ended (``live.reason``).
-    :param metrics: counts the events written and the ``reset`` events among them.
-    :param writer: writes events to the client's socket while this generator
-        waits, where the subscription allows it (see :mod:`flask_sse_push.direct`).
+    :param metrics: counts the events sent and the ``reset`` events among them.
     """
-    deadline = None if lifetime is None else time.monotonic() + lifetime
-    final = b""
-    try:
-        if live is not None:
-            live.write_started = time.monotonic()
-        yield first_chunk(retry)
-        # Only now: gunicorn has written the headers and the first chunk.
-        if writer is not None and not subscription.set_direct(writer):
-            writer = None
-        while True:
-            if live is not None:
-                live.write_started = None
-                if live.ending is not None:
-                    break
+
+    __slots__ = ("_subscription", "_live", "_keepalive", "_retry", "_deadline", "_metrics", "_done")
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        live: LiveStream,
+        *,
+        keepalive: float,
+        retry: int | None = None,
+        lifetime: float | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._subscription = subscription
+        self._live = live
+        self._keepalive = keepalive
+        self._retry = retry
+        self._deadline = None if lifetime is None else time.monotonic() + lifetime
+        self._metrics = metrics
+        self._done = False
+
+    def __iter__(self) -> BodyChunks:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        live = self._live
+        keepalive = self._keepalive
+        while live.ending is None:
+            live.write_started = None
             timeout = keepalive
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
+            if self._deadline is not None:
+                remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
-                    final = closing_chunk("lifetime", reconnect_retry(retry))
-                    if live is not None:
-                        live.reason = "lifetime"
-                    break
+                    live.reason = "lifetime"
+                    return self._last(closing_chunk("lifetime", reconnect_retry(self._retry)))
                 timeout = min(keepalive, remaining)
             ended: SubscriptionClosed | None = None
             try:
-                batch = subscription.get(timeout)
+                batch = self._subscription.get(timeout)
             except SubscriptionClosed as closed:
                 ended, batch = closed, []
+            writer = live.writer
             if writer is not None and writer.unsent is not None:
                 # A direct write left part of a chunk: it goes first, whole.
                 if not writer.finish_chunk():
-                    return  # the client is gone
+                    self._end()  # the client is gone
                 if ended is None and not batch:
                     continue  # woken to finish that chunk; no keepalive is due
+            if live.ending is not None:
+                break
             if ended is not None:
+                if ended.reason != "closed":  # "closed" is the server closing it
+                    live.reason = ended.reason
                 if ended.reconnect:
-                    final = closing_chunk(ended.reason, reconnect_retry(retry))
-                if live is not None and ended.reason != "closed":
-                    live.reason = ended.reason  # "closed" is the server closing it
-                break
-            if live is not None and live.ending is not None:
-                break
+                    return self._last(closing_chunk(ended.reason, reconnect_retry(self._retry)))
+                self._end()
             if batch:
                 if len(batch) == 1:
                     first = batch[0]
@@ -174,29 +251,24 @@ def event_stream(
                 else:
                     chunk = b"".join([event.encode() for event in batch])
                     resets = [event.event for event in batch].count(RESET_EVENT)
-                if metrics is not None:
-                    metrics.delivered(len(batch), resets)
-            elif timeout < keepalive:
+                if self._metrics is not None:
+                    self._metrics.delivered(len(batch), resets)
+                return chunk
+            if timeout < keepalive:
                 continue  # the lifetime is up, not the keepalive interval
-            else:
-                chunk = KEEPALIVE
-            if live is not None:
-                live.write_started = time.monotonic()
-            yield chunk
-        if live is not None and live.ending is not None:
-            final = live.ending.final
-            live.reason = live.ending.reason
+            return KEEPALIVE
+        final = live.ending.final
         if final:
-            if live is not None:
-                live.write_started = time.monotonic()
-            yield final
-        if live is not None:
-            live.write_started = None
-            live.finished = True
-    finally:
-        if writer is not None:
-            subscription.set_direct(None)
-        subscription.close()
+            return self._last(final)
+        self._end()
+
+    def _last(self, chunk: bytes) -> bytes:
+        self._done = True
+        return chunk
+
+    def _end(self) -> t.NoReturn:
+        self._done = True
+        raise StopIteration
 
 
 def to_event(item: StreamItem, dumps: Callable[[t.Any], str] = json.dumps) -> ServerSentEvent:
@@ -228,13 +300,18 @@ def to_event(item: StreamItem, dumps: Callable[[t.Any], str] = json.dumps) -> Se
 class GeneratorSubscription(Subscription):
     """A :class:`Subscription` fed by an application's own iterable.
 
-    The iterable runs in its own thread (a greenlet under gevent), so one that
-    blocks between items does not hold back keepalives. It starts on the first
-    :meth:`get` and is closed soon after :meth:`close`: at its next item.
+    The iterable runs in its own thread or greenlet, so one that blocks between
+    items does not hold back keepalives. It starts on the first :meth:`get`.
+    After :meth:`close`, a source in a greenlet is killed where it blocks
+    (``GreenletExit`` is raised there, so its ``finally`` runs at once); a source
+    in an OS thread cannot be, and is closed at its next item.
 
     :param source: yields :data:`StreamItem` values.
     :param dumps: serializer for non-``str`` data in mappings.
-    :param buffer: items the thread may run ahead of the client.
+    :param buffer: items the source may run ahead of the client.
+    :param spawn: runs the source and returns a :class:`~flask_sse_push.servers.base.Task`
+        (the server's :meth:`~flask_sse_push.servers.base.Server.spawn`); by
+        default, an OS thread.
     """
 
     def __init__(
@@ -243,12 +320,14 @@ class GeneratorSubscription(Subscription):
         *,
         dumps: Callable[[t.Any], str] = json.dumps,
         buffer: int = 16,
+        spawn: Callable[[Callable[[], None]], Task] | None = None,
     ) -> None:
         self._source = source
         self._dumps = dumps
         self._queue: queue.Queue[object] = queue.Queue(buffer)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._spawn = spawn
+        self._task: Task | None = None
         self._ended: SubscriptionClosed | None = None
 
     def _offer(self, item: object) -> bool:
@@ -280,11 +359,11 @@ class GeneratorSubscription(Subscription):
     def get(self, timeout: float | None = None) -> list[ServerSentEvent]:
         if self._ended is not None:
             raise self._ended
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._pump, name="flask_sse_push-source", daemon=True
-            )
-            self._thread.start()
+        if self._task is None and not self._stop.is_set():
+            if self._spawn is not None:
+                self._task = self._spawn(self._pump)
+            else:
+                self._task = ThreadTask(self._pump)
         batch: list[ServerSentEvent] = []
         try:
             item = self._queue.get(timeout=timeout)
@@ -306,3 +385,6 @@ class GeneratorSubscription(Subscription):
         # Wake a reader blocked in get(); if the queue is full it is not blocked.
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(SubscriptionClosed("closed", reconnect=False))
+        task = self._task
+        if task is not None:
+            task.cancel()

@@ -14,18 +14,21 @@ from flask import Blueprint, Response, current_app, request
 
 from .client import client_script_view
 from .connections import StreamInfo
-from .direct import DirectWriter, direct_socket
 from .encoding import encode_comment
 from .exceptions import BrokerError, ChannelError
-from .sockets import client_socket, tune
+from .runtime import get_runtime
+from .servers.base import StreamBody
+from .servers.tcp import tune
 from .stream import STOP_ID, closing_chunk, event_stream, jittered_lifetime, reconnect_retry
 from .validation import check_channels, decode_header_cursor, resume_cursor
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable
 
     from .brokers.base import Subscription
-    from .extension import _State
+    from .connections import LiveStream
+    from .runtime import Runtime
+    from .servers.base import Attachable
 
 #: Headers on every stream. There is deliberately no ``Connection`` header:
 #: HTTP/2 forbids it, and some clients then drop the response.
@@ -39,49 +42,23 @@ CONTENT_TYPE = "text/event-stream; charset=utf-8"
 logger = logging.getLogger("flask_sse_push")
 
 
-class StreamBody:
-    """The response body: chunks, plus a ``close()`` that is safe from any thread.
-
-    The server calls ``close()`` when the client goes away. A generator that is
-    blocked waiting for events in another thread cannot be closed directly
-    ("generator already executing"), so ``on_close`` ends its subscription first,
-    which wakes it and lets it finish by itself.
-    """
-
-    __slots__ = ("_chunks", "_on_close")
-
-    def __init__(self, chunks: Iterator[bytes], on_close: Callable[[], object] | None) -> None:
-        self._chunks = chunks
-        self._on_close = on_close
-
-    def __iter__(self) -> Iterator[bytes]:
-        # The server iterates the chunks themselves, one Python call less per
-        # chunk; it still calls close() on this object, not on what it iterates.
-        return self._chunks
-
-    def __next__(self) -> bytes:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        if self._on_close is not None:
-            self._on_close()
-        if not getattr(self._chunks, "gi_running", False):
-            close = getattr(self._chunks, "close", None)
-            if close is not None:
-                close()
-
-
-def sse_response(chunks: Iterable[bytes], on_close: Callable[[], object] | None = None) -> Response:
+def sse_response(
+    chunks: Iterable[bytes],
+    on_close: Callable[[], object] | None = None,
+    attachable: Attachable | None = None,
+) -> Response:
     """Wrap encoded chunks in a streaming response with the SSE headers.
 
     ``on_close`` runs when the server closes the response, even if the body was
     never iterated (a generator that never started never runs its ``finally``).
+    ``attachable`` gets a server's offer to carry the stream itself (see
+    :class:`~flask_sse_push.servers.base.StreamBody`).
     """
     # direct_passthrough hands StreamBody to the server as is: no per-chunk
     # re-encoding generator, and close() reaches StreamBody without passing
     # through a generator that may be running in another thread.
     response = Response(
-        StreamBody(iter(chunks), on_close),
+        StreamBody(iter(chunks), on_close, attachable),
         status=200,
         content_type=CONTENT_TYPE,
         direct_passthrough=True,
@@ -137,65 +114,78 @@ def request_last_event_id() -> str | None:
     return resume_cursor(raw)
 
 
-def _state() -> _State:
-    from .extension import get_state
-
-    return get_state(current_app)
+def _state() -> Runtime:
+    return get_runtime(current_app)
 
 
 def open_stream(
-    state: _State,
+    runtime: Runtime,
     info: StreamInfo,
     subscribe: Callable[[], Subscription],
     *,
     lifetime: float | None = None,
 ) -> Response:
-    """Accept a stream, subscribe it, and return its response.
+    """Accept a stream and answer with it, or with the transient answer.
 
     A worker that is full or shutting down, or a broker that cannot be reached,
-    gets the transient answer (``200``, ``retry:``, end) instead. Under gunicorn
-    the client socket gets TCP keepalive and ``TCP_USER_TIMEOUT``, and is closed
-    once a stream ends by itself, so the reconnect can land on another worker.
+    gets the transient answer (``200``, ``retry:``, end) instead.
     """
-    registry = state.registry
-    sock = client_socket(request.environ)
-    live = registry.open(info, sock)
+    live = accept(runtime, info, subscribe)
     if isinstance(live, str):
-        return transient_response(live, state.retry)
+        return transient_response(live, runtime.settings.retry)
+    return stream_response(runtime, live, lifetime=lifetime)
+
+
+def accept(
+    runtime: Runtime, info: StreamInfo, subscribe: Callable[[], Subscription]
+) -> LiveStream | str:
+    """Register a stream for this request and subscribe it; or say why it cannot be."""
+    registry = runtime.registry
+    server = runtime.server
+    environ = request.environ
+    live = registry.open(info, server.socket(environ), server.gone_check(environ))
+    if isinstance(live, str):
+        return live
     try:
-        subscription = subscribe()
+        live.subscription = subscribe()
     except BrokerError as exc:
         registry.close(live)
         logger.warning("Broker unavailable, asking the client to retry: %s", exc)
-        return transient_response("broker unavailable", state.retry)
+        return "broker unavailable"
     except BaseException:
         registry.close(live)
         raise
-    live.subscription = subscription
-    metrics = state.metrics
-    metrics.connected(info.channels, replay=info.last_event_id is not None)
+    runtime.metrics.connected(info.channels, replay=info.last_event_id is not None)
     logger.info(
         "SSE stream opened: channels=%s remote=%s resume=%s",
         ",".join(info.channels) or "-",
         info.remote_addr,
         info.last_event_id is not None,
     )
-    if sock is not None:
-        tune(sock, state.keepalive, state.send_timeout)
-    writer = None
-    if state.direct_writes:
-        direct = direct_socket(request.environ)
-        if direct is not None:
-            chunked = request.environ["SERVER_PROTOCOL"] == "HTTP/1.1"
-            writer = DirectWriter(direct, chunked=chunked, live=live, metrics=metrics)
+    return live
+
+
+def stream_response(runtime: Runtime, live: LiveStream, *, lifetime: float | None) -> Response:
+    """Return the response that carries an accepted stream, and release it when it ends.
+
+    Where the server exposes the client socket it gets TCP keepalive and
+    ``TCP_USER_TIMEOUT``, and is closed once a stream ends by itself, so the
+    reconnect can land on another worker.
+    """
+    settings = runtime.settings
+    registry = runtime.registry
+    metrics = runtime.metrics
+    subscription = live.subscription
+    assert subscription is not None
+    if live.socket is not None:
+        tune(live.socket, settings.keepalive, settings.send_timeout)
     chunks = event_stream(
         subscription,
-        keepalive=state.keepalive,
-        retry=state.retry,
+        live,
+        keepalive=settings.keepalive,
+        retry=settings.retry,
         lifetime=jittered_lifetime(lifetime),
-        live=live,
         metrics=metrics,
-        writer=writer,
     )
     closed = False
 
@@ -207,17 +197,20 @@ def open_stream(
             live.cut_connection()
         if not closed:
             closed = True
-            metrics.disconnected(info.channels, live.reason)
-            level = logging.WARNING if live.reason == "overflow" else logging.INFO
+            reason = live.final_reason()
+            metrics.disconnected(live.info.channels, reason)
+            level = logging.WARNING if reason == "overflow" else logging.INFO
             logger.log(
                 level,
                 "SSE stream closed: channels=%s remote=%s reason=%s",
-                ",".join(info.channels) or "-",
-                info.remote_addr,
-                live.reason,
+                ",".join(live.info.channels) or "-",
+                live.info.remote_addr,
+                reason,
             )
 
-    return sse_response(chunks, on_close)
+    if settings.direct_writes:
+        live.offer = runtime.offer
+    return sse_response(chunks, on_close, live)
 
 
 def stream_view() -> Response:
@@ -252,7 +245,7 @@ def stream_view() -> Response:
         state,
         info,
         lambda: state.broker.subscribe(channels, last_event_id=last_event_id),
-        lifetime=state.max_lifetime,
+        lifetime=state.settings.max_lifetime,
     )
 
 

@@ -7,7 +7,12 @@ at ``/events`` it has:
   events (``data`` is sent as is) and returns their ids. With ``"events"``, a
   list of ``{"data", "event", "id"}`` objects, it publishes those instead;
 - ``GET /stats``: the live streams of this worker, its broker subscribers, the
-  TCP options set on the stream sockets, and how many direct-write passes ran;
+  TCP options set on the stream sockets, how many direct-write passes ran, the
+  disconnects by reason, the stream capacity, and when the sources of
+  ``/source`` were closed;
+- ``GET /source?kind=sleep|queue``: an application stream (``sse.stream()``) whose
+  source yields one event and then sleeps 60 s, or blocks on an empty queue;
+  its ``finally`` records the time;
 - an ``authorize`` hook refusing channels named ``private-*`` unless the
   ``X-User`` header is ``admin``, and an ``identify`` hook returning ``X-User``.
 """
@@ -15,18 +20,28 @@ at ``/events`` it has:
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import socket
+import time
 import typing as t
 
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from flask_sse_push import SSEPush, direct
-from flask_sse_push.extension import get_state
+from flask_sse_push import SSEPush
+from flask_sse_push.runtime import get_runtime
+from tests.gzip_middleware import GzipPerChunk
 
 #: The environment variable :func:`create_app` reads its config from.
 CONFIG_VARIABLE = "LIFECYCLE_APP_CONFIG"
+
+#: Set to ``1`` to wrap the app in :class:`tests.gzip_middleware.GzipPerChunk`.
+GZIP_VARIABLE = "LIFECYCLE_APP_GZIP"
+
+#: Set to ``1`` to log the extension's INFO lines (stream opened/closed) to stderr.
+LOG_VARIABLE = "LIFECYCLE_APP_LOG"
 
 #: Socket options reported by ``/stats``, by name.
 REPORTED_OPTIONS = ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
@@ -38,6 +53,10 @@ def environment(**config: object) -> dict[str, str]:
 
 
 def create_app() -> Flask:
+    if os.environ.get(LOG_VARIABLE) == "1":
+        logger = logging.getLogger("flask_sse_push")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(logging.StreamHandler())
     app = Flask(__name__)
     app.config.update(json.loads(os.environ.get(CONFIG_VARIABLE, "{}")))
     sse = SSEPush(app)
@@ -65,7 +84,8 @@ def create_app() -> Flask:
 
     @app.get("/stats")
     def stats() -> ResponseReturnValue:
-        live = get_state(app).registry.streams()
+        runtime = get_runtime(app)
+        live = runtime.registry.streams()
         options = []
         for stream in live:
             sock = stream.socket
@@ -82,8 +102,31 @@ def create_app() -> Flask:
             subscribers=sse.broker.subscriber_count(),
             identities=[stream.info.identity for stream in live],
             sockopts=options,
-            direct_passes=direct.flusher().passes,
+            direct_passes=getattr(runtime.server, "passes", lambda: 0)(),
+            disconnects=sse.stats()["disconnects"],
+            capacity=runtime.registry.max_connections,
+            server=runtime.server.name,
+            sources_closed=sources_closed,
         )
+
+    sources_closed: list[float] = []
+
+    @app.get("/source")
+    def source() -> ResponseReturnValue:
+        kind = request.args.get("kind", "sleep")
+
+        def blocking() -> t.Iterator[str]:
+            try:
+                yield "started"
+                if kind == "queue":
+                    queue.Queue[str]().get()
+                else:
+                    time.sleep(60)
+                yield "never"
+            finally:
+                sources_closed.append(time.time())
+
+        return sse.stream(blocking())
 
     @app.post("/revoke")
     def revoke() -> ResponseReturnValue:
@@ -96,4 +139,6 @@ def create_app() -> Flask:
         )
         return jsonify(ended=ended)
 
+    if os.environ.get(GZIP_VARIABLE) == "1":
+        app.wsgi_app = GzipPerChunk(app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -1,4 +1,4 @@
-"""Real servers for integration tests: gunicorn, redis-server, all on 127.0.0.1.
+"""Real servers for integration tests: gunicorn, waitress, flask run, redis-server, on 127.0.0.1.
 
 Every server gets a free port, is waited for until it accepts connections, and
 is stopped (and waited for) when the ``with`` block ends.
@@ -67,8 +67,12 @@ def stop(
             process.wait()
 
 
+#: The worker class that carries the fast path; the README's run command.
+GEVENT_WORKER = "flask_sse_push.servers.gunicorn.GeventWorker"
+
+
 class Gunicorn:
-    """A running ``gunicorn -k gevent`` serving an app factory on 127.0.0.1."""
+    """A running WSGI server (gunicorn, or another) serving an app factory on 127.0.0.1."""
 
     def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
         self.process = process
@@ -102,14 +106,13 @@ def start_gunicorn(
     workers: int = 1,
     port: int | None = None,
     extra_args: tuple[str, ...] = (),
+    worker: str = GEVENT_WORKER,
 ) -> Gunicorn:
-    """Start gunicorn with the gevent worker; the caller must :func:`stop` it."""
+    """Start gunicorn with ``worker`` (``-k``); the caller must :func:`stop` it."""
     port = port or free_port()
-    log = Path(tempfile.mkstemp(prefix="gunicorn-", suffix=".log")[1])
-    process_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     command = [
         sys.executable, "-m", "gunicorn",
-        "-k", "gevent",
+        "-k", worker,
         "-w", str(workers),
         "-b", f"127.0.0.1:{port}",
         "--graceful-timeout", "5",
@@ -118,6 +121,12 @@ def start_gunicorn(
         *extra_args,
         app,
     ]  # fmt: skip
+    return _start("gunicorn", command, port, env)
+
+
+def _start(name: str, command: list[str], port: int, env: Mapping[str, str] | None) -> Gunicorn:
+    log = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+    process_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, cwd=ROOT, env=process_env, stdout=out, stderr=subprocess.STDOUT
@@ -126,7 +135,7 @@ def start_gunicorn(
         wait_for_port(port, process)
     except RuntimeError:
         stop(process)
-        raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}") from None
+        raise RuntimeError(f"{name} did not start:\n{log.read_text()}") from None
     return Gunicorn(process, port, log)
 
 
@@ -137,9 +146,51 @@ def gunicorn(
     env: Mapping[str, str] | None = None,
     workers: int = 1,
     extra_args: tuple[str, ...] = (),
+    worker: str = GEVENT_WORKER,
 ) -> Iterator[Gunicorn]:
     """Run gunicorn for the ``with`` block."""
-    server = start_gunicorn(app, env=env, workers=workers, extra_args=extra_args)
+    server = start_gunicorn(app, env=env, workers=workers, extra_args=extra_args, worker=worker)
+    try:
+        yield server
+    finally:
+        stop(server.process)
+
+
+@contextlib.contextmanager
+def waitress(
+    factory: str, *, env: Mapping[str, str] | None = None, extra_args: tuple[str, ...] = ()
+) -> Iterator[Gunicorn]:
+    """Run ``waitress-serve --call factory`` (``module:function``) for the ``with`` block."""
+    import importlib.util
+
+    if importlib.util.find_spec("waitress") is None:
+        missing("waitress (pip install waitress)")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "waitress",
+        f"--listen=127.0.0.1:{port}",
+        *extra_args,
+        "--call", factory,
+    ]  # fmt: skip
+    server = _start("waitress", command, port, env)
+    try:
+        yield server
+    finally:
+        stop(server.process)
+
+
+@contextlib.contextmanager
+def flask_run(
+    factory: str, *, env: Mapping[str, str] | None = None, extra_args: tuple[str, ...] = ()
+) -> Iterator[Gunicorn]:
+    """Run ``flask --app factory run`` (Werkzeug's server) for the ``with`` block."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "flask", "--app", factory,
+        "run", "--host", "127.0.0.1", "--port", str(port), "--no-reload",
+        *extra_args,
+    ]  # fmt: skip
+    server = _start("flask-run", command, port, env)
     try:
         yield server
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
@@ -12,6 +13,7 @@ import fakeredis
 import pytest
 
 from flask_sse_push import Broker, MemoryBroker, ServerSentEvent, SubscriptionClosed
+from flask_sse_push.brokers import Subscription
 from flask_sse_push.brokers.redis import RedisBroker
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker
 from tests.cluster_helpers import redis_cluster_fixture  # noqa: F401 - a pytest fixture
@@ -407,3 +409,39 @@ class TestHandover:
             for parity in (0, 1):
                 mine = [data for data in seen if int(data) % 2 == parity]
                 assert mine == [str(n) for n in range(parity, 400, 2)]
+
+
+class _Refusing:
+    """A consumer that can never defer a job (a publisher in another OS thread):
+    the broker must then wake the reader, every time."""
+
+    def defer(self, job: t.Callable[[], None]) -> bool:
+        return False
+
+    def take(self, events: list[ServerSentEvent]) -> bool:
+        raise AssertionError("a job that was never deferred ran")
+
+
+def _read_into(subscription: Subscription, got: list[ServerSentEvent]) -> None:
+    got.extend(subscription.get(5))
+
+
+class TestConsumer:
+    @pytest.mark.parametrize("channels", [["a"], ["a", "b"]])
+    def test_a_reader_whose_consumer_cannot_defer_is_woken_every_time(
+        self, broker: Broker, channels: list[str]
+    ) -> None:
+        with broker.subscribe(channels) as sub:
+            if not sub.set_consumer(_Refusing()):
+                pytest.skip("this broker hands no events to consumers")
+            for attempt in range(3):
+                got: list[ServerSentEvent] = []
+                reader = threading.Thread(target=functools.partial(_read_into, sub, got))
+                reader.start()
+                time.sleep(0.1)  # the reader waits in get()
+                publish_all(broker, (channels[-1], f"attempt {attempt}"))
+                reader.join(3)
+                assert not reader.is_alive(), f"attempt {attempt}: the reader was not woken"
+                # (A multi-channel stream's ids are the broker's resume points, not
+                # necessarily publish()'s: compare the data.)
+                assert [e.data for e in got] == [f"attempt {attempt}"]

@@ -1,4 +1,4 @@
-"""The example app in headless Chromium, served by ``gunicorn -k gevent``.
+"""The example app in headless Chromium, under the package's gunicorn worker class.
 
 What the page shows is checked through the DOM; what the server did (how many
 stream requests it saw) through gunicorn's access log. With

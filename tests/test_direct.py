@@ -1,9 +1,10 @@
 """Direct writes: the fan-out writing to waiting streams' sockets itself.
 
-The broker tests run a reader thread parked in ``get()`` against a sink that
-records what the broker hands it. The writer tests use a real memory broker and
+The broker tests run a reader thread parked in ``get()`` against a consumer
+(``Sink``) that records what the broker hands it. The writer tests use a real memory broker and
 a real socket pair in this process, with gevent running the flush in the main
-thread. The integration tests run ``gunicorn -k gevent`` on the memory broker
+thread. The integration tests run this package's gunicorn worker class
+(``-k flask_sse_push.servers.gunicorn.GeventWorker``) on the memory broker
 and on a real redis-server, and check, with a chunked-body decoder and a WHATWG
 parser that are independent of the package, that what the direct path writes
 parses back to exactly what was published, also when the kernel takes only
@@ -28,10 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_sse_push import MemoryBroker, Publisher, ServerSentEvent
-from flask_sse_push.connections import StreamRegistry
-from flask_sse_push.direct import DirectWriter, flusher
+from flask_sse_push.connections import LiveStream, StreamInfo, StreamRegistry
 from flask_sse_push.exceptions import SubscriptionClosed
 from flask_sse_push.metrics import Metrics
+from flask_sse_push.servers.fastpath import Carrier, DirectWriter, Flusher
 from tests import wire
 from tests.lifecycle_app import environment
 from tests.raw_client import RawStream, pump
@@ -75,7 +76,7 @@ class Reader:
 
 
 class Sink:
-    """A sink that records what it is given, and takes all of it or part of it.
+    """A consumer that records what it is given, and takes all of it or part of it.
 
     It stands in for the stream's socket writer, which the tests further down
     exercise for real; here the broker's side of the contract is under test.
@@ -87,12 +88,12 @@ class Sink:
         self.jobs: list[t.Callable[[], None]] = []
         self.writes: list[list[ServerSentEvent]] = []
 
-    def schedule(self, job: t.Callable[[], None]) -> bool:
+    def defer(self, job: t.Callable[[], None]) -> bool:
         if self.schedules:
             self.jobs.append(job)
         return self.schedules
 
-    def write(self, events: list[ServerSentEvent]) -> bool:
+    def take(self, events: list[ServerSentEvent]) -> bool:
         self.writes.append(events)
         return self.takes_all
 
@@ -111,7 +112,7 @@ def test_parked_readers_get_one_shared_batch_and_stay_asleep() -> None:
     sink = Sink()
     subscriptions = [broker.subscribe(["room"]) for _ in range(3)]
     for subscription in subscriptions:
-        assert subscription.set_direct(sink)
+        assert subscription.set_consumer(sink)
     readers = [Reader(subscription, timeout=0.5) for subscription in subscriptions]
     ids = [broker.publish("room", ServerSentEvent(f"e{n}")) for n in range(4)]
     assert len(sink.jobs) == 1, "one job per channel and pass, not per client or event"
@@ -129,7 +130,7 @@ def test_a_reader_whose_sink_lags_wakes_and_then_gets_events_itself() -> None:
     broker = MemoryBroker()
     sink = Sink(takes_all=False)
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(sink)
+    subscription.set_consumer(sink)
     reader = Reader(subscription)
     first = broker.publish("room", ServerSentEvent("partly written"))
     sink.run_jobs()
@@ -146,7 +147,7 @@ def test_a_reader_that_wakes_before_the_flush_loses_nothing() -> None:
     broker = MemoryBroker()
     sink = Sink()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(sink)
+    subscription.set_consumer(sink)
     reader = Reader(subscription, timeout=0.2)
     ids = [broker.publish("room", ServerSentEvent(f"e{n}")) for n in range(3)]
     reader.join()  # the keepalive timeout comes before the flush
@@ -159,7 +160,7 @@ def test_several_channels_are_written_in_publish_order() -> None:
     broker = MemoryBroker()
     sink = Sink()
     subscription = broker.subscribe(["a", "b"])
-    subscription.set_direct(sink)
+    subscription.set_consumer(sink)
     reader = Reader(subscription, timeout=0.5)
     ids = [broker.publish(channel, ServerSentEvent(channel)) for channel in "abab"]
     sink.run_jobs()
@@ -171,19 +172,34 @@ def test_several_channels_are_written_in_publish_order() -> None:
 def test_a_reader_is_woken_when_the_job_cannot_be_scheduled() -> None:
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(Sink(schedules=False))
-    reader = Reader(subscription)
-    event_id = broker.publish("room", ServerSentEvent("from another thread"))
-    assert reader.returned.wait(2)
-    reader.join()
-    assert _ids(reader.returns[0]) == [event_id]
+    subscription.set_consumer(Sink(schedules=False))
+    for attempt in range(2):  # and again: a failed attempt must not leave a job "due"
+        reader = Reader(subscription)
+        event_id = broker.publish("room", ServerSentEvent(f"from another thread {attempt}"))
+        assert reader.returned.wait(2), f"round {attempt}: the reader was not woken"
+        reader.join()
+        assert _ids(reader.returns[0]) == [event_id]
+
+
+def test_a_several_channel_reader_is_woken_again_after_a_failed_defer() -> None:
+    """A mailbox with its own hand-off job (several channels) must not keep a
+    failed job as pending: the next event would then wake no one."""
+    broker = MemoryBroker()
+    subscription = broker.subscribe(["a", "b"])
+    subscription.set_consumer(Sink(schedules=False))
+    for attempt in range(2):
+        reader = Reader(subscription)
+        event_id = broker.publish("ab"[attempt], ServerSentEvent(f"round {attempt}"))
+        assert reader.returned.wait(2), f"round {attempt}: the reader was not woken"
+        reader.join()
+        assert _ids(reader.returns[0]) == [event_id]
 
 
 def test_closing_a_parked_subscription_ends_its_reader() -> None:
     broker = MemoryBroker()
     sink = Sink()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(sink)
+    subscription.set_consumer(sink)
     reader = Reader(subscription)
     broker.publish("room", ServerSentEvent("x"))
     subscription.close()
@@ -198,7 +214,7 @@ def test_parked_readers_overflow_like_queued_ones() -> None:
     broker = MemoryBroker(queue_size=5)
     sink = Sink()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(sink)
+    subscription.set_consumer(sink)
     reader = Reader(subscription)
     for n in range(6):
         broker.publish("room", ServerSentEvent(f"e{n}"))
@@ -209,9 +225,9 @@ def test_parked_readers_overflow_like_queued_ones() -> None:
 def test_turning_direct_delivery_off_wakes_readers_again() -> None:
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(Sink())
+    subscription.set_consumer(Sink())
     reader = Reader(subscription)
-    subscription.set_direct(None)  # from another thread, while the reader is parked
+    subscription.set_consumer(None)  # from another thread, while the reader is parked
     assert reader.returned.wait(2), "a parked reader must wake when direct delivery stops"
     reader.join()
     assert reader.returns == [[]]
@@ -238,6 +254,33 @@ def _unchunk(raw: bytes) -> bytes:
     return body
 
 
+class Response:
+    """The two fields of gunicorn's response object the writer uses: its framing,
+    and the body byte count it logs."""
+
+    def __init__(self, *, chunked: bool) -> None:
+        self.chunked = chunked
+        self.sent = 0
+
+
+def _writer(
+    sock: gsocket.socket,
+    flusher: Flusher,
+    *,
+    chunked: bool = True,
+    metrics: Metrics | None = None,
+) -> tuple[DirectWriter, Response]:
+    response = Response(chunked=chunked)
+    live = LiveStream(StreamInfo(channels=("room",)), None)
+    writer = DirectWriter(Carrier(sock, response), flusher, live=live, metrics=metrics)
+    return writer, response
+
+
+@pytest.fixture
+def flusher() -> Flusher:
+    return Flusher()
+
+
 @pytest.fixture
 def pair() -> Iterator[tuple[gsocket.socket, gsocket.socket]]:
     server, client = gsocket.socketpair()
@@ -260,22 +303,23 @@ def _drain(sock: gsocket.socket, end: bytes, timeout: float = 10) -> bytes:
 
 
 def test_the_flush_writes_one_chunk_per_waiting_stream(
-    pair: tuple[gsocket.socket, gsocket.socket],
+    pair: tuple[gsocket.socket, gsocket.socket], flusher: Flusher
 ) -> None:
     server, client = pair
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
     metrics = Metrics()
-    writer = DirectWriter(server, chunked=True, metrics=metrics)
-    assert subscription.set_direct(writer)
+    writer, response = _writer(server, flusher, metrics=metrics)
+    assert subscription.set_consumer(writer)
     reader = Reader(subscription, timeout=1.0)
-    passes = flusher().passes
+    passes = flusher.passes
     published = [ServerSentEvent(f"line {n}\nsecond", event="tick") for n in range(5)]
     ids = [broker.publish("room", event) for event in published]
     gevent.sleep(0)  # the publisher yields: the flush runs
-    assert flusher().passes == passes + 1
+    assert flusher.passes == passes + 1
     raw = _drain(client, b"\n\n\r\n")
     body = _unchunk(raw)
+    assert response.sent == len(body), "the access log's byte count must include these"
     assert raw.count(b"\r\n") == 2, "five events ready together make one chunk"
     parsed = wire.parse(body).events
     assert [(p.type, p.data, p.last_event_id) for p in parsed] == [
@@ -292,14 +336,14 @@ def test_the_flush_writes_one_chunk_per_waiting_stream(
 
 
 def test_a_partial_write_is_finished_by_the_stream_whole(
-    pair: tuple[gsocket.socket, gsocket.socket],
+    pair: tuple[gsocket.socket, gsocket.socket], flusher: Flusher
 ) -> None:
     server, client = pair
     server.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_SNDBUF, 4096)
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    writer = DirectWriter(server, chunked=True)
-    subscription.set_direct(writer)
+    writer, _ = _writer(server, flusher)
+    subscription.set_consumer(writer)
     reader = Reader(subscription)
     big = "x" * 2_000_000
     event_id = broker.publish("room", ServerSentEvent(big))
@@ -316,12 +360,12 @@ def test_a_partial_write_is_finished_by_the_stream_whole(
 
 
 def test_an_http_1_0_stream_is_written_unframed(
-    pair: tuple[gsocket.socket, gsocket.socket],
+    pair: tuple[gsocket.socket, gsocket.socket], flusher: Flusher
 ) -> None:
     server, client = pair
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(DirectWriter(server, chunked=False))
+    subscription.set_consumer(_writer(server, flusher, chunked=False)[0])
     reader = Reader(subscription, timeout=0.5)
     event_id = broker.publish("room", ServerSentEvent("plain"))
     gevent.sleep(0)
@@ -330,13 +374,13 @@ def test_an_http_1_0_stream_is_written_unframed(
 
 
 def test_a_publisher_in_another_thread_wakes_the_stream_instead(
-    pair: tuple[gsocket.socket, gsocket.socket],
+    pair: tuple[gsocket.socket, gsocket.socket], flusher: Flusher
 ) -> None:
     """Direct writes run in the hub's thread only; from elsewhere the stream wakes."""
     server, client = pair
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
-    subscription.set_direct(DirectWriter(server, chunked=True))
+    subscription.set_consumer(_writer(server, flusher)[0])
     reader = Reader(subscription)
     ids: list[str] = []
     publisher = threading.Thread(
@@ -352,7 +396,7 @@ def test_a_publisher_in_another_thread_wakes_the_stream_instead(
     assert client.recv(100) == b"", "nothing may be written from the other thread"
 
 
-# -- under gunicorn -k gevent --------------------------------------------------
+# -- under the package's gunicorn worker class --------------------------------------------------
 
 
 def _stats(server: Gunicorn) -> dict[str, t.Any]:

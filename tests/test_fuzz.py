@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder, TestResponse
 
 from flask_sse_push import MemoryBroker, ServerSentEvent, SSEPush
-from flask_sse_push.extension import get_state
+from flask_sse_push.runtime import get_runtime
 from flask_sse_push.stream import STOP_ID
 from tests.lifecycle_app import environment
 from tests.servers import Gunicorn, gunicorn
@@ -175,7 +175,7 @@ def test_endpoint_answers_every_request_cleanly(
             assert response.status_code == 403 or "channel name" in text, text
     finally:
         response.close()
-    state = get_state(app)
+    state = get_runtime(app)
     assert state.broker.subscriber_count() == 0 and len(state.registry) == 0
 
 
@@ -227,7 +227,7 @@ def test_publish_sends_exactly_its_event_or_nothing(
     retry: t.Any,
 ) -> None:
     app, sse, _ = fuzz_app
-    subscription = get_state(app).broker.subscribe(["fuzz"])
+    subscription = get_runtime(app).broker.subscribe(["fuzz"])
     try:
         with app.app_context():
             try:

@@ -18,8 +18,8 @@ from werkzeug.test import TestResponse
 
 from flask_sse_push import MemoryBroker, ServerSentEvent, SSEPush
 from flask_sse_push.connections import StreamInfo
-from flask_sse_push.extension import get_state
-from flask_sse_push.sockets import tcp_options
+from flask_sse_push.runtime import get_runtime
+from flask_sse_push.servers.tcp import tcp_options
 from flask_sse_push.stream import STOP_ID, jittered_lifetime, spread_retry
 from tests.wire import parse
 
@@ -330,7 +330,7 @@ class TestShutdown:
         responses.append(client.get("/app-stream"))
         for response in responses:
             next(_chunks(response))
-        assert get_state(app).registry.shut_down() == 21
+        assert get_runtime(app).registry.shut_down() == 21
         retries = set()
         for response in responses:
             body = _ended(response)
@@ -353,7 +353,7 @@ class TestShutdown:
         reader = threading.Thread(target=lambda: result.append(next(chunks)))
         reader.start()
         time.sleep(0.1)
-        get_state(app).registry.shut_down()
+        get_runtime(app).registry.shut_down()
         reader.join(5)
         assert not reader.is_alive()
         assert result[0].startswith(b": closed: server shutting down\n")
@@ -384,7 +384,7 @@ class TestNothingPinned:
         chunks = _chunks(response)
         next(chunks)
         assert log == ["teardown", "appcontext"]
-        get_state(app).broker.publish("default", ServerSentEvent("still streaming"))
+        get_runtime(app).broker.publish("default", ServerSentEvent("still streaming"))
         body = b""
         while not parse(body).events:
             body += next(chunks)
@@ -438,7 +438,7 @@ class TestCORS:
             assert "Access-Control-Allow-Origin" not in response.headers
             assert "SSE_PUSH_CORS_ORIGINS" in response.get_data(as_text=True)
         with app.app_context():
-            assert get_state(app).broker.subscriber_count() == 0
+            assert get_runtime(app).broker.subscriber_count() == 0
 
     def test_same_host_and_no_origin_pass(self, app: Flask) -> None:
         client = self._app(app).test_client()
@@ -482,9 +482,9 @@ class TestConfig:
             SSEPush(app)
 
     def test_defaults(self, app: Flask, sse: SSEPush) -> None:
-        state = get_state(app)
-        assert state.send_timeout == 30.0
-        assert state.max_lifetime == 600.0
+        state = get_runtime(app)
+        assert state.settings.send_timeout == 30.0
+        assert state.settings.max_lifetime == 600.0
         assert state.registry.max_connections is None
         assert app.config["SSE_PUSH_CORS_ORIGINS"] is None
 

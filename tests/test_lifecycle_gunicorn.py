@@ -356,7 +356,9 @@ def test_limit_above_worker_connections_is_warned_about() -> None:
         _wait_for(lambda: "Booting worker" in server.output(), 10)
         _wait_for(lambda: "worker_connections" in server.output(), 10)
         output = server.output()
-    assert "SSE_PUSH_MAX_CONNECTIONS is 3, but gunicorn's worker_connections is 2" in output
+    assert "SSE_PUSH_MAX_CONNECTIONS is 3, but gunicorn's gevent worker" in output
+    assert "can hold only 1 streams" in output
+    assert "raise gunicorn's worker_connections (--worker-connections)" in output
 
 
 @pytest.mark.slow

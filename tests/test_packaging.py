@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import ROOT, free_port, stop, wait_for_port
+from tests.servers import GEVENT_WORKER, ROOT, free_port, stop, wait_for_port
 from tests.wire import parse
 
 
@@ -76,7 +76,7 @@ def test_installed_wheel_runs_the_example_and_passes_twine_check(tmp_path: Path)
     assert str(venv) in where
     port = free_port()
     server = subprocess.Popen(
-        [str(venv / "bin" / "gunicorn"), "-k", "gevent", "-w", "1", "--no-control-socket"]
+        [str(venv / "bin" / "gunicorn"), "-k", GEVENT_WORKER, "-w", "1", "--no-control-socket"]
         + ["-b", f"127.0.0.1:{port}", "example_app:create_app()"],
         cwd=site,
         env={**os.environ, "COUNTDOWN_INTERVAL": "0.01"},

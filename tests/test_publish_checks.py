@@ -15,7 +15,7 @@ from flask import Flask
 
 from flask_sse_push import MemoryBroker, Publisher, SSEPush
 from flask_sse_push.brokers.redis import RedisBroker
-from flask_sse_push.extension import get_state
+from flask_sse_push.runtime import get_runtime
 from flask_sse_push.stream import STOP_ID
 from flask_sse_push.validation import INVALID_CURSOR, MAX_EVENT_ID_LENGTH, RESERVED_ID_PREFIX
 from tests.servers import RedisServer
@@ -68,7 +68,7 @@ class _Paths:
         self, app: Flask, sse: SSEPush, path: str, publisher: Publisher | None = None
     ) -> None:
         self.app, self.sse, self.path, self.publisher = app, sse, path, publisher
-        self.broker = get_state(app).broker
+        self.broker = get_runtime(app).broker
 
     def publish(self, *, event: str | None = None, id: str | None = None) -> object:
         if self.path == "sse.publish":

@@ -6,10 +6,11 @@ imported only when asked for, so the ``redis`` package stays optional.
 
 from __future__ import annotations
 
-from .base import Broker, DirectSink, Subscription
+from .base import Broker, Subscription
+from .handoff import Consumer
 from .memory import MemoryBroker
 
-__all__ = ["Broker", "DirectSink", "MemoryBroker", "Subscription", "broker_from_url"]
+__all__ = ["Broker", "Consumer", "MemoryBroker", "Subscription", "broker_from_url"]
 
 
 def broker_from_url(

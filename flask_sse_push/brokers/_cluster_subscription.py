@@ -17,12 +17,13 @@ from ..exceptions import SubscriptionClosed
 from ._cluster_cursor import ChannelRead, verdict, wire_id
 from ._redis_scripts import ZERO
 from .base import Subscription, reset_event
+from .handoff import defer_once
 
 if t.TYPE_CHECKING:
     from ..event import ServerSentEvent
     from ._cluster_listener import ClusterListener
     from ._redis_scripts import Key
-    from .base import DirectSink
+    from .handoff import Consumer
 
 #: A live or replayed event: its channel, its entry id, the event.
 Item: t.TypeAlias = "tuple[str, Key, ServerSentEvent]"
@@ -48,8 +49,8 @@ class ClusterSubscription(Subscription):
         self.positions: list[Key] = [ZERO] * len(channels)
         self._closed: SubscriptionClosed | None = None
         self._waiting = False
-        self._sink: DirectSink | None = None
-        self._flagged = False
+        self._consumer: Consumer | None = None
+        self._deferred = False  # a hand-off job is deferred
 
     # -- filled by the listener and the broker -----------------------------------------
 
@@ -98,20 +99,22 @@ class ClusterSubscription(Subscription):
         return True
 
     def _notify(self) -> None:
-        sink = self._sink
-        if sink is None or not self._waiting:
+        consumer = self._consumer
+        if consumer is None or not self._waiting:
             self._wake.set()
-        elif not self._flagged:
-            self._flagged = True
-            if not sink.schedule(self._flush):
+        else:
+            deferred = defer_once(consumer, self._deferred, self._hand_off)
+            self._deferred = deferred is not None
+            if deferred is None:
                 self.wake()
 
-    def _flush(self) -> None:
-        self._flagged = False
-        sink = self._sink
-        if sink is None or not self._waiting or self._closed is not None or not self._items:
+    def _hand_off(self) -> None:
+        """The deferred job: give the ready events to the consumer while the reader waits."""
+        self._deferred = False
+        consumer = self._consumer
+        if consumer is None or not self._waiting or self._closed is not None or not self._items:
             return
-        if not sink.write(self._drain()):
+        if not consumer.take(self._drain()):
             self.wake()
 
     def go_live(
@@ -197,8 +200,8 @@ class ClusterSubscription(Subscription):
             batch.append(items.popleft())
         return batch
 
-    def set_direct(self, sink: DirectSink | None) -> bool:
-        self._sink = sink
+    def set_consumer(self, consumer: Consumer | None) -> bool:
+        self._consumer = consumer
         return True
 
     def wake(self) -> None:

@@ -1,15 +1,12 @@
-"""The memory broker's channels and per-client mailboxes, with direct delivery.
+"""The memory broker's channels and per-client mailboxes.
 
 A mailbox is a bounded per-client queue that the publisher appends to and the
-client's stream drains. With direct delivery on (:meth:`Mailbox.set_direct`),
-a one-channel mailbox whose reader waits is *parked* on its channel instead:
-the publisher no longer touches it, but appends the event once to the
-channel's ``fresh`` list, and one job per channel, run when the publisher
-yields, hands that same list to every parked client's sink. Fan-out then
-costs one append per event and one write per client, with no per-client queue
-work and no wake-up. A mailbox of several channels is delivered to directly
-too, but through its own queue and its own job, as the order across its
-channels is its own.
+client's stream drains. With a consumer (:meth:`Mailbox.set_consumer`), a
+one-channel mailbox whose reader waits is *parked* in its channel's
+:class:`~flask_sse_push.brokers.handoff.ParkingLot` instead: the publisher no
+longer touches it, and the lot hands each batch to every parked mailbox's
+consumer at once. A mailbox of several channels hands its own queue to its
+consumer, as the order across its channels is its own.
 
 A channel's methods run under the broker's lock; a mailbox takes it wherever
 its reader's side touches what publishers share.
@@ -17,20 +14,20 @@ its reader's side touches what publishers share.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import threading
 import typing as t
 
 from ..exceptions import SubscriptionClosed
 from .base import Subscription
+from .handoff import ParkingLot, defer_once
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..event import ServerSentEvent
     from ._memory_state import Incarnation
-    from .base import DirectSink
+    from .handoff import Consumer
 
 #: Histories up to this long are lists: ``del history[0]`` moves that many pointers.
 _SHORT_HISTORY = 32
@@ -44,10 +41,7 @@ class Channel:
         "history",
         "trimmed_through",
         "queued",
-        "parked",
-        "fresh",
-        "fresh_seqs",
-        "flush_due",
+        "lot",
     )
 
     def __init__(self, size: int) -> None:
@@ -60,12 +54,8 @@ class Channel:
         self.trimmed_through = 0
         #: Mailboxes the publisher appends to, in subscription order.
         self.queued: dict[Mailbox, None] = {}
-        #: Parked mailboxes, with the last seq each had when it parked.
-        self.parked: dict[Mailbox, int] = {}
-        #: Events for the parked mailboxes since the last flush, and their seqs.
-        self.fresh: list[ServerSentEvent] = []
-        self.fresh_seqs: list[int] = []
-        self.flush_due = False
+        #: Mailboxes whose reader waits with a consumer.
+        self.lot: ParkingLot[Mailbox] = ParkingLot()
 
     def keep(self, seq: int, event: ServerSentEvent) -> None:
         """Add an event to the history, trimming the oldest beyond its size."""
@@ -79,59 +69,33 @@ class Channel:
             self.history = collections.deque(history, maxlen=self.size)
 
     def empty(self) -> bool:
-        return not self.queued and not self.parked
+        return not self.queued and not self.lot.parked
 
     def mailboxes(self) -> list[Mailbox]:
-        return [*self.queued, *self.parked]
+        return [*self.queued, *self.lot.parked]
 
     def deliver(self, broker: Incarnation, seq: int, event: ServerSentEvent) -> None:
-        """Give ``event`` to every mailbox: queued ones now, parked ones in a flush."""
+        """Give ``event`` to every mailbox: queued ones now, parked ones in a hand-off."""
         if self.queued:
             for mailbox in tuple(self.queued):
                 if not mailbox.put(event):
                     broker._drop(mailbox, SubscriptionClosed("overflow"))
-        if not self.parked:
+        lot = self.lot
+        if not lot.parked:
             return
-        self.fresh.append(event)
-        self.fresh_seqs.append(seq)
-        if len(self.fresh) > broker.queue_size:
+        if lot.add(seq, event) > broker.queue_size:
             # As far behind as a queue may get: they would have overflowed too.
-            for mailbox in tuple(self.parked):
+            for mailbox in tuple(lot.parked):
                 broker._drop(mailbox, SubscriptionClosed("overflow"))
             return
-        if not self.flush_due:
-            self.flush_due = True
-            sink = next(iter(self.parked))._sink
-            assert sink is not None
-            if not sink.schedule(lambda: broker._flush(self)):
-                self.flush_due = False
-                for mailbox in tuple(self.parked):
-                    mailbox.wake()  # the reader unparks and collects ``fresh``
+        if not lot.due and not lot.defer(lambda: broker._flush(self)):
+            for mailbox in tuple(lot.parked):
+                mailbox.wake()  # the reader unparks and collects what is fresh
 
     def flush(self) -> None:
-        """Hand what is fresh to every parked mailbox's sink; unpark the ones that lag."""
-        self.flush_due = False
-        fresh, seqs = self.fresh, self.fresh_seqs
-        if not fresh:
-            return
-        self.fresh, self.fresh_seqs = [], []
-        first = seqs[0]
-        tails: dict[int, list[ServerSentEvent]] = {}
-        for mailbox, last in tuple(self.parked.items()):
-            batch = fresh
-            if last >= first:  # parked after some of these: it has them already
-                tail = tails.get(last)
-                if tail is None:
-                    tail = tails[last] = fresh[bisect.bisect_right(seqs, last) :]
-                if not tail:
-                    continue
-                batch = tail
-            sink = mailbox._sink
-            assert sink is not None  # turning it off unparks the mailbox
-            if sink.write(batch):
-                continue
-            # The sink has the rest of these bytes; the reader finishes them.
-            del self.parked[mailbox]
+        """Hand what is fresh to the parked mailboxes; queue and wake the ones that lag."""
+        for mailbox in self.lot.hand_off():
+            # Its consumer has the rest of these; the reader finishes them.
             self.queued[mailbox] = None
             mailbox.wake()
 
@@ -140,14 +104,10 @@ class Channel:
 
         :returns: False if it was not parked (a flush unparked it, or it left).
         """
-        last = self.parked.pop(mailbox, None)
-        if last is None:
+        missed = self.lot.unpark(mailbox)
+        if missed is None:
             return False
-        if self.fresh:
-            start = bisect.bisect_right(self.fresh_seqs, last)
-            mailbox._items.extend(self.fresh[start:])
-            if not self.parked:
-                self.fresh, self.fresh_seqs = [], []
+        mailbox._items.extend(missed)
         self.queued[mailbox] = None
         return True
 
@@ -157,8 +117,8 @@ class Mailbox(Subscription):
 
     The publisher sets the flag only when the reader is waiting for it, so a
     burst of events to a busy reader costs one wake-up, not one per event. With
-    a direct sink, a waiting reader is not woken at all: a one-channel mailbox
-    parks on its channel, and one of several channels schedules its own job.
+    a consumer, a waiting reader is not woken at all: a one-channel mailbox
+    parks in its channel's lot, and one of several channels defers its own job.
     """
 
     __slots__ = (
@@ -169,8 +129,8 @@ class Mailbox(Subscription):
         "_waiting",
         "_limit",
         "_closed",
-        "_sink",
-        "_flagged",
+        "consumer",
+        "_deferred",
     )
 
     def __init__(self, broker: Incarnation, channels: Sequence[str], limit: int):
@@ -183,8 +143,8 @@ class Mailbox(Subscription):
         self._waiting = False
         self._limit = limit
         self._closed: SubscriptionClosed | None = None
-        self._sink: DirectSink | None = None
-        self._flagged = False  # a direct flush of this mailbox is scheduled
+        self.consumer: Consumer | None = None
+        self._deferred = False  # this mailbox's own hand-off job is deferred
 
     def put(self, event: ServerSentEvent) -> bool:
         """Queue ``event``; return False, queueing nothing, if the client is full."""
@@ -193,25 +153,28 @@ class Mailbox(Subscription):
             return False
         items.append(event)
         if self._waiting:
-            sink = self._sink
-            if sink is None:
+            consumer = self.consumer
+            if consumer is None:
                 self._waiting = False
                 self._wake.set()
-            elif not self._flagged:
-                self._flagged = True
-                if not sink.schedule(self._flush):
+            else:
+                deferred = defer_once(consumer, self._deferred, self._hand_off)
+                self._deferred = deferred is not None
+                if deferred is None:
                     self.wake()
         return True
 
-    def _flush(self) -> None:
-        """The direct job of a mailbox that is not parked (it has several channels)."""
+    def _hand_off(self) -> None:
+        """The own job of a mailbox that is not parked (it has several channels)."""
         with self._broker._lock:
-            self._flagged = False
-            sink = self._sink
-            if not self._waiting or self._closed is not None or not self._items or sink is None:
+            self._deferred = False
+            consumer = self.consumer
+            if not self._waiting or self._closed is not None or not self._items:
+                return
+            if consumer is None:
                 return
             batch, self._items = self._items, []
-            if not sink.write(batch):
+            if not consumer.take(batch):
                 self.wake()
 
     def finish(self, reason: SubscriptionClosed) -> bool:
@@ -228,7 +191,7 @@ class Mailbox(Subscription):
 
     def get(self, timeout: float | None = None) -> list[ServerSentEvent]:
         if not self._items and self._closed is None:
-            park = self._sink is not None and len(self.channels) == 1
+            park = self.consumer is not None and len(self.channels) == 1
             # Announce the wait before looking again, so a put in between
             # either is seen here or sets the flag.
             self._wake.clear()
@@ -251,10 +214,10 @@ class Mailbox(Subscription):
     def pending(self) -> int:
         return len(self._items)
 
-    def set_direct(self, sink: DirectSink | None) -> bool:
+    def set_consumer(self, consumer: Consumer | None) -> bool:
         with self._broker._lock:
-            self._sink = sink
-            if sink is None and self._broker._unpark_locked(self):
+            self.consumer = consumer
+            if consumer is None and self._broker._unpark_locked(self):
                 self.wake()  # turned off from another thread while parked
         return True
 

@@ -171,12 +171,12 @@ class Incarnation:
     # Called by mailboxes and channels (see ._memory_channel).
 
     def _park(self, mailbox: Mailbox) -> None:
-        """Let the channel deliver to ``mailbox`` directly while its reader waits."""
+        """Park ``mailbox`` in its channel's lot while its reader waits with a consumer."""
         with self._lock:
             state = self._channels.get(mailbox.channels[0])
             if state is not None and mailbox in state.queued:  # not dropped meanwhile
                 del state.queued[mailbox]
-                state.parked[mailbox] = self._seq
+                state.lot.parked[mailbox] = self._seq
 
     def _unpark(self, mailbox: Mailbox) -> None:
         """Take the lock itself."""
@@ -204,7 +204,7 @@ class Incarnation:
         for name in mailbox.channels:
             state = self._channels[name]
             state.queued.pop(mailbox, None)
-            state.parked.pop(mailbox, None)
+            state.lot.parked.pop(mailbox, None)
             if state.empty() and not state.history:
                 # Nothing to replay and no one to deliver to: it costs nothing
                 # from now on, and made-up names cannot grow this dict.

@@ -392,7 +392,7 @@ class Listener:
                 if read % DISPATCH_BATCH == 0:
                     # A backlog (messages, or the confirmations of thousands of
                     # channels) is read from the buffer without blocking, so let
-                    # the streams (or the direct writes) drain their queues
+                    # the streams (or their consumers) drain their queues
                     # before they overflow, and the other requests run.
                     time.sleep(0)
             elif now - heard > self.health_interval:

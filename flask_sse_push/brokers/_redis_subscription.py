@@ -13,12 +13,13 @@ import typing as t
 from ..exceptions import SubscriptionClosed
 from ._redis_scripts import ZERO, format_id
 from .base import Subscription, reset_event
+from .handoff import defer_once
 
 if t.TYPE_CHECKING:
     from ..event import ServerSentEvent
     from ._redis_listener import Listener
     from ._redis_scripts import Key, Snapshot
-    from .base import DirectSink
+    from .handoff import Consumer
 
 
 class RedisSubscription(Subscription):
@@ -42,9 +43,9 @@ class RedisSubscription(Subscription):
         # anything a catch-up returns up to here are skipped.
         self.last: Key = ZERO
         self._closed: SubscriptionClosed | None = None
-        self._waiting = False  # the reader is parked in get()
-        self._sink: DirectSink | None = None
-        self._flagged = False  # a direct flush is scheduled
+        self._waiting = False  # the reader waits in get()
+        self._consumer: Consumer | None = None
+        self._deferred = False  # a hand-off job is deferred
 
     def _overflow(self) -> bool:
         self._closed = SubscriptionClosed("overflow")
@@ -70,22 +71,23 @@ class RedisSubscription(Subscription):
                 return self._overflow()
             self._items.append(event)
             self.last = key
-        sink = self._sink
-        if sink is None or not self._waiting:
+        consumer = self._consumer
+        if consumer is None or not self._waiting:
             self._wake.set()
-        elif not self._flagged:
-            self._flagged = True
-            if not sink.schedule(self._flush):
+        else:
+            deferred = defer_once(consumer, self._deferred, self._hand_off)
+            self._deferred = deferred is not None
+            if deferred is None:
                 self.wake()
         return True
 
-    def _flush(self) -> None:
-        """The direct job: hand the ready events to the sink while the reader waits."""
-        self._flagged = False
-        sink = self._sink
-        if sink is None or not self._waiting or self._closed is not None or not self._items:
+    def _hand_off(self) -> None:
+        """The deferred job: give the ready events to the consumer while the reader waits."""
+        self._deferred = False
+        consumer = self._consumer
+        if consumer is None or not self._waiting or self._closed is not None or not self._items:
             return
-        if not sink.write(self._drain()):
+        if not consumer.take(self._drain()):
             self.wake()
 
     def go_live(self, backlog: list[ServerSentEvent], through: Key) -> bool:
@@ -165,8 +167,8 @@ class RedisSubscription(Subscription):
             batch.append(items.popleft())
         return batch
 
-    def set_direct(self, sink: DirectSink | None) -> bool:
-        self._sink = sink
+    def set_consumer(self, consumer: Consumer | None) -> bool:
+        self._consumer = consumer
         return True
 
     def wake(self) -> None:

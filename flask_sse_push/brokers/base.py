@@ -14,8 +14,10 @@ import typing as t
 from ..event import ServerSentEvent
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from types import TracebackType
+
+    from .handoff import Consumer
 
 _S = t.TypeVar("_S", bound="Subscription")
 
@@ -34,31 +36,6 @@ def reset_event(last_event_id: str, head_id: str, reason: str) -> ServerSentEven
     """
     data = json.dumps({"last_event_id": last_event_id, "reason": reason})
     return ServerSentEvent(data, event=RESET_EVENT, id=head_id)
-
-
-class DirectSink(t.Protocol):
-    """Where a subscription may write events for a reader that waits (see
-    :meth:`Subscription.set_direct`). The server's stream provides it.
-
-    .. versionadded:: 0.1
-    """
-
-    def schedule(self, job: Callable[[], None]) -> bool:
-        """Run ``job`` soon, once the current publisher yields.
-
-        :returns: False if it cannot be scheduled from this thread; the caller
-            then wakes the reader instead.
-        """
-
-    def write(self, events: list[ServerSentEvent]) -> bool:
-        """Write ``events`` now, without blocking; only from a scheduled job.
-
-        Pass the same list object to every sink that gets the same events:
-        they are then encoded once. The list must not change afterwards.
-
-        :returns: False if the client took only part of them, or none: the
-            reader must then be woken, and finishes the write itself.
-        """
 
 
 class Subscription(abc.ABC):
@@ -87,14 +64,15 @@ class Subscription(abc.ABC):
         """Return how many events wait to be sent: the client's lag, for stats."""
         return 0
 
-    def set_direct(self, sink: DirectSink | None) -> bool:
-        """Deliver through ``sink`` while the reader waits in :meth:`get`.
+    def set_consumer(self, consumer: Consumer | None) -> bool:
+        """Hand events to ``consumer`` while the reader waits in :meth:`get`.
 
         Optional. A subscription that supports it no longer wakes a waiting
-        reader for new events: it asks ``sink`` to run a job once the publisher
-        yields, and that job hands the ready events to :meth:`DirectSink.write`.
-        Only when ``write`` returns False does the reader wake up (``get``
-        returning ``[]``), to finish what the sink started. A reader that is not
+        reader for new events: it asks ``consumer`` to defer a job until the
+        publisher yields, and that job gives the ready events to
+        :meth:`~flask_sse_push.brokers.handoff.Consumer.take`. Only when
+        ``take`` returns False does the reader wake up (``get`` returning
+        ``[]``), to finish what the consumer started. A reader that is not
         waiting gets its events from ``get`` as usual. ``None`` turns it off.
 
         :returns: whether the subscription supports this; the default does not.

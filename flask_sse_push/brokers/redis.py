@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 import typing as t
 
@@ -36,6 +35,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ..exceptions import BrokerError, SubscriptionClosed
+from ..servers import os_lock, os_thread_local, thread_bound_sockets
 from ..validation import check_channel
 from ._redis_listener import SUBSCRIBER_NAME as SUBSCRIBER_NAME  # public: CLIENT LIST shows it
 from ._redis_listener import Listener
@@ -60,43 +60,6 @@ if t.TYPE_CHECKING:
     from ._redis_scripts import Key
 
 __all__ = ["RedisBroker"]
-
-
-def _thread_bound_sockets() -> t.Callable[[], int] | None:
-    """Return the OS thread's ident function if sockets belong to one thread's hub.
-
-    Under gevent's monkey-patching a socket is bound to the hub (event loop) of
-    the OS thread that made it, and fails or hangs when used from another OS
-    thread. Then each OS thread needs connections of its own. ``threading`` is
-    patched too, so the ident must come from the unpatched ``_thread``.
-    """
-    if "gevent.monkey" not in sys.modules:
-        return None
-    from gevent import monkey
-
-    if not monkey.is_module_patched("socket"):
-        return None
-    get_ident: t.Callable[[], int] = monkey.get_original("_thread", "get_ident")
-    return get_ident
-
-
-def _os_lock() -> threading.Lock:
-    """A lock between OS threads, whatever gevent patched."""
-    if "gevent.monkey" in sys.modules:
-        from gevent import monkey
-
-        lock: threading.Lock = monkey.get_original("_thread", "allocate_lock")()
-        return lock
-    return threading.Lock()
-
-
-def _os_thread_local() -> t.Any:
-    """A thread-local object per OS thread (gevent patches ``threading.local`` per greenlet)."""
-    if "gevent.monkey" in sys.modules:
-        from gevent import monkey
-
-        return monkey.get_original("_thread", "_local")()
-    return threading.local()
 
 
 class RedisBroker(Broker):
@@ -164,8 +127,8 @@ class RedisBroker(Broker):
         # every other OS thread gets a client with a pool of its own, since a
         # connection made or used in one thread must never reach another.
         self._home: int | None = None
-        self._home_lock = _os_lock()
-        self._threads = _os_thread_local()
+        self._home_lock = os_lock()
+        self._threads = os_thread_local()
         self._generation = 0  # close() drops the other threads' clients
         self.history = history
         self.queue_size = queue_size
@@ -225,7 +188,7 @@ class RedisBroker(Broker):
         hub of the OS thread that made them, so each OS thread but the first one
         gets a client with a pool of its own, made like ``client``'s pool.
         """
-        get_ident = _thread_bound_sockets()
+        get_ident = thread_bound_sockets()
         if get_ident is None:
             return self.client
         ident = get_ident()

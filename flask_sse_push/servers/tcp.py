@@ -1,7 +1,7 @@
-"""The client's TCP socket, where the server exposes it: options, errors, and cutting it.
+"""The client's TCP socket, where the server exposes it: options, errors, EOF, cutting it.
 
-Only gunicorn hands the socket to the application (``environ["gunicorn.socket"]``),
-under every worker class. Elsewhere these functions are never called, and a
+Nothing here knows a server: each server module says whether it exposes the
+socket (:meth:`~flask_sse_push.servers.base.Server.socket`). Where none does, a
 stream is bounded by the keepalive and the OS's own TCP timeouts alone.
 """
 
@@ -14,6 +14,11 @@ import os
 import socket
 import struct
 import typing as t
+
+#: The most bytes a stream hands its server in one write. The send timeout is
+#: measured per piece, so it measures a lack of progress: a slow but steady
+#: client is never cut for the size of an event, a client that reads nothing is.
+PIECE = 64 * 1024
 
 
 class SocketLike(t.Protocol):
@@ -28,20 +33,6 @@ class SocketLike(t.Protocol):
     def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
 
     def setsockopt(self, level: int, optname: int, value: int, /) -> None: ...
-
-
-def client_socket(environ: t.Mapping[str, t.Any]) -> SocketLike | None:
-    """Return the socket of an HTTP/1.x request, or ``None``.
-
-    An HTTP/2 connection carries many streams, so one stream must not set its
-    options or shut it down.
-    """
-    sock = environ.get("gunicorn.socket")
-    if sock is None or not str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1"):
-        return None
-    if environ.get("HTTP_VERSION") == "2":
-        return None
-    return t.cast("SocketLike", sock)
 
 
 def tcp_options(keepalive: float, send_timeout: float) -> list[tuple[int, int, int]]:
@@ -145,3 +136,106 @@ def cut(sock: SocketLike) -> None:
         pass
     finally:
         duplicate.close()
+
+
+def closed_by_peer(sockets: list[SocketLike], poll: t.Any) -> list[int]:
+    """Return the indexes of ``sockets`` whose peer has closed or reset the connection.
+
+    An SSE client sends nothing after its request, so a socket that turns
+    readable has either reached EOF (the client closed it) or holds a pipelined
+    request, which is left alone. Linux reports a peer's FIN as ``POLLRDHUP``;
+    elsewhere one byte is peeked to tell the two apart.
+
+    :param poll: a fresh ``select.poll()`` object (one that does not yield to
+        other greenlets).
+    """
+    import select
+
+    rdhup = getattr(select, "POLLRDHUP", 0)
+    flags = select.POLLIN | rdhup
+    index_of: dict[int, int] = {}
+    for index, sock in enumerate(sockets):
+        try:
+            fd = sock.fileno()
+        except OSError:
+            continue
+        if fd >= 0:  # -1: the server has closed it, and is done with the stream
+            index_of[fd] = index
+            poll.register(fd, flags)
+    gone: list[int] = []
+    for fd, events in poll.poll(0):
+        found = index_of.get(fd)
+        if found is None:
+            continue
+        if events & (select.POLLHUP | select.POLLERR | rdhup) or (
+            events & select.POLLIN and not rdhup and _at_eof(fd)
+        ):
+            gone.append(found)
+    return gone
+
+
+def _at_eof(fd: int) -> bool:
+    """Whether a readable descriptor has reached EOF, peeked without consuming anything."""
+    try:
+        duplicate = _socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return True
+    try:
+        return duplicate.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    finally:
+        duplicate.close()
+
+
+_K = t.TypeVar("_K", bound=t.Hashable)
+
+
+class HangupWatch(t.Generic[_K]):
+    """Sockets watched for the peer's FIN in the kernel: one ``epoll`` set (Linux).
+
+    A check costs one ``epoll_wait`` however many sockets are watched, so it
+    can run often. Only ``EPOLLRDHUP`` is asked for: a pipelined request, which
+    makes a socket readable, does not wake it.
+
+    :param epoll: the class ``select.epoll`` (the original, under gevent).
+    """
+
+    def __init__(self, epoll: t.Any) -> None:
+        import select
+
+        self._epoll = epoll()
+        self._flags = select.EPOLLRDHUP
+        self._fds: dict[_K, int] = {}
+        self._keys: dict[int, _K] = {}
+
+    def add(self, key: _K, sock: SocketLike) -> None:
+        """Watch ``sock`` under ``key`` until :meth:`remove`."""
+        try:
+            fd = sock.fileno()
+            self._epoll.register(fd, self._flags)
+        except (OSError, ValueError):
+            return  # closed already, or watched under a stale key
+        self._fds[key] = fd
+        self._keys[fd] = key
+
+    def remove(self, key: _K) -> None:
+        fd = self._fds.pop(key, None)
+        if fd is None:
+            return
+        if self._keys.get(fd) is key:
+            del self._keys[fd]
+            # The kernel forgets a closed descriptor by itself.
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
+
+    def hung_up(self) -> list[_K]:
+        """Return the keys whose peer closed (or reset) the connection."""
+        keys = self._keys
+        found = [keys.get(fd) for fd, _ in self._epoll.poll(0)]
+        return [key for key in found if key is not None]
+
+    def close(self) -> None:
+        self._epoll.close()

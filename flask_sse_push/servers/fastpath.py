@@ -1,15 +1,19 @@
 """Direct writes: events go onto idle clients' sockets in one pass, without waking them.
 
-Under gunicorn's gevent worker every stream is a greenlet waiting in
+Under this package's gunicorn worker class
+(:class:`~flask_sse_push.servers.gunicorn.GeventWorker`) every stream is a greenlet waiting in
 :meth:`~flask_sse_push.brokers.Subscription.get`. Waking each one to hand gunicorn
 an event costs a switch into the greenlet and back; at a thousand clients that
 is most of a broadcast's time, and it is paid again for every event. Instead, a
 stream gives its subscription a :class:`DirectWriter`
-(:meth:`~flask_sse_push.brokers.Subscription.set_direct`). The subscription
+(:meth:`~flask_sse_push.brokers.Subscription.set_consumer`), made from the
+:class:`Carrier` the worker attached to the stream's body. The subscription
 schedules a job when events arrive for a waiting stream; the jobs run in one
 pass per process as soon as the publisher yields, and write each stream's
-events with a single non-blocking ``send``, framed exactly as gunicorn frames a
-chunk. Streams that get the same events share one encoding per pass.
+events with a single non-blocking ``send``, framed as the worker's response
+object frames a chunk and added to its byte count, so gunicorn's access log
+reports every byte. Streams that get the same events share one encoding per
+pass.
 
 A stream's greenlet takes over again only when the kernel does not take a whole
 chunk: it wakes, finishes that chunk with an ordinary blocking write (watched by
@@ -21,49 +25,32 @@ from __future__ import annotations
 
 import logging
 import operator
-import os
 import time
 import typing as t
 
-from .brokers.base import RESET_EVENT
+from ..brokers.base import RESET_EVENT
+from .tcp import PIECE
 
 if t.TYPE_CHECKING:
     import socket
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
-    from .connections import LiveStream
-    from .event import ServerSentEvent
-    from .metrics import Metrics
+    from ..connections import LiveStream
+    from ..event import ServerSentEvent
+    from ..metrics import Metrics
 
 logger = logging.getLogger("flask_sse_push")
 
 
-def direct_socket(environ: Mapping[str, t.Any]) -> t.Any | None:
-    """Return gunicorn's socket for a request whose stream may be written directly.
+class Carrier:
+    """One response the worker lets the fast path write to: its socket and gunicorn's
+    response object, which frames the body and counts its bytes."""
 
-    That is a plain-text ``GET`` over HTTP/1.x on gunicorn's gevent worker,
-    speaking HTTP (not the uwsgi protocol). TLS sockets, HTTP/2 streams and
-    every other server get ``None``, and the stream writes through the server.
-    """
-    if environ.get("REQUEST_METHOD") != "GET":
-        return None
-    if environ.get("SERVER_PROTOCOL") not in ("HTTP/1.1", "HTTP/1.0"):
-        return None
-    if not str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn"):
-        return None
-    sock = environ.get("gunicorn.socket")
-    kind = type(sock)
-    # Exactly gevent's socket: its SSLSocket subclass encrypts in send().
-    if kind.__name__ != "socket" or not kind.__module__.startswith("gevent."):
-        return None
-    if not hasattr(sock, "_sock"):
-        return None
-    from .server import gunicorn_worker
+    __slots__ = ("sock", "response")
 
-    worker = gunicorn_worker()
-    if worker is None or getattr(getattr(worker, "cfg", None), "protocol", "http") != "http":
-        return None
-    return sock
+    def __init__(self, sock: t.Any, response: t.Any) -> None:
+        self.sock = sock
+        self.response = response
 
 
 class _Pass:
@@ -74,12 +61,13 @@ class _Pass:
     event objects; either way they are encoded and framed once per pass.
     """
 
-    __slots__ = ("batch", "chunked", "data", "resets", "delivered")
+    __slots__ = ("batch", "chunked", "data", "body_size", "resets", "delivered")
 
     def __init__(self) -> None:
         self.batch: list[ServerSentEvent] = []
         self.chunked = False
         self.data = b""
+        self.body_size = 0
         self.resets = 0
         #: Deliveries per metrics object, reported once at the end of the pass.
         self.delivered: dict[Metrics, list[int]] = {}
@@ -98,6 +86,7 @@ class _Pass:
             body = b"".join([event.encode() for event in batch])
             self.resets = [event.event for event in batch].count(RESET_EVENT)
         self.batch, self.chunked = batch, chunked
+        self.body_size = len(body)
         self.data = b"%X\r\n%b\r\n" % (len(body), body) if chunked else body
         return self.data
 
@@ -113,14 +102,16 @@ class _Pass:
             metrics.delivered(events, resets)
 
 
-class _Flusher:
-    """The scheduled jobs of one process, run in passes after publishers yield."""
+class Flusher:
+    """The scheduled jobs of one runtime, run in passes after publishers yield.
+
+    Create it in the gevent hub's thread, where the streams run.
+    """
 
     def __init__(self) -> None:
         import gevent
         from gevent.monkey import get_original
 
-        self.pid = os.getpid()
         self.spawn = gevent.spawn_raw
         #: The thread of the gevent hub the streams run in.
         self.thread: int = gevent.get_hub().thread_ident
@@ -158,61 +149,59 @@ class _Flusher:
             self.scheduled = False
 
 
-_flusher: _Flusher | None = None
-
-
-def flusher() -> _Flusher:
-    """Return this process's flusher (a forked worker gets its own).
-
-    Call it first from the gevent hub's thread, where the streams run.
-    """
-    global _flusher
-    current = _flusher
-    if current is None or current.pid != os.getpid():
-        current = _flusher = _Flusher()
-    return current
-
-
 class DirectWriter:
     """Writes one stream's events straight to its socket while its greenlet waits.
 
-    It is the :class:`~flask_sse_push.brokers.DirectSink` the stream gives
+    It is the :class:`~flask_sse_push.brokers.handoff.Consumer` the stream gives
     its subscription.
 
-    :param sock: gunicorn's (gevent) socket for the request.
-    :param chunked: frame each write as an HTTP/1.1 chunk, as gunicorn does for
-        an HTTP/1.1 response without a length.
+    :param carrier: the socket and gunicorn's response object.
+    :param flusher: the runtime's flusher, which runs the scheduled jobs.
+    :param live: the stream, whose write times the send timeout watches.
+    :param metrics: counts the events written.
     """
 
-    __slots__ = ("_sock", "_raw", "_chunked", "_live", "_metrics", "_flusher", "unsent")
+    __slots__ = (
+        "_sock",
+        "_raw",
+        "_response",
+        "_chunked",
+        "_live",
+        "_metrics",
+        "_flusher",
+        "unsent",
+    )
 
     def __init__(
         self,
-        sock: t.Any,
+        carrier: Carrier,
+        flusher: Flusher,
         *,
-        chunked: bool,
-        live: LiveStream | None = None,
+        live: LiveStream,
         metrics: Metrics | None = None,
     ) -> None:
-        self._sock = sock
-        self._raw: socket.socket = sock._sock
-        self._chunked = chunked
+        self._sock = carrier.sock
+        self._raw: socket.socket = carrier.sock._sock
+        self._response = carrier.response
+        self._chunked = bool(carrier.response.chunked)
         self._live = live
         self._metrics = metrics
-        self._flusher = flusher()
+        self._flusher = flusher
         #: The rest of a chunk the kernel did not take; the stream's greenlet
         #: must write it before anything else. ``None`` when there is none.
         self.unsent: bytes | None = None
 
-    def schedule(self, job: Callable[[], None]) -> bool:
+    def defer(self, job: Callable[[], None]) -> bool:
         return self._flusher.add(job)
 
-    def write(self, events: list[ServerSentEvent]) -> bool:
+    def take(self, events: list[ServerSentEvent]) -> bool:
         live = self._live
-        if live is not None and live.ending is not None:
+        if live.ending is not None:
             return True  # it ends now, dropping what it has not sent
         done = self._flusher.current
         data = done.frame(events, self._chunked)
+        # What gunicorn's access log reports as the body size (%(B)s).
+        self._response.sent += done.body_size
         if self._metrics is not None:
             done.count(self._metrics, len(events))
         if self.unsent is not None:  # the greenlet is finishing a chunk: queue behind it
@@ -233,18 +222,20 @@ class DirectWriter:
     def finish_chunk(self) -> bool:
         """Write what the kernel did not take, blocking; False if the socket failed.
 
-        Runs in the stream's own greenlet, which the send timeout watches.
+        Runs in the stream's own greenlet. It writes at most :data:`PIECE`
+        bytes at a time and marks each piece's start, so the send timeout
+        measures a lack of progress, not the size of what is left.
         """
         live = self._live
         try:
             while self.unsent is not None:
                 unsent, self.unsent = self.unsent, None
-                if live is not None:
+                view = memoryview(unsent)
+                for start in range(0, len(view), PIECE):
                     live.write_started = time.monotonic()
-                self._sock.sendall(unsent)
+                    self._sock.sendall(view[start : start + PIECE])
         except OSError:
             return False
         finally:
-            if live is not None:
-                live.write_started = None
+            live.write_started = None
         return True
