@@ -17,9 +17,18 @@ from __future__ import annotations
 
 import typing as t
 
-from gunicorn.workers.ggevent import (  # type: ignore[import-untyped]
-    GeventWorker as _GunicornGeventWorker,
-)
+try:
+    from gunicorn.workers.ggevent import (  # type: ignore[import-untyped]
+        GeventWorker as _GunicornGeventWorker,
+    )
+except (ImportError, RuntimeError) as exc:  # gunicorn raises RuntimeError for gevent
+    # gunicorn's own message names neither the package nor the fix.
+    raise RuntimeError(
+        "flask_sse_push.servers.gunicorn.GeventWorker needs gunicorn's gevent worker,"
+        " which needs gevent 24.10.1 or newer. Install the gevent extra:"
+        " pip install 'flask-sse-push[gevent]' (from a checkout: pip install -e"
+        f" '.[gevent]'). The import failed with: {exc}"
+    ) from exc
 
 from .base import StreamBody
 from .fastpath import Carrier
