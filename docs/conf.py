@@ -123,7 +123,11 @@ nitpick_ignore_regex += [
     (r"py:mod", r"_redis_(scripts|listener|subscription)"),
     (r"py:class", r"(flask_sse_push\.brokers\.redis\.)?(Key|Snapshot)"),
     (r"py:class", r"(flask_sse_push\.metrics\.)?Metrics"),
-    (r"py:class", r"(flask_sse_push\.direct\.)?DirectWriter"),
+    (r"py:class", r"(flask_sse_push\.servers\.fastpath\.)?(DirectWriter|Carrier)"),
+    # The type variable of the generic ParkingLot, shown among its bases.
+    (r"py:obj", r"flask_sse_push\.brokers\.handoff\._R"),
+    # gunicorn's own classes, the bases of the worker class.
+    (r"py:class", r"gunicorn\..*"),
     (r"py:mod", r"(flask_sse_push\.brokers\.)?_cluster_(cursor|listener|scripts|subscription)"),
     (r"py:class", r"(flask_sse_push\.brokers\._cluster_cursor\.)?ChannelRead"),
     # redis-py's cluster client, named by its short name in annotations.
@@ -152,6 +156,11 @@ def _public_names() -> set[str]:
             home = getattr(value, "__module__", module_name)
             # Re-exports count as documented where they are defined or exported.
             names.add(f"{module_name}.{name}|{home}.{getattr(value, '__qualname__', name)}")
+    for path in PUBLIC_NAMES:
+        module_name, _, name = path.rpartition(".")
+        value = getattr(importlib.import_module(module_name), name)
+        home = getattr(value, "__module__", module_name)
+        names.add(f"{path}|{home}.{getattr(value, '__qualname__', name)}")
     return names
 
 
@@ -165,6 +174,15 @@ PUBLIC_MODULES = [
     "flask_sse_push.data",
     "flask_sse_push.validation",
     "flask_sse_push.client",
+]
+
+#: Public names outside those modules' ``__all__``: the worker class (loaded lazily,
+#: as it imports gevent) and the per-app runtime.
+PUBLIC_NAMES = [
+    "flask_sse_push.servers.gunicorn.GeventWorker",
+    "flask_sse_push.brokers.handoff.ParkingLot",
+    "flask_sse_push.runtime.Runtime",
+    "flask_sse_push.runtime.get_runtime",
 ]
 
 
