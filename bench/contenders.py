@@ -131,9 +131,14 @@ class FlaskSSEPushWake(FlaskSSEPush):
 
 
 class FlaskSSEPushBaseline(FlaskSSEPush):
-    """The checkout named by ``BENCH_BASELINE``, served as its README says (``-k gevent``)."""
+    """The checkout named by ``BENCH_BASELINE``, served as its README says: with the
+    package's worker class where the checkout has one, else ``-k gevent``."""
 
-    worker = "gevent"
+    @property
+    def worker(self) -> str:  # type: ignore[override]
+        assert BASELINE is not None
+        own = Path(BASELINE) / "flask_sse_push" / "servers" / "_gevent_worker.py"
+        return PUSH_WORKER if own.is_file() else "gevent"
 
     def unavailable(self) -> str | None:
         if not BASELINE or not (Path(BASELINE) / "flask_sse_push").is_dir():
@@ -294,7 +299,8 @@ CONTENDERS: dict[str, Contender] = {
         ),
         FlaskSSEPushBaseline(
             "flask_sse_push_baseline",
-            "flask_sse_push as checked out at BENCH_BASELINE, memory broker, gunicorn -k gevent",
+            "flask_sse_push as checked out at BENCH_BASELINE, memory broker,"
+            " served as its README says",
             False,
         ),
         FlaskSSEPushWake(

@@ -204,26 +204,39 @@ class Bench:
                     data["shard_commands"] = counter.commands
         return Run(bool(data.get("ok")), data)
 
-    def measure(self, scenario: Scenario, contender: Contender, runs: int) -> Outcome:
-        reason = contender.unavailable()
-        if reason is not None:
-            self.log(f"  {contender.name}: {reason}")
-            return Outcome([], reason)
-        results = []
+    def measure(
+        self, scenario: Scenario, contenders: list[Contender], runs: int
+    ) -> dict[str, Outcome]:
+        """Run every contender ``runs`` times, taking turns (run 1 of each, then run 2...).
+
+        Taking turns spreads the machine's slow spells over every row, so the
+        ratios between rows of one run hold even when absolute figures drift.
+        """
+        ready: list[Contender] = []
+        outcomes: dict[str, Outcome] = {}
+        for contender in contenders:
+            reason = contender.unavailable()
+            if reason is None:
+                ready.append(contender)
+                outcomes[contender.name] = Outcome([])
+            else:
+                self.log(f"  {contender.name}: {reason}")
+                outcomes[contender.name] = Outcome([], reason)
         for index in range(runs):
-            began = time.monotonic()
-            try:
-                run = self.run_once(scenario, contender)
-            except RuntimeError as exc:
-                run = Run(False, {"why": str(exc).splitlines()[0]})
-                if self.verbose:
-                    self.log(str(exc))
-            results.append(run)
-            self.log(
-                f"  {contender.name} run {index + 1}/{runs}"
-                f" ({time.monotonic() - began:.1f} s): {report.brief(scenario, run)}"
-            )
-        return Outcome(results)
+            for contender in ready:
+                began = time.monotonic()
+                try:
+                    run = self.run_once(scenario, contender)
+                except RuntimeError as exc:
+                    run = Run(False, {"why": str(exc).splitlines()[0]})
+                    if self.verbose:
+                        self.log(str(exc))
+                outcomes[contender.name].runs.append(run)
+                self.log(
+                    f"  {contender.name} run {index + 1}/{runs}"
+                    f" ({time.monotonic() - began:.1f} s): {report.brief(scenario, run)}"
+                )
+        return outcomes
 
 
 def idle_steps(wanted: list[int], nofile: int) -> tuple[list[int], list[int]]:
@@ -305,7 +318,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--contender", action="append", choices=sorted(CONTENDERS))
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--smoke", action="store_true", help="a tiny run of everything")
-    parser.add_argument("--profile", action="store_true", help="py-spy the broadcast")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the broadcast (or --scenario latency)"
+    )
     parser.add_argument("--output", type=Path, default=None, help="where to write the tables")
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -326,11 +341,11 @@ def selected(args: argparse.Namespace) -> list[tuple[Scenario, list[Contender]]]
     return plan
 
 
-def profile(bench: Bench, name: str) -> int:
-    """Profile flask_sse_push's worker under a broadcast scenario with py-spy."""
-    scenario, contender = SCENARIOS[name], CONTENDERS["flask_sse_push"]
-    if scenario.mode != "broadcast":
-        print("--profile works with the broadcast scenarios only")
+def profile(bench: Bench, name: str, contender_name: str = "flask_sse_push") -> int:
+    """Profile a contender's worker under a broadcast or latency scenario with py-spy."""
+    scenario, contender = SCENARIOS[name], CONTENDERS[contender_name]
+    if scenario.mode not in ("broadcast", "latency"):
+        print("--profile works with the broadcast and latency scenarios only")
         return 2
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as workdir:
         raw = Path(workdir) / "profile.txt"
@@ -338,8 +353,13 @@ def profile(bench: Bench, name: str) -> int:
         if not raw.exists():
             print("py-spy wrote no profile; is py-spy installed, and may it ptrace?")
             return 1
-        text = report.profile_summary(raw.read_text(), run.data, scenario.name)
-    output = PROFILE if name == "broadcast" else PROFILE.with_name(f"PROFILE-{name}.md")
+        text = report.profile_summary(
+            raw.read_text(), run.data, scenario.name, contender=contender_name
+        )
+    stem = "PROFILE" if name == "broadcast" else f"PROFILE-{name}"
+    if contender_name != "flask_sse_push":
+        stem += f"-{contender_name}"
+    output = PROFILE.with_name(f"{stem}.md")
     output.write_text(text)
     print(text)
     return 0
@@ -356,10 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     with Processes() as procs:
         bench = Bench(procs, smoke=args.smoke, verbose=args.verbose, nofile=limit)
         if args.profile:
-            return profile(bench, (args.scenario or ["broadcast"])[0])
+            scenario = (args.scenario or ["broadcast"])[0]
+            return profile(bench, scenario, (args.contender or ["flask_sse_push"])[0])
         for scenario, contenders in selected(args):
             bench.log(f"{scenario.name}:")
-            outcomes[scenario.name] = {c.name: bench.measure(scenario, c, runs) for c in contenders}
+            outcomes[scenario.name] = bench.measure(scenario, contenders, runs)
     meta = report.machine(
         started=started,
         runs=runs,

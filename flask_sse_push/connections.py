@@ -12,6 +12,7 @@ to find clients that left, writes that make no progress, and dead peers.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import threading
 import time
 import typing as t
@@ -177,6 +178,8 @@ class StreamRegistry:
         self._checked: dict[LiveStream, None] = {}
         #: ``time.monotonic()`` when shutdown began, or ``None``.
         self.shutdown_at: float | None = None
+        #: ``time.monotonic()`` of the last look at every socket's TCP state.
+        self._peers_checked = 0.0
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -231,10 +234,21 @@ class StreamRegistry:
         return ended
 
     def release_hangups(self) -> None:
-        """End the streams whose client closed its connection; cheap enough for every tick."""
+        """End the streams whose client closed its connection; cheap enough for every tick.
+
+        ``epoll`` reports a socket error too (``EPOLLERR``): the peer reset the
+        connection (``client``), or ``TCP_USER_TIMEOUT`` gave up on a peer that
+        stopped acknowledging (``peer gone``). Either error is taken from the
+        socket, as :meth:`sweep` does, so the server's next write fails quietly.
+        """
         if self.hangups is not None:
             for stream in self.hangups.hung_up():
-                stream.end(Ending("client", b""))
+                error = 0 if stream.socket is None else tcp.take_error(stream.socket)
+                if error == errno.ETIMEDOUT:
+                    stream.end(Ending("peer gone", b""))
+                    stream.cut_connection()
+                else:
+                    stream.end(Ending("client", b""))
         if self._checked:
             with self._lock:
                 checked = list(self._checked)
@@ -242,13 +256,24 @@ class StreamRegistry:
                 if stream.ending is None and stream.gone is not None and stream.gone():
                     stream.end(Ending("client", b""))
 
+    def peer_interval(self) -> float:
+        """Seconds between two looks at every socket's TCP state in :meth:`sweep`.
+
+        A tenth of the ``keepalive + send_timeout`` a silent peer is given, kept
+        between 1 and 5 seconds: each look costs a system call per stream, and
+        a long pass delays the events published meanwhile.
+        """
+        return min(5.0, max(1.0, (self.keepalive + self.send_timeout) / 10))
+
     def sweep(self, now: float, server: Server) -> None:
         """Release streams whose client left, and cut writes that make no progress.
 
         - A client left when its socket reached EOF or the server's own check
           says so (``client``), when the kernel reports an error on the socket
           (reset, ``TCP_USER_TIMEOUT``), or when it has acknowledged none of the
-          data in flight for ``keepalive + send_timeout`` (``peer gone``).
+          data in flight for ``keepalive + send_timeout`` (``peer gone``). Where
+          the :attr:`hangups` watch reports EOF and errors, the sockets' TCP
+          state is read only every :meth:`peer_interval` seconds.
         - A write makes no progress when one piece of it has taken
           ``send_timeout`` seconds (once shutdown has begun, one second, so a
           stuck client cannot hold the worker up): the connection is cut
@@ -260,21 +285,30 @@ class StreamRegistry:
         if shutdown_at is not None:
             limit = min(limit, 1.0)
         streams = [stream for stream in self.streams() if not stream.cut]
-        if self.hangups is None:  # no epoll: look at every socket
-            watched = [stream for stream in streams if stream.socket is not None]
-            for index in tcp.closed_by_peer([s.socket for s in watched if s.socket], server.poll()):
-                watched[index].end(Ending("client", b""))
+        watched = self.hangups is not None
+        if not watched:  # no epoll: look at every socket
+            open_sockets = [stream for stream in streams if stream.socket is not None]
+            for index in tcp.closed_by_peer(
+                [s.socket for s in open_sockets if s.socket], server.poll()
+            ):
+                open_sockets[index].end(Ending("client", b""))
+        peers = not watched or now - self._peers_checked >= self.peer_interval()
+        if peers:
+            self._peers_checked = now
         for index, stream in enumerate(streams):
-            if index % 512 == 511:
-                server.sleep(0)  # let other greenlets run during a long sweep
+            if index % 64 == 63:
+                # Let other greenlets run: a publisher's fan-out waits meanwhile.
+                server.sleep(0)
             sock = stream.socket
             if sock is None:
                 continue
-            unacked = tcp.unacked_for(sock)
-            if tcp.take_error(sock) or (unacked is not None and unacked > silence):
-                stream.end(Ending("peer gone", b""))
-                stream.cut_connection()
-                continue
+            if peers:
+                unacked = tcp.unacked_for(sock)
+                error = 0 if watched else tcp.take_error(sock)
+                if error or (unacked is not None and unacked > silence):
+                    stream.end(Ending("peer gone", b""))
+                    stream.cut_connection()
+                    continue
             started = stream.write_started
             if started is not None:
                 if shutdown_at is not None:

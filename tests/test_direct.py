@@ -268,11 +268,10 @@ def _writer(
     flusher: Flusher,
     *,
     chunked: bool = True,
-    metrics: Metrics | None = None,
 ) -> tuple[DirectWriter, Response]:
     response = Response(chunked=chunked)
     live = LiveStream(StreamInfo(channels=("room",)), None)
-    writer = DirectWriter(Carrier(sock, response), flusher, live=live, metrics=metrics)
+    writer = DirectWriter(Carrier(sock, response), flusher, live=live)
     return writer, response
 
 
@@ -303,13 +302,14 @@ def _drain(sock: gsocket.socket, end: bytes, timeout: float = 10) -> bytes:
 
 
 def test_the_flush_writes_one_chunk_per_waiting_stream(
-    pair: tuple[gsocket.socket, gsocket.socket], flusher: Flusher
+    pair: tuple[gsocket.socket, gsocket.socket],
 ) -> None:
     server, client = pair
     broker = MemoryBroker()
     subscription = broker.subscribe(["room"])
     metrics = Metrics()
-    writer, response = _writer(server, flusher, metrics=metrics)
+    flusher = Flusher(metrics)
+    writer, response = _writer(server, flusher)
     assert subscription.set_consumer(writer)
     reader = Reader(subscription, timeout=1.0)
     passes = flusher.passes
@@ -333,6 +333,45 @@ def test_the_flush_writes_one_chunk_per_waiting_stream(
     )
     reader.join()
     assert reader.returns == [[]], "the reader was woken for events already written"
+
+
+def _deliveries(metrics: Metrics, broker: MemoryBroker) -> tuple[int, int]:
+    registry = StreamRegistry(max_connections=None, send_timeout=1, retry=None)
+    snapshot = metrics.snapshot(broker, registry)
+    return snapshot["deliveries"], snapshot["resets"]
+
+
+def test_a_pass_counts_every_stream_s_events_and_resets_once_each() -> None:
+    """Counted per batch, not per stream: still one count per event per stream."""
+    broker = MemoryBroker()
+    metrics = Metrics()
+    flusher = Flusher(metrics)
+    pairs = [gsocket.socketpair() for _ in range(4)]
+    try:
+        # Three streams on one channel share a batch; one on two channels has its own list.
+        subscriptions = [broker.subscribe(["room"]) for _ in range(3)]
+        subscriptions.append(broker.subscribe(["room", "other"]))
+        readers = []
+        for (server, _), subscription in zip(pairs, subscriptions, strict=True):
+            writer, _ = _writer(server, flusher)
+            assert subscription.set_consumer(writer)
+            readers.append(Reader(subscription, timeout=1.0))
+        gevent.sleep(0.05)  # every reader parks
+        broker.publish("room", ServerSentEvent("one"))
+        broker.publish("room", ServerSentEvent("gap", event="reset"))
+        gevent.sleep(0)
+        broker.publish("other", ServerSentEvent("two"))
+        gevent.sleep(0)
+        for (_, client), expected in zip(pairs, [2, 2, 2, 3], strict=True):
+            body = _unchunk(_drain(client, b"\n\n\r\n" * (1 if expected == 2 else 2)))
+            assert len(wire.parse(body).events) == expected
+        assert _deliveries(metrics, broker) == (2 * 3 + 3, 4)
+        for reader in readers:
+            reader.join()
+    finally:
+        for server, client in pairs:
+            server.close()
+            client.close()
 
 
 def test_a_partial_write_is_finished_by_the_stream_whole(

@@ -119,9 +119,8 @@ class ParkingLot(t.Generic[_R]):
                 if not tail:
                     continue
                 batch = tail
-            consumer = reader.consumer
-            assert consumer is not None  # taking it away unparks the reader
-            if not consumer.take(batch):
+            # Never None here: taking it away unparks the reader.
+            if not reader.consumer.take(batch):  # type: ignore[union-attr]
                 del self.parked[reader]
                 lagging.append(reader)
         return lagging

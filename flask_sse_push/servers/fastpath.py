@@ -54,61 +54,72 @@ class Carrier:
 
 
 class _Pass:
-    """One run of the scheduled jobs: what it encoded, and what it delivered.
+    """One run of the scheduled jobs: what it encoded, and how often it wrote it.
 
     Streams that get the same events usually get the very same list (the
     memory broker hands one list to a whole channel), or lists of the very same
-    event objects; either way they are encoded and framed once per pass.
+    event objects; either way they are encoded and framed once per pass, and
+    the deliveries are counted once per batch, not per stream.
     """
 
-    __slots__ = ("batch", "chunked", "data", "body_size", "resets", "delivered")
+    __slots__ = ("batch", "chunked", "data", "body_size", "resets", "takes", "events", "all_resets")
 
     def __init__(self) -> None:
         self.batch: list[ServerSentEvent] = []
         self.chunked = False
         self.data = b""
         self.body_size = 0
+        #: ``reset`` events in :attr:`batch`.
         self.resets = 0
-        #: Deliveries per metrics object, reported once at the end of the pass.
-        self.delivered: dict[Metrics, list[int]] = {}
+        #: Streams :attr:`data` went to (a writer that finds ``batch`` here
+        #: adds one itself, without calling :meth:`frame`).
+        self.takes = 0
+        #: Events and ``reset`` events delivered by earlier batches of this pass.
+        self.events = 0
+        self.all_resets = 0
 
     def frame(self, batch: list[ServerSentEvent], chunked: bool) -> bytes:
+        """Return ``batch`` encoded (and framed as a chunk, if ``chunked``), counting one take."""
         previous = self.batch
         if chunked is self.chunked and (
             batch is previous
             or (len(batch) == len(previous) and all(map(operator.is_, batch, previous)))
         ):
+            self.takes += 1
             return self.data
+        self.settle()
         if len(batch) == 1:
             body = batch[0].encode()
             self.resets = 1 if batch[0].event == RESET_EVENT else 0
         else:
             body = b"".join([event.encode() for event in batch])
             self.resets = [event.event for event in batch].count(RESET_EVENT)
-        self.batch, self.chunked = batch, chunked
+        self.batch, self.chunked, self.takes = batch, chunked, 1
         self.body_size = len(body)
         self.data = b"%X\r\n%b\r\n" % (len(body), body) if chunked else body
         return self.data
 
-    def count(self, metrics: Metrics, events: int) -> None:
-        totals = self.delivered.get(metrics)
-        if totals is None:
-            totals = self.delivered[metrics] = [0, 0]
-        totals[0] += events
-        totals[1] += self.resets
+    def settle(self) -> None:
+        """Add the current batch's takes to the pass's totals."""
+        self.events += self.takes * len(self.batch)
+        self.all_resets += self.takes * self.resets
+        self.takes = 0
 
-    def report(self) -> None:
-        for metrics, (events, resets) in self.delivered.items():
-            metrics.delivered(events, resets)
+    def report(self, metrics: Metrics | None) -> None:
+        self.settle()
+        if metrics is not None and self.events:
+            metrics.delivered(self.events, self.all_resets)
 
 
 class Flusher:
     """The scheduled jobs of one runtime, run in passes after publishers yield.
 
     Create it in the gevent hub's thread, where the streams run.
+
+    :param metrics: counts the events the passes write, once per pass.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         import gevent
         from gevent.monkey import get_original
 
@@ -119,6 +130,7 @@ class Flusher:
         self.jobs: list[Callable[[], None]] = []
         self.scheduled = False
         self.current = _Pass()
+        self.metrics = metrics
         #: Passes run so far, for tests and benchmarks.
         self.passes = 0
 
@@ -143,7 +155,7 @@ class Flusher:
                         job()
                     except Exception:  # one stream's failure must not stop the rest
                         logger.exception("A direct write failed.")
-                done.report()
+                done.report(self.metrics)
         finally:
             self.current = _Pass()
             self.scheduled = False
@@ -156,9 +168,9 @@ class DirectWriter:
     its subscription.
 
     :param carrier: the socket and gunicorn's response object.
-    :param flusher: the runtime's flusher, which runs the scheduled jobs.
+    :param flusher: the runtime's flusher, which runs the scheduled jobs and
+        counts the events written.
     :param live: the stream, whose write times the send timeout watches.
-    :param metrics: counts the events written.
     """
 
     __slots__ = (
@@ -167,7 +179,6 @@ class DirectWriter:
         "_response",
         "_chunked",
         "_live",
-        "_metrics",
         "_flusher",
         "unsent",
     )
@@ -178,14 +189,12 @@ class DirectWriter:
         flusher: Flusher,
         *,
         live: LiveStream,
-        metrics: Metrics | None = None,
     ) -> None:
         self._sock = carrier.sock
         self._raw: socket.socket = carrier.sock._sock
         self._response = carrier.response
         self._chunked = bool(carrier.response.chunked)
         self._live = live
-        self._metrics = metrics
         self._flusher = flusher
         #: The rest of a chunk the kernel did not take; the stream's greenlet
         #: must write it before anything else. ``None`` when there is none.
@@ -195,24 +204,26 @@ class DirectWriter:
         return self._flusher.add(job)
 
     def take(self, events: list[ServerSentEvent]) -> bool:
-        live = self._live
-        if live.ending is not None:
+        # Runs once per stream per pass: a thousand streams make it the fan-out's
+        # hot loop (bench/PROFILE-latency.md), so the common case is inline.
+        if self._live.ending is not None:
             return True  # it ends now, dropping what it has not sent
         done = self._flusher.current
-        data = done.frame(events, self._chunked)
+        if events is done.batch and self._chunked is done.chunked:
+            done.takes += 1
+            data = done.data
+        else:
+            data = done.frame(events, self._chunked)
         # What gunicorn's access log reports as the body size (%(B)s).
         self._response.sent += done.body_size
-        if self._metrics is not None:
-            done.count(self._metrics, len(events))
         if self.unsent is not None:  # the greenlet is finishing a chunk: queue behind it
             self.unsent += data
             return False
         try:
             sent = self._raw.send(data)
-        except BlockingIOError:
-            sent = 0
         except OSError:
-            # The peer is gone; the greenlet's own write will fail and end it.
+            # Full (BlockingIOError), or the peer is gone and the greenlet's own
+            # write will fail and end it.
             sent = 0
         if sent < len(data):
             self.unsent = data[sent:]

@@ -145,8 +145,9 @@ class GunicornGevent(_Gunicorn, GeventServer):
         if not self.owned or not isinstance(carrier, Carrier):
             return None
         if self._flusher is None:
-            self._flusher = Flusher()
-        return DirectWriter(carrier, self._flusher, live=live, metrics=metrics)
+            # One runtime, so one metrics object for every stream it writes for.
+            self._flusher = Flusher(metrics)
+        return DirectWriter(carrier, self._flusher, live=live)
 
     def passes(self) -> int:
         """Direct-write passes run so far (for tests and benchmarks)."""
