@@ -131,9 +131,14 @@ def event_stream(
         writer = live.writer
         if writer is not None and not subscription.set_consumer(writer):
             writer = live.writer = None
-        for chunk in BodyChunks(
+        body = BodyChunks(
             subscription, live, keepalive=keepalive, retry=retry, lifetime=lifetime, metrics=metrics
-        ):
+        )
+        # A method call, not a for loop over ``body``: Python runs a method's
+        # frame in the generator's own C frame, while ``for`` would call
+        # ``__next__`` from C, one C frame deeper. Every stream's greenlet waits
+        # in there, and gevent keeps a copy of its C stack per waiting stream.
+        while (chunk := body.next_chunk()) is not None:
             if len(chunk) <= PIECE:
                 live.write_started = time.monotonic()
                 yield chunk
@@ -210,8 +215,15 @@ class BodyChunks:
         return self
 
     def __next__(self) -> bytes:
-        if self._done:
+        chunk = self.next_chunk()
+        if chunk is None:
             raise StopIteration
+        return chunk
+
+    def next_chunk(self) -> bytes | None:
+        """Return the next chunk to send, waiting for it; ``None`` once the stream ended."""
+        if self._done:
+            return None
         live = self._live
         keepalive = self._keepalive
         while live.ending is None:
@@ -232,7 +244,7 @@ class BodyChunks:
             if writer is not None and writer.unsent is not None:
                 # A direct write left part of a chunk: it goes first, whole.
                 if not writer.finish_chunk():
-                    self._end()  # the client is gone
+                    return self._end()  # the client is gone
                 if ended is None and not batch:
                     continue  # woken to finish that chunk; no keepalive is due
             if live.ending is not None:
@@ -242,7 +254,7 @@ class BodyChunks:
                     live.reason = ended.reason
                 if ended.reconnect:
                     return self._last(closing_chunk(ended.reason, reconnect_retry(self._retry)))
-                self._end()
+                return self._end()
             if batch:
                 if len(batch) == 1:
                     first = batch[0]
@@ -260,15 +272,16 @@ class BodyChunks:
         final = live.ending.final
         if final:
             return self._last(final)
-        self._end()
+        return self._end()
 
     def _last(self, chunk: bytes) -> bytes:
         self._done = True
         return chunk
 
-    def _end(self) -> t.NoReturn:
+    def _end(self) -> bytes | None:
+        """Mark the stream ended; returns ``None``, :meth:`next_chunk`'s "no more"."""
         self._done = True
-        raise StopIteration
+        return None
 
 
 def to_event(item: StreamItem, dumps: Callable[[t.Any], str] = json.dumps) -> ServerSentEvent:
