@@ -88,6 +88,9 @@ class ListenerBase(t.Generic[_S, _C]):
 
     #: Where the listener listens, for log messages.
     backend = "Redis"
+    #: Whether it was closed for good, so the broker makes a new one (the
+    #: cluster's); the single-node listener goes back to idle instead.
+    closed = False
     #: Reconnection delays, in seconds (doubling, with jitter): set by each listener.
     backoff_min: float
     backoff_max: float
