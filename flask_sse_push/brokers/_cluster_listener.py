@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 import typing as t
@@ -82,13 +81,11 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
     """This process' sharded pub/sub connections and the threads that read them."""
 
     backend = "Redis Cluster"
-    health_interval = 10.0
     backoff_min, backoff_max = 0.05, 0.5
 
     def __init__(self, broker: RedisClusterBroker) -> None:
         super().__init__()
         self.broker = broker
-        self.pid = os.getpid()
         self.shards: dict[str, _Shard] = {}
         self.closed = False
         self.error = "not connected yet"

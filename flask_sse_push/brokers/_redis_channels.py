@@ -10,6 +10,7 @@ reading an announcement and the reconnection backoff are shared here.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import typing as t
@@ -91,11 +92,14 @@ class ListenerBase(t.Generic[_S, _C]):
     #: Whether it was closed for good, so the broker makes a new one (the
     #: cluster's); the single-node listener goes back to idle instead.
     closed = False
+    #: Seconds of silence before the listener pings Redis, and then gives up.
+    health_interval = 10.0
     #: Reconnection delays, in seconds (doubling, with jitter): set by each listener.
     backoff_min: float
     backoff_max: float
 
     def __init__(self) -> None:
+        self.pid = os.getpid()  # after a fork, the broker makes a new listener
         self.lock = threading.Lock()
         self.channels: dict[str, _C] = {}
         self.count = 0

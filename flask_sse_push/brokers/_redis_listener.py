@@ -11,7 +11,6 @@ every client up from the streams.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import typing as t
@@ -81,15 +80,12 @@ class Listener(ListenerBase["RedisSubscription", _Channel]):
     holding :attr:`lock`; only the listener thread reads.
     """
 
-    #: Seconds of silence before the listener pings Redis, and then gives up.
-    health_interval = 10.0
     #: Reconnection delays, in seconds (doubling, with jitter).
     backoff_min, backoff_max = 0.05, 2.0
 
     def __init__(self, broker: RedisBroker) -> None:
         super().__init__()
         self.broker = broker
-        self.pid = os.getpid()
         self.state = _IDLE
         self.connection = 0  # counts the connections opened
         # The newest id read here: anything published later has a greater id.
