@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import selectors
 import socket
+import threading
 import time
 import typing as t
 import uuid
@@ -23,7 +25,7 @@ from tests.servers import RedisServer
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
-    from flask_sse_push import Subscription
+    from flask_sse_push import Broker, Subscription
 
 
 @pytest.fixture(scope="module", name="redis_server")
@@ -81,6 +83,50 @@ def take(sub: Subscription, count: int, timeout: float = 10.0) -> list[ServerSen
             pytest.fail(f"got {len(events)} of {count} events: {events}")
         events += sub.get(0.05)
     return events
+
+
+def reconnecting_clients(
+    broker: Broker,
+    channels: list[str],
+    publish: Callable[[int], object],
+    count: int,
+    *,
+    clients: int = 3,
+    timeout: float = 60.0,
+) -> list[list[str]]:
+    """Publish ``count`` events (``publish(n)`` for each ``n``) while ``clients``
+    threads read ``channels``, each reconnecting at random with its last cursor.
+
+    The handover under load: returns the data each client got, in the order it
+    got them, to check for losses, repeats and order. A client stops when it has
+    ``count`` events or after ``timeout`` seconds.
+    """
+    start = broker.cursor(channels)
+
+    def publisher() -> None:
+        for n in range(count):
+            publish(n)
+
+    def client(seen: list[str], seed: int) -> None:
+        rng = random.Random(seed)
+        cursor = start
+        deadline = time.monotonic() + timeout
+        while len(seen) < count and time.monotonic() < deadline:
+            with broker.subscribe(channels, last_event_id=cursor) as sub:
+                for _ in range(rng.randint(1, 6)):
+                    for event in sub.get(0.05):
+                        assert event.id is not None
+                        seen.append(event.data)
+                        cursor = event.id
+
+    views: list[list[str]] = [[] for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(v, n)) for n, v in enumerate(views)]
+    threads.append(threading.Thread(target=publisher))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 10.0)
+    return views
 
 
 def stream_ids(client: Inspector, prefix: str, channel: str) -> list[str]:

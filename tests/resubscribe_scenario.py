@@ -77,6 +77,20 @@ class Figures:
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
+def assert_responsive(figures: Figures, streams: int, stall_bound: float) -> None:
+    """What a resubscribe of every channel must leave: each stream got its ``reset``
+    and then the next event, the worker's event loop never ran longer than
+    ``stall_bound`` CPU seconds without its ticker, and every health check answered."""
+    assert figures.resets == streams, figures
+    assert figures.arrived == streams, figures
+    assert figures.longest_stall_cpu < stall_bound, figures
+    assert figures.failed_health == 0, figures
+    # Wall time: the machine may be busy, but a frozen worker misses by far more.
+    assert figures.slowest_health < 5.0, figures
+    assert figures.sigterm < 10.0, figures
+    assert figures.notes == [], figures
+
+
 def _get(url: str, timeout: float = 5.0) -> t.Any:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import random
 import threading
 import time
 import typing as t
@@ -19,6 +18,7 @@ from flask_sse_push.brokers.redis_cluster import RedisClusterBroker
 from tests.cluster_helpers import redis_cluster_fixture  # noqa: F401 - a pytest fixture
 from tests.redis_helpers import (  # noqa: F401 - the *_fixture names are pytest fixtures
     prefix_fixture,
+    reconnecting_clients,
     redis_server_fixture,
     take,
 )
@@ -393,34 +393,12 @@ class TestHealth:
 class TestHandover:
     def test_reconnecting_clients_see_every_id_once_in_order(self, broker: Broker) -> None:
         """Replay hands over to live without loss or repeats, while publishing never stops."""
-        start = broker.cursor(["a", "b"])
         published: list[str] = []
-        done = threading.Event()
 
-        def publisher() -> None:
-            for n in range(400):
-                published.append(broker.publish("ab"[n % 2], ServerSentEvent(str(n))))
-            done.set()
+        def publish(n: int) -> None:
+            published.append(broker.publish("ab"[n % 2], ServerSentEvent(str(n))))
 
-        def client(seen: list[str], seed: int) -> None:
-            rng = random.Random(seed)
-            cursor = start
-            deadline = time.monotonic() + 60.0
-            while len(seen) < 400 and time.monotonic() < deadline:
-                with broker.subscribe(["a", "b"], last_event_id=cursor) as sub:
-                    for _ in range(rng.randint(1, 6)):
-                        for event in sub.get(0.05):
-                            assert event.id is not None
-                            seen.append(event.data)
-                            cursor = event.id
-
-        views: list[list[str]] = [[] for _ in range(3)]
-        threads = [threading.Thread(target=client, args=(v, n)) for n, v in enumerate(views)]
-        threads.append(threading.Thread(target=publisher))
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60.0)
+        views = reconnecting_clients(broker, ["a", "b"], publish, 400)
         assert len(published) == 400
         for seen in views:
             # Each event once, and each channel in publish order. (Across channels

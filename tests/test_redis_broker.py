@@ -209,7 +209,7 @@ class TestConnections:
         assert failures == []
         assert real.subscriber_count() == 0
         wait_until(lambda: inspector.pubsub_channels(f"{prefix}*") == [], what="UNSUBSCRIBE")
-        listener = real._listener
+        listener = real._listeners.current
         assert listener is not None
         wait_until(lambda: listener.channels == {}, what="the channel table to empty")
 

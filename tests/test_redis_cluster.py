@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
-import threading
 import time
 import typing as t
 
@@ -18,7 +16,11 @@ from flask_sse_push.brokers._cluster_cursor import decode_positions, encode_posi
 from flask_sse_push.brokers._cluster_scripts import keys
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker, parse_cluster_url
 from tests.cluster_helpers import redis_cluster_fixture  # noqa: F401 - a pytest fixture
-from tests.redis_helpers import prefix_fixture, take  # noqa: F401 - prefix is a fixture
+from tests.redis_helpers import (  # noqa: F401 - prefix is a fixture
+    prefix_fixture,
+    reconnecting_clients,
+    take,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -271,36 +273,14 @@ def test_reconnecting_multi_shard_clients_get_every_event_once(
 ) -> None:
     """The handover under load: clients reconnect at random with their last cursor."""
     channels = spread_channels(redis_cluster, prefix, 3)
-    start = broker.cursor(channels)
     published: list[tuple[str, str]] = []
-    done = threading.Event()
 
-    def publisher() -> None:
-        for n in range(300):
-            channel = channels[n % 3]
-            publish(broker, channel, str(n))
-            published.append((channel, str(n)))
-        done.set()
+    def publish_one(n: int) -> None:
+        channel = channels[n % 3]
+        publish(broker, channel, str(n))
+        published.append((channel, str(n)))
 
-    def client(seen: list[str], seed: int) -> None:
-        rng = random.Random(seed)
-        cursor = start
-        deadline = time.monotonic() + 60
-        while not (done.is_set() and len(seen) >= len(published)) and time.monotonic() < deadline:
-            with broker.subscribe(channels, last_event_id=cursor) as sub:
-                for _ in range(rng.randint(1, 6)):
-                    for event in sub.get(0.05):
-                        assert event.id is not None
-                        seen.append(event.data)
-                        cursor = event.id
-
-    views: list[list[str]] = [[] for _ in range(3)]
-    threads = [threading.Thread(target=client, args=(v, n)) for n, v in enumerate(views)]
-    threads.append(threading.Thread(target=publisher))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(70.0)
+    views = reconnecting_clients(broker, channels, publish_one, 300)
     assert len(published) == 300
     for seen in views:
         assert sorted(seen, key=int) == [data for _, data in published]  # each once

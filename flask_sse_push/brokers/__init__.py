@@ -6,9 +6,15 @@ imported only when asked for, so the ``redis`` package stays optional.
 
 from __future__ import annotations
 
+import typing as t
+
 from .base import Broker, Subscription
 from .handoff import Consumer
 from .memory import MemoryBroker
+
+if t.TYPE_CHECKING:
+    from .redis import RedisBroker
+    from .redis_cluster import RedisClusterBroker
 
 __all__ = ["Broker", "Consumer", "MemoryBroker", "Subscription", "broker_from_url"]
 
@@ -33,29 +39,27 @@ def broker_from_url(
     """
     if url is None or url == "memory://":
         return MemoryBroker(history=history, queue_size=queue_size)
+    broker_class = _redis_broker_class(url)
+    return broker_class.from_url(url, history=history, queue_size=queue_size, prefix=redis_prefix)
+
+
+def _redis_broker_class(url: str) -> type[RedisBroker] | type[RedisClusterBroker]:
+    """The Redis broker class for ``url``'s scheme, imported only now (redis is optional)."""
     scheme = url.partition("://")[0]
-    if scheme in {"redis", "rediss", "unix"}:
-        try:
+    try:
+        if scheme in {"redis", "rediss", "unix"}:
             from .redis import RedisBroker
-        except ImportError as exc:
-            raise RuntimeError(
-                f"SSE_PUSH_BROKER_URL is {url!r}, but the redis package is not"
-                " installed. Install it with: pip install 'flask-sse-push[redis]'"
-            ) from exc
-        return RedisBroker.from_url(
-            url, history=history, queue_size=queue_size, prefix=redis_prefix
-        )
-    if scheme in {"redis+cluster", "rediss+cluster"}:
-        try:
+
+            return RedisBroker
+        if scheme in {"redis+cluster", "rediss+cluster"}:
             from .redis_cluster import RedisClusterBroker
-        except ImportError as exc:
-            raise RuntimeError(
-                f"SSE_PUSH_BROKER_URL is {url!r}, but the redis package is not"
-                " installed. Install it with: pip install 'flask-sse-push[redis]'"
-            ) from exc
-        return RedisClusterBroker.from_url(
-            url, history=history, queue_size=queue_size, prefix=redis_prefix
-        )
+
+            return RedisClusterBroker
+    except ImportError as exc:
+        raise RuntimeError(
+            f"SSE_PUSH_BROKER_URL is {url!r}, but the redis package is not"
+            " installed. Install it with: pip install 'flask-sse-push[redis]'"
+        ) from exc
     raise ValueError(
         f"SSE_PUSH_BROKER_URL {url!r} has an unknown scheme; use redis://host:port/db,"
         " redis+cluster://host:port for a Redis Cluster, or leave it unset for the"

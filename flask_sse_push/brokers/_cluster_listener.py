@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import random
 import threading
 import time
 import typing as t
@@ -31,8 +29,9 @@ from redis.exceptions import RedisClusterException
 from ..exceptions import BrokerError, SubscriptionClosed
 from ._cluster_cursor import wire_id
 from ._cluster_scripts import keys
+from ._redis_channels import Channel, ListenerBase, Waiter, confirm_waiters
 from ._redis_listener import RECOVERY_PAUSE, SUBSCRIBER_NAME
-from ._redis_scripts import as_text, decode_announcement
+from ._redis_scripts import as_text
 
 if t.TYPE_CHECKING:
     from ..event import ServerSentEvent
@@ -53,26 +52,6 @@ DISPATCH_BATCH = 128
 CATCH_UP_SLICE = 0.02
 
 
-class _Waiter:
-    """Callers waiting for Redis to confirm some SSUBSCRIBE commands."""
-
-    def __init__(self, count: int) -> None:
-        self.remaining = count
-        self.failed = False
-        self.done = threading.Event()
-        if count <= 0:
-            self.done.set()
-
-    def confirm(self) -> None:
-        self.remaining -= 1
-        if self.remaining <= 0:
-            self.done.set()
-
-    def fail(self) -> None:
-        self.failed = True
-        self.done.set()
-
-
 class _Shard:
     """One subscriber connection, to the master serving some slots."""
 
@@ -85,32 +64,29 @@ class _Shard:
         self.sent: dict[str, int] = {}
         self.acked: dict[str, int] = {}
         self.unsubscribing: dict[str, int] = {}
-        self.waiters: dict[str, list[tuple[int, _Waiter]]] = {}
+        self.waiters: dict[str, list[tuple[int, Waiter]]] = {}
 
 
-class _Channel:
-    __slots__ = ("subs", "shard", "held")
+class _Channel(Channel["ClusterSubscription"]):
+    __slots__ = ("shard", "held")
 
     def __init__(self) -> None:
-        self.subs: tuple[ClusterSubscription, ...] = ()
+        super().__init__()
         self.shard: _Shard | None = None
         # Live messages kept back while the channel is recovered; None otherwise.
         self.held: list[Item] | None = None
 
 
-class ClusterListener:
+class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
     """This process' sharded pub/sub connections and the threads that read them."""
 
-    health_interval = 10.0
+    backend = "Redis Cluster"
     backoff_min, backoff_max = 0.05, 0.5
 
     def __init__(self, broker: RedisClusterBroker) -> None:
+        super().__init__()
         self.broker = broker
-        self.pid = os.getpid()
-        self.lock = threading.Lock()
-        self.channels: dict[str, _Channel] = {}
         self.shards: dict[str, _Shard] = {}
-        self.count = 0
         self.closed = False
         self.error = "not connected yet"
         self._tag = len(broker.prefix) + 1  # "P{" before the channel name
@@ -132,26 +108,23 @@ class ClusterListener:
             stamped = copies[positions] = dataclasses.replace(event, id=wire_id(positions))
         return stamped
 
+    def _new_channel(self) -> _Channel:
+        return _Channel()
+
     def _name(self, raw: object) -> str:
         return as_text(raw)[self._tag : -1]
 
     # -- called by request threads -------------------------------------------------
 
-    def attach(self, sub: ClusterSubscription) -> _Waiter:
+    def attach(self, sub: ClusterSubscription) -> Waiter:
         """Register ``sub``; the waiter is done when Redis confirmed its channels."""
         with self.lock:
             if self.closed:
                 raise BrokerError("the broker is closed")
-            sub.attached = True
-            self.count += 1
             targets: list[tuple[_Shard, str, int]] = []
             fresh: dict[str, list[str]] = {}
             try:
-                for name in sub.channels:
-                    channel = self.channels.get(name)
-                    if channel is None:
-                        channel = self.channels[name] = _Channel()
-                    channel.subs = (*channel.subs, sub)
+                for name, channel in self._join(sub):
                     if channel.held is not None:
                         continue  # being recovered: the recovery catches this one up too
                     shard = channel.shard
@@ -180,9 +153,9 @@ class ClusterListener:
             ) from failure
         return waiter
 
-    def _wait_for(self, targets: list[tuple[_Shard, str, int]]) -> _Waiter:
+    def _wait_for(self, targets: list[tuple[_Shard, str, int]]) -> Waiter:
         """A waiter for the given confirmations; the caller holds the lock."""
-        waiter = _Waiter(len(targets))
+        waiter = Waiter(len(targets))
         for shard, name, target in targets:
             if shard.dead:
                 waiter.fail()
@@ -195,18 +168,8 @@ class ClusterListener:
     def detach(self, sub: ClusterSubscription) -> None:
         """Unregister ``sub``; unsubscribe the channels nobody here wants any more."""
         with self.lock:
-            if not sub.attached:
-                return
-            sub.attached = False
-            self.count -= 1
             gone: dict[str, list[str]] = {}
-            for name in sub.channels:
-                channel = self.channels.get(name)
-                if channel is None:
-                    continue
-                channel.subs = tuple(s for s in channel.subs if s is not sub)
-                if channel.subs:
-                    continue
+            for name, channel in self._leave(sub):
                 del self.channels[name]
                 shard = channel.shard
                 if shard is not None and shard.open and not shard.dead:
@@ -333,12 +296,7 @@ class ClusterListener:
     def _confirmed(self, shard: _Shard, name: str) -> None:
         with self.lock:
             acked = shard.acked[name] = shard.acked.get(name, 0) + 1
-            waiting = []
-            for target, waiter in shard.waiters.pop(name, ()):
-                if target <= acked:
-                    waiter.confirm()
-                else:
-                    waiting.append((target, waiter))
+            waiting = confirm_waiters(shard.waiters.pop(name, []), acked)
             if waiting:
                 shard.waiters[name] = waiting
 
@@ -365,11 +323,10 @@ class ClusterListener:
         channel = self.channels.get(name)
         if channel is None or not channel.subs:
             return
-        try:
-            key, event = decode_announcement(as_text(payload))
-        except (ValueError, KeyError, TypeError):
-            logger.warning("Ignoring a malformed message on Redis Cluster channel %r.", name)
+        announced = self._announcement(payload, name)
+        if announced is None:
             return
+        key, event = announced
         if channel.held is not None:
             with self.lock:
                 if channel.held is not None:
@@ -415,8 +372,7 @@ class ClusterListener:
         began = time.monotonic()
         while names and not self.closed:
             if failures:
-                delay = min(self.backoff_min * 2 ** min(failures - 1, 10), self.backoff_max)
-                time.sleep(delay * random.uniform(0.8, 1.2))
+                time.sleep(self._backoff(failures))
             try:
                 self.broker.refresh_topology()
                 names, waiters = self._resubscribe(names)
@@ -438,14 +394,14 @@ class ClusterListener:
             logger.info("Redis Cluster channels resubscribed after %d attempts.", failures + 1)
             return
 
-    def _resubscribe(self, names: list[str]) -> tuple[list[str], list[_Waiter]]:
+    def _resubscribe(self, names: list[str]) -> tuple[list[str], list[Waiter]]:
         """Route ``names`` to where their slots live now and subscribe them there.
 
         Returns the names still being recovered, and the waiters for Redis'
         confirmations. Works in batches, pausing between them.
         """
         kept: list[str] = []
-        waiters: list[_Waiter] = []
+        waiters: list[Waiter] = []
         for start in range(0, len(names), BATCH):
             with self.lock:
                 targets: list[tuple[_Shard, str, int]] = []
@@ -518,11 +474,7 @@ class ClusterListener:
         """Stop every thread, drop the connections and end every subscription."""
         with self.lock:
             self.closed = True
-            subs = {id(s): s for c in self.channels.values() for s in c.subs}
-            for sub in subs.values():
-                sub.attached = False
-            self.channels.clear()
-            self.count = 0
+            subs = self._leave_all()
             shards = list(self.shards.values())
             self.shards.clear()
             for shard in shards:
@@ -530,7 +482,7 @@ class ClusterListener:
                 for waiting in shard.waiters.values():
                     for _, waiter in waiting:
                         waiter.fail()
-        for sub in subs.values():
+        for sub in subs:
             sub.finish(SubscriptionClosed("broker closed"))
         for shard in shards:
             if shard.conn is not None:

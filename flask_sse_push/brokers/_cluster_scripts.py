@@ -10,19 +10,17 @@ touches.
 
 from __future__ import annotations
 
-from ._redis_scripts import _LUA_HELPERS
+from ._redis_scripts import LUA_PUBLISH_HELPERS
 
 # KEYS: stream, ids. ARGV: sharded channel, history, message, has user id
 # ("1"/"0"), user id, then the entry's field/value pairs. The id is the shard's
 # clock in microseconds (ms-part, then microseconds * 1000 as the sequence), kept
 # strictly above the stream's newest id.
 PUBLISH_SCRIPT = (
-    _LUA_HELPERS
+    LUA_PUBLISH_HELPERS
     + """
 local stream, ids = KEYS[1], KEYS[2]
-local prev = '0-0'
-local tail = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-if tail[1] then prev = tail[1][1] end
+local prev = newest_id(stream)
 local now = redis.call('TIME')
 local us = tonumber(now[2])
 local ms = tonumber(now[1]) * 1000 + math.floor(us / 1000)
@@ -31,16 +29,7 @@ local p_ms, p_seq = parse(prev)
 if ms < p_ms or (ms == p_ms and seq <= p_seq) then ms, seq = p_ms, p_seq + 1 end
 local id = string.format('%d-%d', ms, seq)
 redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], id, 'prev', prev, unpack(ARGV, 6))
-if ARGV[4] == '1' then
-  redis.call('HSET', ids, ARGV[5], id)
-  if redis.call('HLEN', ids) > 2 * tonumber(ARGV[2]) + 100 then
-    local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1]
-    local all = redis.call('HGETALL', ids)
-    for i = 1, #all, 2 do
-      if newer(head, all[i + 1]) then redis.call('HDEL', ids, all[i]) end
-    end
-  end
-end
+remember_user_id(stream, ids, id)
 redis.call('SPUBLISH', ARGV[1], id .. ' ' .. ARGV[3])
 return id
 """

@@ -9,27 +9,23 @@ and the SSE id it carries is the composite cursor of all positions.
 
 from __future__ import annotations
 
-import collections
-import threading
 import typing as t
 
-from ..exceptions import SubscriptionClosed
 from ._cluster_cursor import ChannelRead, verdict, wire_id
+from ._redis_queue import QueuedSubscription
 from ._redis_scripts import ZERO
-from .base import Subscription, reset_event
-from .handoff import defer_once
+from .base import reset_event
 
 if t.TYPE_CHECKING:
     from ..event import ServerSentEvent
     from ._cluster_listener import ClusterListener
     from ._redis_scripts import Key
-    from .handoff import Consumer
 
 #: A live or replayed event: its channel, its entry id, the event.
 Item: t.TypeAlias = "tuple[str, Key, ServerSentEvent]"
 
 
-class ClusterSubscription(Subscription):
+class ClusterSubscription(QueuedSubscription["ClusterListener", Item]):
     """One client's bounded queue, filled by the process' cluster listener.
 
     Until :meth:`go_live` it only buffers, so the replay can be read after the
@@ -37,20 +33,9 @@ class ClusterSubscription(Subscription):
     """
 
     def __init__(self, listener: ClusterListener, channels: tuple[str, ...], limit: int) -> None:
-        self.channels = channels  # sorted: the order of the cursor's positions
+        super().__init__(listener, channels, limit)  # sorted: the order of the cursor's positions
         self._index = {name: i for i, name in enumerate(channels)}
-        self._listener = listener
-        self._limit = limit
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._items: collections.deque[ServerSentEvent] = collections.deque()
-        self._pending: list[Item] | None = []
-        self.attached = False  # guarded by the listener's lock
         self.positions: list[Key] = [ZERO] * len(channels)
-        self._closed: SubscriptionClosed | None = None
-        self._waiting = False
-        self._consumer: Consumer | None = None
-        self._deferred = False  # a hand-off job is deferred
 
     # -- filled by the listener and the broker -----------------------------------------
 
@@ -76,46 +61,15 @@ class ClusterSubscription(Subscription):
         """The newest id of ``channel`` this client has."""
         return self.positions[self._index[channel]]
 
-    def _overflow(self) -> bool:
-        self._closed = SubscriptionClosed("overflow")
-        self._items.clear()
-        self._pending = None
-        self._wake.set()
-        return False
-
     def deliver(self, channel: str, key: Key, event: ServerSentEvent) -> bool:
         """Queue a live event; return False if the client overflowed."""
         with self._lock:
-            if self._closed is not None:
-                return True
-            if self._pending is not None:
-                if len(self._pending) >= self._limit:
-                    return self._overflow()
-                self._pending.append((channel, key, event))
-                return True
+            if self._closed is not None or self._pending is not None:
+                return self._hold((channel, key, event))
             if not self._append(channel, key, event):
                 return False
         self._notify()
         return True
-
-    def _notify(self) -> None:
-        consumer = self._consumer
-        if consumer is None or not self._waiting:
-            self._wake.set()
-        else:
-            deferred = defer_once(consumer, self._deferred, self._hand_off)
-            self._deferred = deferred is not None
-            if deferred is None:
-                self.wake()
-
-    def _hand_off(self) -> None:
-        """The deferred job: give the ready events to the consumer while the reader waits."""
-        self._deferred = False
-        consumer = self._consumer
-        if consumer is None or not self._waiting or self._closed is not None or not self._items:
-            return
-        if not consumer.take(self._drain()):
-            self.wake()
 
     def go_live(
         self,
@@ -170,47 +124,3 @@ class ClusterSubscription(Subscription):
                 self._items.append(reset_event(before, wire_id(self.positions), "expired"))
         self._wake.set()
         return True
-
-    def finish(self, reason: SubscriptionClosed) -> bool:
-        """End the subscription; return False if it had ended already."""
-        with self._lock:
-            if self._closed is not None:
-                return False
-            self._closed = reason
-            self._pending = None
-        self._wake.set()
-        return True
-
-    # -- read by the client's request thread -------------------------------------------
-
-    def get(self, timeout: float | None = None) -> list[ServerSentEvent]:
-        if not self._items and self._closed is None:
-            self._waiting = True
-            self._wake.wait(timeout)
-            self._waiting = False
-            self._wake.clear()
-        if self._closed is not None:
-            raise self._closed
-        return self._drain()
-
-    def _drain(self) -> list[ServerSentEvent]:
-        items = self._items
-        batch = []
-        while items:
-            batch.append(items.popleft())
-        return batch
-
-    def set_consumer(self, consumer: Consumer | None) -> bool:
-        self._consumer = consumer
-        return True
-
-    def wake(self) -> None:
-        self._waiting = False
-        self._wake.set()
-
-    def pending(self) -> int:
-        return len(self._items)
-
-    def close(self) -> None:
-        self.finish(SubscriptionClosed("closed", reconnect=False))
-        self._listener.detach(self)

@@ -11,8 +11,6 @@ every client up from the streams.
 from __future__ import annotations
 
 import logging
-import os
-import random
 import threading
 import time
 import typing as t
@@ -20,7 +18,8 @@ import typing as t
 import redis
 
 from ..exceptions import BrokerError, SubscriptionClosed
-from ._redis_scripts import ZERO, as_text, decode_announcement, optional_key
+from ._redis_channels import Channel, ListenerBase, Waiter, confirm_waiters
+from ._redis_scripts import ZERO, as_text, optional_key
 
 if t.TYPE_CHECKING:
     from ._redis_scripts import Key
@@ -52,25 +51,7 @@ RECOVERY_PAUSE = 0.001
 _IDLE, _CONNECTING, _OPEN, _DOWN = "idle", "connecting", "open", "down"
 
 
-class _Waiter:
-    """One subscribe() call waiting for Redis to confirm its new channels."""
-
-    def __init__(self, count: int) -> None:
-        self.remaining = count
-        self.failed = False
-        self.done = threading.Event()
-
-    def confirm(self) -> None:
-        self.remaining -= 1
-        if self.remaining <= 0:
-            self.done.set()
-
-    def fail(self) -> None:
-        self.failed = True
-        self.done.set()
-
-
-class _Channel:
+class _Channel(Channel["RedisSubscription"]):
     """The listener's view of one channel.
 
     Redis confirms ``SUBSCRIBE`` commands in the order they were sent, so
@@ -78,11 +59,11 @@ class _Channel:
     channel is dropped and wanted again before Redis has answered.
     """
 
-    __slots__ = ("subs", "wanted", "sent", "acked", "inflight", "waiters")
+    __slots__ = ("wanted", "sent", "acked", "inflight", "waiters")
 
     def __init__(self) -> None:
-        self.subs: tuple[RedisSubscription, ...] = ()
-        self.waiters: list[tuple[int, _Waiter]] = []
+        super().__init__()
+        self.waiters: list[tuple[int, Waiter]] = []
         self.new_connection()
 
     def new_connection(self) -> None:
@@ -92,25 +73,20 @@ class _Channel:
         self.inflight = 0  # SUBSCRIBE and UNSUBSCRIBE commands not yet confirmed
 
 
-class Listener:
+class Listener(ListenerBase["RedisSubscription", _Channel]):
     """This process' one subscriber connection, and the thread that reads it.
 
     Whichever thread needs a ``SUBSCRIBE``, ``UNSUBSCRIBE`` or ``PING`` writes it,
     holding :attr:`lock`; only the listener thread reads.
     """
 
-    #: Seconds of silence before the listener pings Redis, and then gives up.
-    health_interval = 10.0
     #: Reconnection delays, in seconds (doubling, with jitter).
     backoff_min, backoff_max = 0.05, 2.0
 
     def __init__(self, broker: RedisBroker) -> None:
+        super().__init__()
         self.broker = broker
-        self.pid = os.getpid()
-        self.lock = threading.Lock()
         self.state = _IDLE
-        self.channels: dict[str, _Channel] = {}
-        self.count = 0
         self.connection = 0  # counts the connections opened
         # The newest id read here: anything published later has a greater id.
         self.seen: Key = ZERO
@@ -130,9 +106,12 @@ class Listener:
         # The channels that have waiters, by id(): failed when the connection breaks.
         self._awaited: dict[int, _Channel] = {}
 
+    def _new_channel(self) -> _Channel:
+        return _Channel()
+
     # -- called by request threads -------------------------------------------------
 
-    def attach(self, sub: RedisSubscription) -> _Waiter | None:
+    def attach(self, sub: RedisSubscription) -> Waiter | None:
         """Register ``sub``; return a waiter if Redis must confirm a channel first.
 
         :raises BrokerError: the connection is down and being re-established.
@@ -151,19 +130,13 @@ class Listener:
                 )
                 self._thread.start()
             sub.last = self.seen
-            sub.attached = True
             sub.connection = self.connection
             if self.state == _CONNECTING:
                 sub.connection += 1  # the one being opened
                 self._joining.append(sub)
-            self.count += 1
             fresh = []
             unconfirmed = []
-            for name in sub.channels:
-                channel = self.channels.get(name)
-                if channel is None:
-                    channel = self.channels[name] = _Channel()
-                channel.subs = (*channel.subs, sub)
+            for name, channel in self._join(sub):
                 if self.state == _OPEN and not channel.wanted:
                     fresh.append(name)
                     channel.wanted = True
@@ -173,7 +146,7 @@ class Listener:
                     unconfirmed.append(channel)
             waiter = None
             if unconfirmed:
-                waiter = _Waiter(len(unconfirmed))
+                waiter = Waiter(len(unconfirmed))
                 for channel in unconfirmed:
                     # While connecting, the connection's first SUBSCRIBE covers it.
                     channel.waiters.append((max(channel.sent, 1), waiter))
@@ -194,18 +167,8 @@ class Listener:
     def detach(self, sub: RedisSubscription) -> None:
         """Unregister ``sub``; unsubscribe the channels nobody here wants any more."""
         with self.lock:
-            if not sub.attached:
-                return
-            sub.attached = False
-            self.count -= 1
             gone = []
-            for name in sub.channels:
-                channel = self.channels.get(name)
-                if channel is None:
-                    continue
-                channel.subs = tuple(s for s in channel.subs if s is not sub)
-                if channel.subs:
-                    continue
+            for name, channel in self._leave(sub):
                 if self.state == _OPEN and channel.wanted:
                     gone.append(name)
                     channel.wanted = False
@@ -247,8 +210,7 @@ class Listener:
                 log("Redis subscriber connection lost (%s); reconnecting.", exc)
                 self._failures += 1
                 self._mark_down(exc)
-            delay = min(self.backoff_min * 2 ** min(self._failures - 1, 10), self.backoff_max)
-            if stop.wait(delay * random.uniform(0.8, 1.2)):
+            if stop.wait(self._backoff(self._failures)):
                 return
 
     def _serve(self, stop: threading.Event) -> None:
@@ -421,14 +383,8 @@ class Listener:
             channel.inflight -= 1
             if kind == "subscribe":
                 channel.acked += 1
-                waiting = []
-                for target, waiter in channel.waiters:
-                    if target <= channel.acked:
-                        waiter.confirm()
-                    else:
-                        waiting.append((target, waiter))
-                channel.waiters = waiting
-                if not waiting:
+                channel.waiters = confirm_waiters(channel.waiters, channel.acked)
+                if not channel.waiters:
                     self._awaited.pop(id(channel), None)
             if not channel.subs and channel.inflight <= 0:
                 del self.channels[name]
@@ -439,11 +395,10 @@ class Listener:
         channel = self.channels.get(as_text(reply[1])[len(self._prefix) :])
         if channel is None or not channel.subs:
             return
-        try:
-            key, event = decode_announcement(as_text(reply[2]))
-        except (ValueError, KeyError, TypeError):
-            logger.warning("Ignoring a malformed message on Redis channel %r.", as_text(reply[1]))
+        announced = self._announcement(reply[2], as_text(reply[1]))
+        if announced is None:
             return
+        key, event = announced
         self.seen = max(self.seen, key)
         for sub in channel.subs:
             if not sub.deliver(key, event):
@@ -509,20 +464,16 @@ class Listener:
         """Stop the thread, drop the connection and end every subscription."""
         with self.lock:
             self._stop.set()
-            subs = {id(s): s for c in self.channels.values() for s in c.subs}
             for channel in self.channels.values():
                 for _, waiter in channel.waiters:
                     waiter.fail()
             self._awaited.clear()
-            for sub in subs.values():
-                sub.attached = False
-            self.channels.clear()
-            self.count = 0
+            subs = self._leave_all()
             self.state = _IDLE
             self._lost = False
             conn, self._conn = self._conn, None
             thread, self._thread = self._thread, None
-        for sub in subs.values():
+        for sub in subs:
             sub.finish(SubscriptionClosed("broker closed"))
         if conn is not None:
             conn.disconnect()

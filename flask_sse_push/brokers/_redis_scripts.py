@@ -36,15 +36,38 @@ local function newer(a, b)
 end
 """
 
+# What both brokers' publish scripts do alike. ARGV (the same layout in both):
+# channel, history, message, has user id ("1"/"0"), user id, then the entry's
+# field/value pairs.
+LUA_PUBLISH_HELPERS = (
+    _LUA_HELPERS
+    + """
+local function newest_id(stream)
+  local tail = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if tail[1] then return tail[1][1] end
+  return '0-0'
+end
+local function remember_user_id(stream, ids, id)
+  if ARGV[4] ~= '1' then return end
+  redis.call('HSET', ids, ARGV[5], id)
+  if redis.call('HLEN', ids) > 2 * tonumber(ARGV[2]) + 100 then
+    local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1]
+    local all = redis.call('HGETALL', ids)
+    for i = 1, #all, 2 do
+      if newer(head, all[i + 1]) then redis.call('HDEL', ids, all[i]) end
+    end
+  end
+end
+"""
+)
+
 # KEYS: stream, clock, ids. ARGV: pub/sub channel, history, message, has user
 # id ("1"/"0"), user id, then the entry's field/value pairs.
 PUBLISH_SCRIPT = (
-    _LUA_HELPERS
+    LUA_PUBLISH_HELPERS
     + """
 local stream, clock, ids = KEYS[1], KEYS[2], KEYS[3]
-local prev = '0-0'
-local tail = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-if tail[1] then prev = tail[1][1] end
+local prev = newest_id(stream)
 local top = prev
 local last = redis.call('HGET', clock, 'last')
 if last and newer(last, top) then top = last end
@@ -60,16 +83,7 @@ if last then
 else
   redis.call('HSET', clock, 'last', id, 'since', id)
 end
-if ARGV[4] == '1' then
-  redis.call('HSET', ids, ARGV[5], id)
-  if redis.call('HLEN', ids) > 2 * tonumber(ARGV[2]) + 100 then
-    local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1]
-    local all = redis.call('HGETALL', ids)
-    for i = 1, #all, 2 do
-      if newer(head, all[i + 1]) then redis.call('HDEL', ids, all[i]) end
-    end
-  end
-end
+remember_user_id(stream, ids, id)
 redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[3])
 return id
 """

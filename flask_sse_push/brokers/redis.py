@@ -26,17 +26,24 @@ queue in :mod:`._redis_subscription`. This module is the public one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-import threading
 import typing as t
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ..exceptions import BrokerError, SubscriptionClosed
+from ..exceptions import BrokerError
 from ..servers import os_lock, os_thread_local, thread_bound_sockets
 from ..validation import check_channel
+from ._redis_common import (
+    ProcessListener,
+    check_names,
+    check_sizes,
+    open_subscription,
+    publish_args,
+)
 from ._redis_listener import SUBSCRIBER_NAME as SUBSCRIBER_NAME  # public: CLIENT LIST shows it
 from ._redis_listener import Listener
 from ._redis_scripts import (
@@ -116,11 +123,7 @@ class RedisBroker(Broker):
         prefix: str = "sse:",
         subscribe_timeout: float = 10.0,
     ) -> None:
-        if history < 1 or queue_size < 1:
-            raise ValueError(
-                "RedisBroker needs history >= 1 and queue_size >= 1"
-                f" (got history={history}, queue_size={queue_size})."
-            )
+        check_sizes("RedisBroker", history, queue_size)
         self.client = client
         self.pool = client.connection_pool
         # Under gevent, the OS thread that first uses the broker uses ``client``;
@@ -136,8 +139,7 @@ class RedisBroker(Broker):
         self.subscribe_timeout = subscribe_timeout
         self._publish_script = client.register_script(PUBLISH_SCRIPT)
         self._read_script = client.register_script(READ_SCRIPT)
-        self._lock = threading.Lock()
-        self._listener: Listener | None = None
+        self._listeners = ProcessListener(lambda: Listener(self))
         #: Times this process lost its subscriber connection and opened it again.
         self.reconnects = 0
 
@@ -308,14 +310,7 @@ class RedisBroker(Broker):
         check_channel(channel)
         message, fields = entry_fields(event)
         keys = [self._key("stream", channel), self.prefix + "clock", self._key("ids", channel)]
-        args = [
-            self._key("channel", channel),
-            self.history,
-            message,
-            "0" if event.id is None else "1",
-            event.id or "",
-            *fields,
-        ]
+        args = publish_args(self._key("channel", channel), self.history, message, event, fields)
         entry_id = self._run_script("publish", self._publish_script, keys, args)
         return event.id if event.id is not None else as_text(entry_id)
 
@@ -350,46 +345,25 @@ class RedisBroker(Broker):
         }
         return Snapshot(optional_key(raw[0]), optional_key(raw[1]), optional_key(raw[2]), entries)
 
-    def _process_listener(self) -> Listener:
-        listener = self._listener
-        if listener is None or listener.pid != os.getpid():
-            # After a fork the parent's thread and connection are not ours.
-            with self._lock:
-                listener = self._listener
-                if listener is None or listener.pid != os.getpid():
-                    listener = self._listener = Listener(self)
-        return listener
-
     def subscribe(
         self, channels: Sequence[str], *, last_event_id: str | None = None
     ) -> Subscription:
         names = tuple(dict.fromkeys(check_channel(name) for name in channels))
-        if not names:
-            raise ValueError("subscribe() needs at least one channel name.")
-        listener = self._process_listener()
-        sub = RedisSubscription(listener, names, self.queue_size)
-        waiter = listener.attach(sub)
-        try:
-            if waiter is not None:
-                if not waiter.done.wait(self.subscribe_timeout) or waiter.failed:
-                    raise BrokerError(
-                        f"Redis at {self.where()} did not confirm the subscription"
-                        f" ({listener.error}). Check that redis-server is running."
-                    )
-            if last_event_id is None:
-                ok = sub.go_live([], sub.last)
-            else:
-                ok = self._hand_over(sub, last_event_id)
-        except BaseException:
-            sub.finish(SubscriptionClosed("failed", reconnect=False))
-            listener.detach(sub)
-            raise
-        if not ok:
-            listener.detach(sub)
-        return sub
+        listener = self._listeners.get()
+        sub = RedisSubscription(listener, check_names(names), self.queue_size)
+        start = functools.partial(self._hand_over, sub, last_event_id)
+        return open_subscription(listener, sub, start, self.subscribe_timeout, self._unconfirmed)
 
-    def _hand_over(self, sub: RedisSubscription, last_event_id: str) -> bool:
+    def _unconfirmed(self, error: str) -> BrokerError:
+        return BrokerError(
+            f"Redis at {self.where()} did not confirm the subscription ({error})."
+            " Check that redis-server is running."
+        )
+
+    def _hand_over(self, sub: RedisSubscription, last_event_id: str | None) -> bool:
         """Replay after ``last_event_id`` into ``sub``, then switch it to live events."""
+        if last_event_id is None:
+            return sub.go_live([], sub.last)  # attach() set sub.last
         cursor = parse_id(last_event_id)
         firsts = dict.fromkeys(sub.channels, cursor) if cursor is not None else None
         snapshot = self.read(list(sub.channels), firsts=firsts, user_id=last_event_id)
@@ -413,16 +387,11 @@ class RedisBroker(Broker):
         return "0-0" if last is None else as_text(last)
 
     def subscriber_count(self) -> int:
-        listener = self._listener
-        if listener is None or listener.pid != os.getpid():
-            return 0
-        return listener.count
+        return self._listeners.count()
 
     def close(self) -> None:
         """Stop the listener, end open subscriptions and close the pool's connections."""
-        listener = self._listener
-        if listener is not None and listener.pid == os.getpid():
-            listener.close()
+        self._listeners.close()
         self.pool.disconnect()
         # Other threads' pools are theirs to close: they get new ones.
         self._generation += 1

@@ -15,6 +15,7 @@ per-shard subscriber connections in :mod:`._cluster_listener`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import typing as t
@@ -25,12 +26,19 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
-from ..exceptions import BrokerError, SubscriptionClosed
+from ..exceptions import BrokerError
 from ..validation import check_channel
 from ._cluster_cursor import ChannelRead, decode_positions, foreign_verdict, verdict, wire_id
 from ._cluster_listener import ClusterListener
 from ._cluster_scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
 from ._cluster_subscription import ClusterSubscription
+from ._redis_common import (
+    ProcessListener,
+    check_names,
+    check_sizes,
+    open_subscription,
+    publish_args,
+)
 from ._redis_scripts import (
     ZERO,
     as_text,
@@ -134,11 +142,7 @@ class RedisClusterBroker(Broker):
         connection_kwargs: Mapping[str, t.Any] | None = None,
         max_connections: int = 4,
     ) -> None:
-        if history < 1 or queue_size < 1:
-            raise ValueError(
-                "RedisClusterBroker needs history >= 1 and queue_size >= 1"
-                f" (got history={history}, queue_size={queue_size})."
-            )
+        check_sizes("RedisClusterBroker", history, queue_size)
         if "{" in prefix or "}" in prefix:
             raise ValueError(
                 f"SSE_PUSH_REDIS_PREFIX {prefix!r} contains a brace; with Redis Cluster the"
@@ -155,8 +159,7 @@ class RedisClusterBroker(Broker):
         self.subscribe_timeout = subscribe_timeout
         self.socket_timeout = socket_timeout
         self.connection_kwargs = dict(connection_kwargs or {})
-        self._lock = threading.Lock()
-        self._listener: ClusterListener | None = None
+        self._listeners = ProcessListener(lambda: ClusterListener(self))
         self.reconnects = 0
 
     @classmethod
@@ -286,14 +289,7 @@ class RedisClusterBroker(Broker):
         check_channel(channel)
         message, fields = entry_fields(event)
         stream, ids, pubsub = keys(self.prefix, channel)
-        args = [
-            pubsub,
-            self.history,
-            message,
-            "0" if event.id is None else "1",
-            event.id or "",
-            *fields,
-        ]
+        args = publish_args(pubsub, self.history, message, event, fields)
         try:
             with self._slot("publish") as local:
                 entry_id = local.publish(keys=[stream, ids], args=args)
@@ -342,46 +338,27 @@ class RedisClusterBroker(Broker):
 
     # -- subscribing -----------------------------------------------------------------
 
-    def _process_listener(self) -> ClusterListener:
-        listener = self._listener
-        if listener is None or listener.pid != os.getpid() or listener.closed:
-            with self._lock:
-                listener = self._listener
-                if listener is None or listener.pid != os.getpid() or listener.closed:
-                    listener = self._listener = ClusterListener(self)
-        return listener
-
     def subscribe(
         self, channels: Sequence[str], *, last_event_id: str | None = None
     ) -> Subscription:
         names = tuple(sorted({check_channel(name) for name in channels}))
-        if not names:
-            raise ValueError("subscribe() needs at least one channel name.")
-        listener = self._process_listener()
-        sub = ClusterSubscription(listener, names, self.queue_size)
-        try:
-            waiter = listener.attach(sub)
-            if not waiter.done.wait(self.subscribe_timeout) or waiter.failed:
-                raise BrokerError(
-                    f"Redis Cluster {self.where()} did not confirm the subscription"
-                    f" ({listener.error}). Check that the cluster is up."
-                )
-            if last_event_id is None:
-                tails = self.tails(names)
-                ok = sub.go_live([], [], tails, tails)
-            else:
-                ok = self._hand_over(sub, last_event_id)
-        except BaseException:
-            sub.finish(SubscriptionClosed("failed", reconnect=False))
-            listener.detach(sub)
-            raise
-        if not ok:
-            listener.detach(sub)
-        return sub
+        listener = self._listeners.get()
+        sub = ClusterSubscription(listener, check_names(names), self.queue_size)
+        start = functools.partial(self._hand_over, sub, last_event_id)
+        return open_subscription(listener, sub, start, self.subscribe_timeout, self._unconfirmed)
 
-    def _hand_over(self, sub: ClusterSubscription, last_event_id: str) -> bool:
+    def _unconfirmed(self, error: str) -> BrokerError:
+        return BrokerError(
+            f"Redis Cluster {self.where()} did not confirm the subscription ({error})."
+            " Check that the cluster is up."
+        )
+
+    def _hand_over(self, sub: ClusterSubscription, last_event_id: str | None) -> bool:
         """Replay after ``last_event_id`` into ``sub``, then switch it to live events."""
         names = sub.channels
+        if last_event_id is None:
+            tails = self.tails(names)
+            return sub.go_live([], [], tails, tails)
         positions = decode_positions(last_event_id, len(names))
         plain = parse_id(last_event_id)
         exact = [True] * len(names)
@@ -446,10 +423,7 @@ class RedisClusterBroker(Broker):
         return wire_id(self.tails(names))
 
     def subscriber_count(self) -> int:
-        listener = self._listener
-        if listener is None or listener.pid != os.getpid():
-            return 0
-        return listener.count
+        return self._listeners.count()
 
     def ping(self, *, timeout: float = 2.0) -> None:
         """Send ``PING`` to every master.
@@ -463,9 +437,7 @@ class RedisClusterBroker(Broker):
 
     def close(self) -> None:
         """Stop the listener, end open subscriptions and close the connections."""
-        listener = self._listener
-        if listener is not None and listener.pid == os.getpid():
-            listener.close()
+        self._listeners.close()
         if self._locals_pid == os.getpid():
             locals_, self._locals = self._locals, {}
             for local in locals_.values():
