@@ -169,7 +169,9 @@ class StreamRegistry:
         self.send_timeout = send_timeout
         self.retry = retry
         self.keepalive = keepalive
-        self._streams: dict[LiveStream, None] = {}
+        #: Every live stream, with the descriptor :attr:`hangups` watches it
+        #: under (-1 for none).
+        self._streams: dict[LiveStream, int] = {}
         self._lock = threading.Lock()
         #: The kernel's watch over the streams' sockets for a peer's FIN; the
         #: runtime sets it where the server offers ``epoll``.
@@ -198,9 +200,10 @@ class StreamRegistry:
             if limit is not None and len(self._streams) >= limit:
                 return "at capacity"
             stream = LiveStream(info, socket, gone)
-            self._streams[stream] = None
+            watched = -1
             if socket is not None and self.hangups is not None:
-                self.hangups.add(stream, socket)
+                watched = self.hangups.add(stream, socket)
+            self._streams[stream] = watched
             if gone is not None:
                 self._checked[stream] = None
         return stream
@@ -208,10 +211,10 @@ class StreamRegistry:
     def close(self, stream: LiveStream) -> None:
         """Forget ``stream``; the server is done with it."""
         with self._lock:
-            self._streams.pop(stream, None)
+            watched = self._streams.pop(stream, -1)
             self._checked.pop(stream, None)
-            if self.hangups is not None:
-                self.hangups.remove(stream)
+            if self.hangups is not None and watched >= 0:
+                self.hangups.remove(stream, watched)
 
     def streams(self) -> list[LiveStream]:
         with self._lock:

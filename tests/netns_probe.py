@@ -44,12 +44,19 @@ def main() -> int:
                 raise RuntimeError("the stream was never released")
             time.sleep(0.02)
         released_after = time.monotonic() - down
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        disconnects = httpx.get(f"{server.url}/stats", timeout=10).json()["disconnects"]
     finally:
         if stream is not None:
             stream.close()
         stop(server.process)
     log = server.output()
-    report = {"released_after": released_after, "sockopts": stats["sockopts"][0], "log": log}
+    report = {
+        "released_after": released_after,
+        "sockopts": stats["sockopts"][0],
+        "disconnects": disconnects,
+        "log": log,
+    }
     print(json.dumps(report))
     return 0
 

@@ -7,6 +7,7 @@ test_lifecycle_gunicorn.py.
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ from werkzeug.test import TestResponse
 from flask_sse_push import MemoryBroker, ServerSentEvent, SSEPush
 from flask_sse_push.connections import StreamInfo
 from flask_sse_push.runtime import get_runtime
-from flask_sse_push.servers.tcp import tcp_options
+from flask_sse_push.servers.tcp import HangupWatch, tcp_options
 from flask_sse_push.stream import STOP_ID, jittered_lifetime, spread_retry
 from tests.wire import parse
 
@@ -521,3 +522,66 @@ def test_memory_broker_close_wakes_a_waiting_get() -> None:
     subscription.close()
     waiter.join(5)
     assert not waiter.is_alive() and len(errors) == 1
+
+
+class TestHangupWatch:
+    """The kernel's watch for a peer's FIN, keyed by descriptor."""
+
+    @pytest.fixture
+    def watch(self) -> t.Iterator[HangupWatch[str]]:
+        epoll = getattr(select, "epoll", None)
+        if epoll is None:
+            pytest.skip("epoll is Linux only")
+        watch: HangupWatch[str] = HangupWatch(epoll)
+        yield watch
+        watch.close()
+
+    def test_reports_the_key_of_a_socket_whose_peer_closed(self, watch: HangupWatch[str]) -> None:
+        open_pair, closing_pair = socket.socketpair(), socket.socketpair()
+        try:
+            assert watch.add("open", open_pair[0]) == open_pair[0].fileno()
+            assert watch.add("closing", closing_pair[0]) == closing_pair[0].fileno()
+            assert watch.hung_up() == []
+            closing_pair[1].close()
+            assert watch.hung_up() == ["closing"]
+        finally:
+            for sock in (*open_pair, *closing_pair):
+                sock.close()
+
+    def test_a_removed_key_is_never_reported(self, watch: HangupWatch[str]) -> None:
+        ours, peer = socket.socketpair()
+        try:
+            fd = watch.add("gone", ours)
+            watch.remove("gone", fd)
+            peer.close()
+            assert watch.hung_up() == []
+        finally:
+            ours.close()
+            peer.close()
+
+    def test_a_reused_descriptor_reports_its_new_key_only(self, watch: HangupWatch[str]) -> None:
+        first, first_peer = socket.socketpair()
+        fd = watch.add("first", first)
+        first.close()  # the kernel drops the registration; the number is free again
+        first_peer.close()
+        second, second_peer = socket.socketpair()
+        try:
+            if second.fileno() != fd and second_peer.fileno() != fd:
+                pytest.skip("the kernel did not reuse the descriptor number")
+            reused = second if second.fileno() == fd else second_peer
+            other = second_peer if reused is second else second
+            assert watch.add("second", reused) == fd
+            watch.remove("first", fd)  # the stale key's removal leaves the new one
+            other.close()
+            assert watch.hung_up() == ["second"]
+        finally:
+            second.close()
+            second_peer.close()
+
+    def test_a_closed_socket_is_not_watched(self, watch: HangupWatch[str]) -> None:
+        ours, peer = socket.socketpair()
+        ours.close()
+        peer.close()
+        assert watch.add("closed", ours) == -1
+        watch.remove("closed", -1)
+        assert watch.hung_up() == []

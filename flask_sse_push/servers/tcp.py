@@ -208,25 +208,33 @@ class HangupWatch(t.Generic[_K]):
 
         self._epoll = epoll()
         self._flags = select.EPOLLRDHUP
-        self._fds: dict[_K, int] = {}
-        self._keys: dict[int, _K] = {}
+        #: The key watched under each descriptor, indexed by descriptor. A list,
+        #: not a dict: descriptors are small dense integers, and a list slot is
+        #: a fraction of a dict entry, once for each of 10,000s of streams.
+        self._keys: list[_K | None] = []
 
-    def add(self, key: _K, sock: SocketLike) -> None:
-        """Watch ``sock`` under ``key`` until :meth:`remove`."""
+    def add(self, key: _K, sock: SocketLike) -> int:
+        """Watch ``sock`` under ``key`` until :meth:`remove`.
+
+        :returns: the descriptor to give :meth:`remove`, or -1 if ``sock`` cannot
+            be watched (closed already, or its descriptor is watched already).
+        """
         try:
             fd = sock.fileno()
             self._epoll.register(fd, self._flags)
         except (OSError, ValueError):
-            return  # closed already, or watched under a stale key
-        self._fds[key] = fd
-        self._keys[fd] = key
+            return -1
+        keys = self._keys
+        if fd >= len(keys):
+            keys.extend([None] * (fd + 1 - len(keys)))
+        keys[fd] = key
+        return fd
 
-    def remove(self, key: _K) -> None:
-        fd = self._fds.pop(key, None)
-        if fd is None:
-            return
-        if self._keys.get(fd) is key:
-            del self._keys[fd]
+    def remove(self, key: _K, fd: int) -> None:
+        """Stop watching ``key``, which :meth:`add` watched under ``fd``."""
+        keys = self._keys
+        if 0 <= fd < len(keys) and keys[fd] is key:
+            keys[fd] = None
             # The kernel forgets a closed descriptor by itself.
             with contextlib.suppress(OSError, ValueError):
                 self._epoll.unregister(fd)
@@ -234,7 +242,7 @@ class HangupWatch(t.Generic[_K]):
     def hung_up(self) -> list[_K]:
         """Return the keys whose peer closed (or reset) the connection."""
         keys = self._keys
-        found = [keys.get(fd) for fd, _ in self._epoll.poll(0)]
+        found = [keys[fd] for fd, _ in self._epoll.poll(0) if fd < len(keys)]
         return [key for key in found if key is not None]
 
     def close(self) -> None:
