@@ -57,7 +57,10 @@ def create_app() -> Flask:
 
     @app.get("/bench/memory")
     def memory() -> str:
-        """Allocation sites grown since the previous call (needs PYTHONTRACEMALLOC=1)."""
+        """Allocation sites grown since the previous call (needs PYTHONTRACEMALLOC=1).
+
+        ``?top=N``: how many sites to list (25); the first line is the total growth.
+        """
         import tracemalloc
 
         global _baseline
@@ -65,8 +68,10 @@ def create_app() -> Flask:
         previous, _baseline = _baseline, snapshot
         if previous is None:
             return "baseline taken\n"
-        stats = snapshot.compare_to(previous, "lineno")[:25]
-        return "".join(f"{stat}\n" for stat in stats)
+        stats = snapshot.compare_to(previous, "lineno")
+        top = int(request.args.get("top", "25"))
+        total = sum(stat.size_diff for stat in stats)
+        return f"total: {total:+,} bytes\n" + "".join(f"{stat}\n" for stat in stats[:top])
 
     return app
 

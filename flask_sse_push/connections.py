@@ -169,9 +169,7 @@ class StreamRegistry:
         self.send_timeout = send_timeout
         self.retry = retry
         self.keepalive = keepalive
-        #: Every live stream, with the descriptor :attr:`hangups` watches it
-        #: under (-1 for none).
-        self._streams: dict[LiveStream, int] = {}
+        self._streams: dict[LiveStream, None] = {}
         self._lock = threading.Lock()
         #: The kernel's watch over the streams' sockets for a peer's FIN; the
         #: runtime sets it where the server offers ``epoll``.
@@ -200,10 +198,9 @@ class StreamRegistry:
             if limit is not None and len(self._streams) >= limit:
                 return "at capacity"
             stream = LiveStream(info, socket, gone)
-            watched = -1
+            self._streams[stream] = None
             if socket is not None and self.hangups is not None:
-                watched = self.hangups.add(stream, socket)
-            self._streams[stream] = watched
+                self.hangups.add(stream, socket)
             if gone is not None:
                 self._checked[stream] = None
         return stream
@@ -211,10 +208,10 @@ class StreamRegistry:
     def close(self, stream: LiveStream) -> None:
         """Forget ``stream``; the server is done with it."""
         with self._lock:
-            watched = self._streams.pop(stream, -1)
+            self._streams.pop(stream, None)
             self._checked.pop(stream, None)
-            if self.hangups is not None and watched >= 0:
-                self.hangups.remove(stream, watched)
+            if self.hangups is not None and stream.socket is not None:
+                self.hangups.remove(stream, stream.socket)
 
     def streams(self) -> list[LiveStream]:
         with self._lock:

@@ -213,27 +213,38 @@ class HangupWatch(t.Generic[_K]):
         #: a fraction of a dict entry, once for each of 10,000s of streams.
         self._keys: list[_K | None] = []
 
-    def add(self, key: _K, sock: SocketLike) -> int:
+    def add(self, key: _K, sock: SocketLike) -> bool:
         """Watch ``sock`` under ``key`` until :meth:`remove`.
 
-        :returns: the descriptor to give :meth:`remove`, or -1 if ``sock`` cannot
-            be watched (closed already, or its descriptor is watched already).
+        :returns: False if ``sock`` cannot be watched (closed already, or its
+            descriptor is watched already).
         """
         try:
             fd = sock.fileno()
             self._epoll.register(fd, self._flags)
         except (OSError, ValueError):
-            return -1
+            return False
         keys = self._keys
         if fd >= len(keys):
             keys.extend([None] * (fd + 1 - len(keys)))
         keys[fd] = key
-        return fd
+        return True
 
-    def remove(self, key: _K, fd: int) -> None:
-        """Stop watching ``key``, which :meth:`add` watched under ``fd``."""
+    def remove(self, key: _K, sock: SocketLike) -> None:
+        """Stop watching ``key``, which :meth:`add` watched with ``sock``."""
         keys = self._keys
-        if 0 <= fd < len(keys) and keys[fd] is key:
+        try:
+            fd = sock.fileno()
+        except (OSError, ValueError):
+            fd = -1
+        if fd < 0:
+            # Closed before it was forgotten: the kernel dropped it from the
+            # set, but its slot is not known any more. Rare, so a search.
+            fd = next((index for index, held in enumerate(keys) if held is key), -1)
+            if fd >= 0:
+                keys[fd] = None
+            return
+        if fd < len(keys) and keys[fd] is key:
             keys[fd] = None
             # The kernel forgets a closed descriptor by itself.
             with contextlib.suppress(OSError, ValueError):
