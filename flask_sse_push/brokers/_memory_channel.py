@@ -158,9 +158,8 @@ class Mailbox(Subscription):
                 self._waiting = False
                 self._wake.set()
             else:
-                deferred = defer_once(consumer, self._deferred, self._hand_off)
-                self._deferred = deferred is not None
-                if deferred is None:
+                self._deferred = defer_once(consumer, self._deferred, self._hand_off)
+                if not self._deferred:
                     self.wake()
         return True
 

@@ -84,9 +84,8 @@ class QueuedSubscription(Subscription, t.Generic[_L, _I]):
         if consumer is None or not self._waiting:
             self._wake.set()
         else:
-            deferred = defer_once(consumer, self._deferred, self._hand_off)
-            self._deferred = deferred is not None
-            if deferred is None:
+            self._deferred = defer_once(consumer, self._deferred, self._hand_off)
+            if not self._deferred:
                 self.wake()
 
     def _hand_off(self) -> None:

@@ -141,13 +141,11 @@ class ParkingLot(t.Generic[_R]):
         return missed
 
 
-def defer_once(consumer: Consumer, deferred: bool, job: Callable[[], None]) -> bool | None:
+def defer_once(consumer: Consumer, deferred: bool, job: Callable[[], None]) -> bool:
     """Defer a subscription's own hand-off job unless one is deferred already.
 
     :param deferred: whether the subscription's job is deferred already.
-    :returns: the new value of that flag, or ``None`` if the job could not be
-        deferred, in which case the caller wakes its reader.
+    :returns: the new value of that flag; False means the job could not be
+        deferred, and the caller wakes its reader instead.
     """
-    if deferred:
-        return True
-    return True if consumer.defer(job) else None
+    return deferred or consumer.defer(job)
