@@ -5,7 +5,7 @@ Usage (from the repository root; needs redis-server and the test extras)::
     python bench/redis_connections.py
 
 It starts a redis-server and ``gunicorn -k gevent -w W`` serving
-``tests/redis_app.py``, opens raw-socket streams, and counts ``CLIENT LIST``
+``tests/apps/redis_app.py``, opens raw-socket streams, and counts ``CLIENT LIST``
 entries other than its own. "resumed" streams reconnect with ``Last-Event-ID``,
 which reads the history through the workers' pools; a publish then checks that
 every stream is live. Prints a Markdown table.
@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from flask_sse_push import Publisher  # noqa: E402
 from flask_sse_push.brokers.redis import SUBSCRIBER_NAME  # noqa: E402
-from tests.redis_helpers import SSEClient, pump, redis_client, sse_clients  # noqa: E402
-from tests.servers import RedisServer, gunicorn  # noqa: E402
+from tests.support.redis_helpers import SSEClient, pump, redis_client, sse_clients  # noqa: E402
+from tests.support.servers import RedisServer, gunicorn  # noqa: E402
 
 #: (workers, streams, resumed) rows to measure.
 ROWS = [(2, 200, False), (4, 1000, False), (4, 1000, True)]
@@ -34,7 +34,7 @@ ROWS = [(2, 200, False), (4, 1000, False), (4, 1000, True)]
 def measure(server: RedisServer, workers: int, streams: int, resumed: bool) -> dict[str, t.Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}:"
     env = {"SSE_PUSH_BROKER_URL": server.url, "SSE_PUSH_REDIS_PREFIX": prefix}
-    with gunicorn("tests.redis_app:create_app()", env=env, workers=workers) as site:
+    with gunicorn("tests.apps.redis_app:create_app()", env=env, workers=workers) as site:
         time.sleep(1.0)  # let every worker boot, so the streams spread over all of them
         cursor = None
         if resumed:

@@ -5,9 +5,9 @@ Usage (from the repository root; needs redis-server and the test extras)::
     python bench/resubscribe.py [repeats] [single|cluster-restart|cluster-failover]
 
 For 5,000 to 30,000 channels (streams of 250 channels each) it starts a
-redis-server and ``gunicorn -k gevent -w 1`` serving ``tests/load_app.py``,
+redis-server and ``gunicorn -k gevent -w 1`` serving ``tests/apps/load_app.py``,
 restarts redis-server under the worker and measures (see
-``tests/resubscribe_scenario.py``): the time until every client had its
+``tests/support/resubscribe_scenario.py``): the time until every client had its
 ``reset``, the worker's longest stall as a 10 ms ticker greenlet saw it (wall
 time, and the CPU time of the event loop's thread, which a busy machine does not
 inflate), the longest garbage collection, the slowest ``/events/health`` answer,
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.resubscribe_scenario import Figures, run  # noqa: E402
+from tests.support.resubscribe_scenario import Figures, run  # noqa: E402
 
 #: (streams, channels per stream) rows to measure.
 ROWS = [(20, 250), (40, 250), (80, 250), (120, 250)]

@@ -1,12 +1,19 @@
+"""Fixtures every test may use: a Flask app, the extension on it, a key prefix.
+
+Fixtures that start processes are in ``tests/integration/conftest.py``; the
+guard that keeps processes out of unit tests is in ``tests/unit/conftest.py``.
+"""
+
 from __future__ import annotations
 
 import typing as t
+import uuid
 
 import pytest
 from flask import Flask
 
 from flask_sse_push import SSEPush
-from tests.servers import STRICT
+from tests.support.servers import STRICT
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,6 +33,12 @@ def sse(app: Flask) -> Iterator[SSEPush]:
     extension = SSEPush(app)
     with app.app_context():
         yield extension
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A Redis key prefix no other test uses."""
+    return f"t{uuid.uuid4().hex[:10]}:"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
