@@ -18,7 +18,7 @@ from flask_sse_push.brokers.redis import RedisBroker
 from flask_sse_push.runtime import get_runtime
 from flask_sse_push.stream import STOP_ID
 from flask_sse_push.validation import INVALID_CURSOR, MAX_EVENT_ID_LENGTH, RESERVED_ID_PREFIX
-from tests.support.unreachable import REASON, UnreachableBroker
+from tests.support.event_ids import GOOD_IDS
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -42,21 +42,6 @@ BAD_IDS = [
     # The Latin-1 bytes of "Ã©" are C3 A9, the UTF-8 of "é": a client that
     # sends Latin-1 would come back with "é".
     ("Ã©", "Latin-1"),
-]
-
-#: Ids a client can send back unchanged, from browsers (UTF-8) and from
-#: Latin-1 clients alike.
-GOOD_IDS = [
-    "",
-    "7",
-    "in ner",
-    "tab\tinside",
-    "café",
-    "ünïçødé",
-    "日本語",
-    "x" * MAX_EVENT_ID_LENGTH,
-    "flask-sse-push",
-    "\u00a0nbsp\u00a0",
 ]
 
 BAD_TYPES = ["reset", "open", "error"]
@@ -136,40 +121,3 @@ def test_usable_ids_are_published(paths: _Paths, good_id: str) -> None:
         assert event.id == good_id
     finally:
         subscription.close()
-
-
-def test_cli_refusal_exits_non_zero_with_the_reason(app: Flask) -> None:
-    SSEPush(app, broker=MemoryBroker())
-    result = app.test_cli_runner().invoke(args=["sse", "publish", "--id", STOP_ID, "x"])
-    assert result.exit_code != 0
-    assert "'id'" in result.output and "reserved" in result.output
-
-
-@pytest.mark.parametrize("good_id", GOOD_IDS[1:])
-def test_every_usable_id_resumes_from_both_header_encodings(app: Flask, good_id: str) -> None:
-    """What publish lets through comes back as Last-Event-ID from a browser
-    (UTF-8) and from a Latin-1 client, and resumes exactly after its event."""
-    sse = SSEPush(app, broker=MemoryBroker())
-    with app.app_context():
-        sse.publish("1", id=good_id)
-        after = sse.publish("2")
-    encodings = ["utf-8"] + (["latin-1"] if all(ord(c) < 256 for c in good_id) else [])
-    for encoding in encodings:
-        wsgi_value = good_id.encode(encoding).decode("latin-1")
-        response = app.test_client().get("/events", headers={"Last-Event-ID": wsgi_value})
-        chunks = t.cast("t.Iterator[bytes]", iter(response.response))
-        body = b""
-        while b"data: 2" not in body and len(body) < 10_000:
-            body += next(chunks)
-        response.close()
-        assert b"event: reset" not in body, (encoding, body)
-        assert f"id: {after}\ndata: 2".encode() in body, (encoding, body)
-
-
-def test_cli_with_an_unreachable_broker_exits_non_zero_with_the_reason(app: Flask) -> None:
-    """A broker that cannot take the event gives an exit code and its reason, not a traceback."""
-    SSEPush(app, broker=UnreachableBroker())
-    result = app.test_cli_runner().invoke(args=["sse", "publish", "x"])
-    assert result.exit_code == 1
-    assert "Nothing was published" in result.output and REASON in result.output
-    assert "Traceback" not in result.output
