@@ -104,7 +104,7 @@ KEYS: tuple[Key, ...] = (
         "SSE_PUSH_BROKER_URL",
         str,
         None,
-        "`None`: in-process broker; `redis://host:port/db`: Redis, connecting with a 3 s"
+        help="`None`: in-process broker; `redis://host:port/db`: Redis, connecting with a 3 s"
         " timeout (up to three attempts) and waiting at most 5 s for an answer (pass"
         " `RedisBroker.from_url(connect_timeout=..., socket_timeout=...)` as `broker=` to"
         " change them); `redis+cluster://host:port[,host:port...]` (or"
@@ -112,12 +112,12 @@ KEYS: tuple[Key, ...] = (
         " [Redis Cluster](scaling.md#redis-cluster)",
         optional=True,
     ),
-    Key("SSE_PUSH_URL_PREFIX", str, "/events", "where the stream endpoint is mounted"),
+    Key("SSE_PUSH_URL_PREFIX", str, "/events", help="where the stream endpoint is mounted"),
     Key(
         "SSE_PUSH_KEEPALIVE",
         float,
         15.0,
-        "seconds of quiet before a `: keepalive` comment",
+        help="seconds of quiet before a `: keepalive` comment",
         unit="seconds",
         minimum=0,
         above=True,
@@ -126,7 +126,7 @@ KEYS: tuple[Key, ...] = (
         "SSE_PUSH_RETRY",
         int,
         None,
-        "milliseconds sent as `retry:` when a stream opens; `None` sends none",
+        help="milliseconds sent as `retry:` when a stream opens; `None` sends none",
         unit="milliseconds",
         minimum=0,
         optional=True,
@@ -135,7 +135,7 @@ KEYS: tuple[Key, ...] = (
         "SSE_PUSH_HISTORY",
         int,
         1000,
-        "events kept per channel for replay; the in-memory broker frees a channel with no"
+        help="events kept per channel for replay; the in-memory broker frees a channel with no"
         " subscribers and nothing in its history, and answers an older cursor for it"
         " with `reset`",
         unit="events",
@@ -145,17 +145,17 @@ KEYS: tuple[Key, ...] = (
         "SSE_PUSH_QUEUE_SIZE",
         int,
         1000,
-        "events a client may fall behind by before it is disconnected (it then resumes"
+        help="events a client may fall behind by before it is disconnected (it then resumes"
         " through the replay)",
         unit="events",
         minimum=1,
     ),
-    Key("SSE_PUSH_REDIS_PREFIX", str, "sse:", "namespace of every Redis key and channel"),
+    Key("SSE_PUSH_REDIS_PREFIX", str, "sse:", help="namespace of every Redis key and channel"),
     Key(
         "SSE_PUSH_SEND_TIMEOUT",
         float,
         30.0,
-        "seconds a write may go without progress (one 64 KiB piece not taken) before the"
+        help="seconds a write may go without progress (one 64 KiB piece not taken) before the"
         " connection is cut; a slow but steady client is never cut. A peer that"
         " acknowledges nothing for keepalive + this is dropped, and that sum is set as"
         " `TCP_USER_TIMEOUT` (Linux). Enforced where the server exposes the socket"
@@ -168,7 +168,7 @@ KEYS: tuple[Key, ...] = (
         "SSE_PUSH_MAX_LIFETIME",
         float,
         600.0,
-        "a channel stream ends after 80–100 % of this (at random) with `retry:`, and the"
+        help="a channel stream ends after 80–100 % of this (at random) with `retry:`, and the"
         " client resumes, maybe on another worker; `None` turns it off. Streams of"
         " `sse.stream()` are never cut, as only the application knows how to resume them",
         unit="seconds",
@@ -180,7 +180,7 @@ KEYS: tuple[Key, ...] = (
         "SSE_PUSH_MAX_CONNECTIONS",
         int,
         None,
-        "streams per worker; beyond it, `200` + `retry:` + end. `None`: what the server"
+        help="streams per worker; beyond it, `200` + `retry:` + end. `None`: what the server"
         " holds while ordinary requests get through (gevent worker: `worker_connections`"
         " less a tenth, at most 100; threaded: threads less a quarter, at least one kept;"
         " `flask run`: no limit; see {ref}`threaded-servers`)",
@@ -192,7 +192,7 @@ KEYS: tuple[Key, ...] = (
         "SSE_PUSH_CORS_ORIGINS",
         list,
         None,
-        'origins such as `["https://app.example.com"]` allowed to stream with credentials'
+        help='origins such as `["https://app.example.com"]` allowed to stream with credentials'
         " from another site (needs the `cors` extra); others get `403`",
         optional=True,
         check=_origins,
@@ -201,14 +201,14 @@ KEYS: tuple[Key, ...] = (
         "SSE_PUSH_PROMETHEUS",
         bool,
         False,
-        "also export the `stats()` counters through `prometheus_client` (needs the"
+        help="also export the `stats()` counters through `prometheus_client` (needs the"
         " `metrics` extra)",
     ),
     Key(
         "SSE_PUSH_DIRECT_WRITES",
         bool,
         True,
-        "under `-k flask_sse_push.servers.gunicorn.GeventWorker`, write events to waiting"
+        help="under `-k flask_sse_push.servers.gunicorn.GeventWorker`, write events to waiting"
         " streams from the fan-out itself, through the worker's own framing and byte"
         " count (see [Direct writes](deploying.md#direct-writes)). A body wrapped by a"
         " middleware, and every other server, takes the ordinary path on its own",
