@@ -131,9 +131,13 @@ class EventStreamParser:
         if line[0] == ":":
             self.comments.append(line[1:].removeprefix(" "))
             return None
-        name, colon, value = line.partition(":")
-        if colon:
-            value = value.removeprefix(" ")
+        # A line without a colon is a field name with an empty value.
+        name, _, value = line.partition(":")
+        self._field(name, value.removeprefix(" "))
+        return None
+
+    def _field(self, name: str, value: str) -> None:
+        """Process one field line; unknown field names are ignored, as the spec says."""
         if name == "data":
             self._data.append(value)
         elif name == "event":
@@ -145,7 +149,6 @@ class EventStreamParser:
             retry = _retry_value(value)
             if retry is not None:
                 self._retry = retry
-        return None
 
 
 #: The three line endings of the event-stream grammar; CRLF first, so it is one.
