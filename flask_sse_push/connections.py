@@ -279,19 +279,13 @@ class StreamRegistry:
           stuck client cannot hold the worker up): the connection is cut
           (``send_timeout``).
         """
-        limit = self.send_timeout
-        silence = self.keepalive + self.send_timeout
         shutdown_at = self.shutdown_at
-        if shutdown_at is not None:
-            limit = min(limit, 1.0)
+        limit = self.send_timeout if shutdown_at is None else min(self.send_timeout, 1.0)
+        silence = self.keepalive + self.send_timeout
         streams = [stream for stream in self.streams() if not stream.cut]
         watched = self.hangups is not None
         if not watched:  # no epoll: look at every socket
-            open_sockets = [stream for stream in streams if stream.socket is not None]
-            for index in tcp.closed_by_peer(
-                [s.socket for s in open_sockets if s.socket], server.poll()
-            ):
-                open_sockets[index].end(Ending("client", b""))
+            _end_closed_by_peer(streams, server)
         peers = not watched or now - self._peers_checked >= self.peer_interval()
         if peers:
             self._peers_checked = now
@@ -302,16 +296,35 @@ class StreamRegistry:
             sock = stream.socket
             if sock is None:
                 continue
-            if peers:
-                unacked = tcp.unacked_for(sock)
-                error = 0 if watched else tcp.take_error(sock)
-                if error or (unacked is not None and unacked > silence):
-                    stream.end(Ending("peer gone", b""))
-                    stream.cut_connection()
-                    continue
-            started = stream.write_started
-            if started is not None:
-                if shutdown_at is not None:
-                    started = max(started, shutdown_at)
-                if now - started > limit:
-                    stream.cut_connection("send_timeout")
+            if peers and _peer_gone(sock, silence, take_error=not watched):
+                stream.end(Ending("peer gone", b""))
+                stream.cut_connection()
+                continue
+            if _write_stalled(stream, now, limit, shutdown_at):
+                stream.cut_connection("send_timeout")
+
+
+def _write_stalled(stream: LiveStream, now: float, limit: float, shutdown_at: float | None) -> bool:
+    """Whether one piece of ``stream``'s current write has taken over ``limit``
+    seconds, counted from the start of shutdown if that came later."""
+    started = stream.write_started
+    if started is None:
+        return False
+    if shutdown_at is not None:
+        started = max(started, shutdown_at)
+    return now - started > limit
+
+
+def _end_closed_by_peer(streams: list[LiveStream], server: Server) -> None:
+    """End (``client``) the streams whose socket the peer has closed."""
+    open_sockets = [stream for stream in streams if stream.socket is not None]
+    for index in tcp.closed_by_peer([s.socket for s in open_sockets if s.socket], server.poll()):
+        open_sockets[index].end(Ending("client", b""))
+
+
+def _peer_gone(sock: SocketLike, silence: float, *, take_error: bool) -> bool:
+    """Whether the peer of ``sock`` has acknowledged nothing for ``silence``
+    seconds, or (with ``take_error``) the kernel reports an error on the socket."""
+    unacked = tcp.unacked_for(sock)
+    error = tcp.take_error(sock) if take_error else 0
+    return bool(error) or (unacked is not None and unacked > silence)

@@ -10,8 +10,8 @@ from flask import Flask, Response, current_app, has_app_context, has_request_con
 from flask.cli import AppGroup
 
 from .brokers import Broker, MemoryBroker, broker_from_url
+from .config import load as load_config
 from .connections import Ending, StreamInfo
-from .cors import check_origins
 from .data import encode_data
 from .event import ServerSentEvent
 from .exceptions import BrokerError
@@ -28,23 +28,6 @@ logger = logging.getLogger("flask_sse_push")
 
 _F = t.TypeVar("_F", bound="Callable[..., t.Any]")
 
-#: Every configuration key :meth:`SSEPush.init_app` reads, with its default.
-DEFAULTS: dict[str, t.Any] = {
-    "SSE_PUSH_BROKER_URL": None,
-    "SSE_PUSH_URL_PREFIX": "/events",
-    "SSE_PUSH_KEEPALIVE": 15.0,
-    "SSE_PUSH_RETRY": None,
-    "SSE_PUSH_HISTORY": 1000,
-    "SSE_PUSH_QUEUE_SIZE": 1000,
-    "SSE_PUSH_REDIS_PREFIX": "sse:",
-    "SSE_PUSH_SEND_TIMEOUT": 30.0,
-    "SSE_PUSH_MAX_LIFETIME": 600.0,
-    "SSE_PUSH_MAX_CONNECTIONS": None,
-    "SSE_PUSH_CORS_ORIGINS": None,
-    "SSE_PUSH_PROMETHEUS": False,
-    "SSE_PUSH_DIRECT_WRITES": True,
-}
-
 
 def _current_state(method: str) -> Runtime:
     """Return the current app's runtime, or explain what ``sse.<method>()`` needs."""
@@ -57,40 +40,6 @@ def _current_state(method: str) -> Runtime:
             ' flask_sse_push.Publisher("redis://...") instead.'
         )
     return get_runtime(current_app)
-
-
-def _positive_number(app: Flask, key: str) -> float:
-    value = app.config[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{key} must be a number of seconds > 0, not {value!r}.")
-    return float(value)
-
-
-def _retry(app: Flask) -> int | None:
-    value = app.config["SSE_PUSH_RETRY"]
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValueError(
-            f"SSE_PUSH_RETRY must be None or an int number of milliseconds >= 0, not {value!r}."
-        )
-    return None if value is None else int(value)
-
-
-def _flag(app: Flask, key: str) -> bool:
-    value = app.config[key]
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be True or False, not {value!r}.")
-    return value
-
-
-def _optional_seconds(app: Flask, key: str) -> float | None:
-    return None if app.config[key] is None else _positive_number(app, key)
-
-
-def _max_connections(app: Flask) -> int | None:
-    value = app.config["SSE_PUSH_MAX_CONNECTIONS"]
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"SSE_PUSH_MAX_CONNECTIONS must be None or an int >= 1, not {value!r}.")
-    return None if value is None else int(value)
 
 
 class SSEPush:
@@ -124,49 +73,12 @@ class SSEPush:
     def init_app(self, app: Flask) -> None:
         """Register the extension and its blueprint on ``app``.
 
-        Reads these keys once; later changes to them have no effect:
+        Reads the ``SSE_PUSH_*`` keys of ``app.config`` once, setting the
+        default of each key the config lacks; later changes have no effect.
+        :doc:`configuration` lists them, with their types and defaults.
 
-        - ``SSE_PUSH_BROKER_URL`` (``None``): ``None`` for the in-process broker,
-          ``redis://host:port/db`` for Redis.
-        - ``SSE_PUSH_URL_PREFIX`` (``"/events"``): where the stream is served.
-        - ``SSE_PUSH_KEEPALIVE`` (``15.0``): seconds of quiet before a keepalive.
-        - ``SSE_PUSH_RETRY`` (``None``): milliseconds sent as ``retry:`` on connect.
-        - ``SSE_PUSH_HISTORY`` (``1000``): events kept per channel for replay.
-        - ``SSE_PUSH_QUEUE_SIZE`` (``1000``): events a client may fall behind by.
-        - ``SSE_PUSH_REDIS_PREFIX`` (``"sse:"``): namespace of the Redis keys.
-        - ``SSE_PUSH_SEND_TIMEOUT`` (``30.0``): seconds a write to a client may
-          go without progress (one piece of at most 64 KiB not taken) before
-          the connection is dropped; a slow but steady client is never cut. A
-          client that acknowledges nothing for keepalive + send timeout (it
-          vanished without a FIN) is dropped too, and that sum is set as
-          ``TCP_USER_TIMEOUT`` (Linux). Enforced where the server exposes the
-          socket (gunicorn, ``flask run``).
-        - ``SSE_PUSH_MAX_LIFETIME`` (``600.0``): seconds after which a channel
-          stream ends (at 80-100 %, at random) with a ``retry:`` hint, so the
-          client reconnects, resumes, and may land on another worker. ``None``:
-          never. Streams of :meth:`stream` are not cut, as only the application
-          knows how to resume them.
-        - ``SSE_PUSH_MAX_CONNECTIONS`` (``None``): streams per worker process;
-          more get ``200`` with ``retry:`` and an immediate end. ``None``: what
-          the server can hold while ordinary requests still get through
-          (gunicorn's gevent worker: ``worker_connections`` less a tenth, at
-          most 100; a threaded server: its threads less a quarter, at least
-          one), or no limit where the server sets none.
-        - ``SSE_PUSH_CORS_ORIGINS`` (``None``): origins such as
-          ``["https://app.example.com"]`` that may open streams with credentials
-          from another site; others get ``403``. Needs ``flask-sse-push[cors]``.
-        - ``SSE_PUSH_PROMETHEUS`` (``False``): also export :meth:`stats` figures
-          as ``prometheus_client`` metrics (see
-          :class:`~flask_sse_push.metrics.PrometheusMetrics`). Needs
-          ``flask-sse-push[metrics]``.
-        - ``SSE_PUSH_DIRECT_WRITES`` (``True``): under this package's gunicorn
-          worker class (``-k flask_sse_push.servers.gunicorn.GeventWorker``),
-          write events to waiting plain-HTTP/1.x streams straight from the
-          fan-out, through the worker's own framing and byte count, instead of
-          waking each stream's greenlet (see
-          :mod:`flask_sse_push.servers.fastpath`). A stream whose body a
-          middleware wraps, and every other server, takes the ordinary path.
-
+        :raises ValueError: a key's value has the wrong type or is out of
+            bounds (the message names the key and what it takes).
         :raises RuntimeError: the extension is registered on ``app`` already.
 
         .. versionadded:: 0.1
@@ -177,26 +89,25 @@ class SSEPush:
                 " init_app(app) once per app, and share one SSEPush object between"
                 " the places that publish."
             )
-        for key, value in DEFAULTS.items():
-            app.config.setdefault(key, value)
+        config = load_config(app.config)
         broker = self._broker
         if broker is None:
             broker = broker_from_url(
-                app.config["SSE_PUSH_BROKER_URL"],
-                history=int(app.config["SSE_PUSH_HISTORY"]),
-                queue_size=int(app.config["SSE_PUSH_QUEUE_SIZE"]),
-                redis_prefix=app.config["SSE_PUSH_REDIS_PREFIX"],
+                config["SSE_PUSH_BROKER_URL"],
+                history=config["SSE_PUSH_HISTORY"],
+                queue_size=config["SSE_PUSH_QUEUE_SIZE"],
+                redis_prefix=config["SSE_PUSH_REDIS_PREFIX"],
             )
         settings = Settings(
-            keepalive=_positive_number(app, "SSE_PUSH_KEEPALIVE"),
-            retry=_retry(app),
-            send_timeout=_positive_number(app, "SSE_PUSH_SEND_TIMEOUT"),
-            max_lifetime=_optional_seconds(app, "SSE_PUSH_MAX_LIFETIME"),
-            max_connections=_max_connections(app),
-            direct_writes=_flag(app, "SSE_PUSH_DIRECT_WRITES"),
+            keepalive=config["SSE_PUSH_KEEPALIVE"],
+            retry=config["SSE_PUSH_RETRY"],
+            send_timeout=config["SSE_PUSH_SEND_TIMEOUT"],
+            max_lifetime=config["SSE_PUSH_MAX_LIFETIME"],
+            max_connections=config["SSE_PUSH_MAX_CONNECTIONS"],
+            direct_writes=config["SSE_PUSH_DIRECT_WRITES"],
         )
-        cors_origins = check_origins(app.config["SSE_PUSH_CORS_ORIGINS"])
-        metrics = PrometheusMetrics(broker) if app.config["SSE_PUSH_PROMETHEUS"] else Metrics()
+        cors_origins = config["SSE_PUSH_CORS_ORIGINS"]
+        metrics = PrometheusMetrics(broker) if config["SSE_PUSH_PROMETHEUS"] else Metrics()
         runtime = Runtime(broker, settings, self._hooks, metrics)
         app.extensions[EXTENSION_KEY] = runtime
         runtime.start_in_process()
@@ -205,7 +116,7 @@ class SSEPush:
         def _start_runtime() -> None:
             runtime.start_for(request.environ)
 
-        app.register_blueprint(make_blueprint(app.config["SSE_PUSH_URL_PREFIX"], cors_origins))
+        app.register_blueprint(make_blueprint(config["SSE_PUSH_URL_PREFIX"], cors_origins))
         app.cli.add_command(_cli)
 
     @property

@@ -28,9 +28,9 @@ from .servers.tcp import PIECE
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
-    from .connections import LiveStream
+    from .connections import Ending, LiveStream
     from .metrics import Metrics
-    from .servers.base import Task
+    from .servers.base import FastWriter, Task
 
 logger = logging.getLogger("flask_sse_push")
 
@@ -222,56 +222,84 @@ class BodyChunks:
 
     def next_chunk(self) -> bytes | None:
         """Return the next chunk to send, waiting for it; ``None`` once the stream ended."""
+        # Every wait (the subscription's get, finishing a direct write) happens in
+        # this frame, not in a helper: a waiting stream's greenlet then keeps one
+        # frame fewer, which is memory per idle stream. The helpers never wait.
         if self._done:
             return None
         live = self._live
         keepalive = self._keepalive
         while live.ending is None:
             live.write_started = None
-            timeout = keepalive
-            if self._deadline is not None:
-                remaining = self._deadline - time.monotonic()
-                if remaining <= 0:
-                    live.reason = "lifetime"
-                    return self._last(closing_chunk("lifetime", reconnect_retry(self._retry)))
-                timeout = min(keepalive, remaining)
+            timeout = self._wait_time()
+            if timeout is None:
+                live.reason = "lifetime"
+                return self._last(closing_chunk("lifetime", reconnect_retry(self._retry)))
             ended: SubscriptionClosed | None = None
             try:
                 batch = self._subscription.get(timeout)
             except SubscriptionClosed as closed:
                 ended, batch = closed, []
-            writer = live.writer
-            if writer is not None and writer.unsent is not None:
-                # A direct write left part of a chunk: it goes first, whole.
-                if not writer.finish_chunk():
-                    return self._end()  # the client is gone
-                if ended is None and not batch:
-                    continue  # woken to finish that chunk; no keepalive is due
+            # A direct write left part of a chunk: it goes first, whole.
+            writer = self._unsent_writer()
+            if writer is not None and not writer.finish_chunk():
+                return self._end()  # the client is gone
             if live.ending is not None:
                 break
             if ended is not None:
-                if ended.reason != "closed":  # "closed" is the server closing it
-                    live.reason = ended.reason
-                if ended.reconnect:
-                    return self._last(closing_chunk(ended.reason, reconnect_retry(self._retry)))
-                return self._end()
+                return self._closed(ended)
             if batch:
-                if len(batch) == 1:
-                    first = batch[0]
-                    chunk = first.encode()
-                    resets = 1 if first.event == RESET_EVENT else 0
-                else:
-                    chunk = b"".join([event.encode() for event in batch])
-                    resets = [event.event for event in batch].count(RESET_EVENT)
-                if self._metrics is not None:
-                    self._metrics.delivered(len(batch), resets)
-                return chunk
-            if timeout < keepalive:
-                continue  # the lifetime is up, not the keepalive interval
+                return self._chunk(batch)
+            if writer is not None or timeout < keepalive:
+                # Woken to finish that chunk, or the lifetime is up rather than
+                # the keepalive interval: no keepalive is due.
+                continue
             return KEEPALIVE
-        final = live.ending.final
-        if final:
-            return self._last(final)
+        return self._ending(live.ending)
+
+    def _wait_time(self) -> float | None:
+        """Seconds to wait for events: the keepalive interval, or less if the
+        lifetime ends first; ``None`` once the lifetime is up."""
+        if self._deadline is None:
+            return self._keepalive
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        return min(self._keepalive, remaining)
+
+    def _unsent_writer(self) -> FastWriter | None:
+        """The stream's direct writer if a write of it left part of a chunk unsent."""
+        writer = self._live.writer
+        if writer is None or writer.unsent is None:
+            return None
+        return writer
+
+    def _chunk(self, batch: list[ServerSentEvent]) -> bytes:
+        """One chunk of every ready event, counted in the metrics."""
+        if len(batch) == 1:
+            first = batch[0]
+            chunk = first.encode()
+            resets = 1 if first.event == RESET_EVENT else 0
+        else:
+            chunk = b"".join([event.encode() for event in batch])
+            resets = [event.event for event in batch].count(RESET_EVENT)
+        if self._metrics is not None:
+            self._metrics.delivered(len(batch), resets)
+        return chunk
+
+    def _closed(self, ended: SubscriptionClosed) -> bytes | None:
+        """The last chunk of a stream its source ended: a ``retry:`` hint if the
+        client should come back, else nothing."""
+        if ended.reason != "closed":  # "closed" is the server closing it
+            self._live.reason = ended.reason
+        if ended.reconnect:
+            return self._last(closing_chunk(ended.reason, reconnect_retry(self._retry)))
+        return self._end()
+
+    def _ending(self, ending: Ending) -> bytes | None:
+        """The last chunk of a stream ended from outside (revoked, shut down, ...)."""
+        if ending.final:
+            return self._last(ending.final)
         return self._end()
 
     def _last(self, chunk: bytes) -> bytes:

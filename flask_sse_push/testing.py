@@ -13,7 +13,8 @@
 With the pytest plugin (``pytest -p flask_sse_push.testing``, or
 ``pytest_plugins = ["flask_sse_push.testing"]`` in ``conftest.py``), the
 ``sse_stream`` fixture opens streams on your ``app`` fixture's test client and
-closes them after the test.
+closes them after the test. This module itself needs no pytest: the helpers
+work with any test runner.
 
 .. versionadded:: 0.1
 """
@@ -29,12 +30,9 @@ import time
 import typing as t
 from urllib.parse import urlencode
 
-import pytest
-
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Sequence
 
-    from flask import Flask
     from flask.testing import FlaskClient
     from werkzeug.test import TestResponse
 
@@ -44,7 +42,6 @@ __all__ = [
     "TestStream",
     "open_stream",
     "parse_stream",
-    "sse_stream",
 ]
 
 
@@ -134,9 +131,13 @@ class EventStreamParser:
         if line[0] == ":":
             self.comments.append(line[1:].removeprefix(" "))
             return None
-        name, colon, value = line.partition(":")
-        if colon:
-            value = value.removeprefix(" ")
+        # A line without a colon is a field name with an empty value.
+        name, _, value = line.partition(":")
+        self._field(name, value.removeprefix(" "))
+        return None
+
+    def _field(self, name: str, value: str) -> None:
+        """Process one field line; unknown field names are ignored, as the spec says."""
         if name == "data":
             self._data.append(value)
         elif name == "event":
@@ -148,7 +149,6 @@ class EventStreamParser:
             retry = _retry_value(value)
             if retry is not None:
                 self._retry = retry
-        return None
 
 
 #: The three line endings of the event-stream grammar; CRLF first, so it is one.
@@ -305,23 +305,7 @@ def open_stream(
     return TestStream(client.get(url, headers=sent, buffered=False))
 
 
-@pytest.fixture
-def sse_stream(app: Flask) -> Iterator[t.Callable[..., TestStream]]:
-    """Open streams on the ``app`` fixture's test client; they close after the test.
-
-    .. code-block:: python
-
-        def test_push(app, sse_stream):
-            stream = sse_stream(channels=["news"])
-    """
-    opened: list[TestStream] = []
-    client = app.test_client()
-
-    def opener(path: str = "/events", **kwargs: t.Any) -> TestStream:
-        stream = open_stream(client, path, **kwargs)
-        opened.append(stream)
-        return stream
-
-    yield opener
-    for stream in opened:
-        stream.close()
+#: ``-p flask_sse_push.testing`` registers this module with pytest, which then
+#: loads the ``sse_stream`` fixture from :mod:`flask_sse_push.pytest_plugin`. The
+#: fixture lives apart so that this module imports without pytest installed.
+pytest_plugins = ["flask_sse_push.pytest_plugin"]

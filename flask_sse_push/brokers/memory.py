@@ -45,9 +45,6 @@ class MemoryBroker(Broker):
         disconnected (it then resumes through the replay).
 
     .. versionadded:: 0.1
-    .. versionchanged:: 0.2
-        Epochs are per process, explicit ids resume only on their channel, and
-        unread channels are freed.
     """
 
     def __init__(self, *, history: int = 1000, queue_size: int = 1000) -> None:

@@ -127,7 +127,7 @@ class RedisClusterBroker(Broker):
     :param max_connections: commands in flight at once in this process, so
         pooled connections per node; more callers wait up to 20 s.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(

@@ -12,7 +12,7 @@ from flask import Flask
 
 from flask_sse_push import MemoryBroker, ServerSentEvent, SSEPush
 from flask_sse_push.brokers.redis import RedisBroker
-from flask_sse_push.extension import DEFAULTS
+from flask_sse_push.config import KEYS
 
 
 class _Order:
@@ -35,12 +35,13 @@ def test_config_defaults_are_set() -> None:
     """Every key gets its documented default, and the state lives under 'sse_push'."""
     app = Flask("defaults")
     SSEPush(app)
-    for key, value in DEFAULTS.items():
-        assert app.config[key] == value
+    for key in KEYS:
+        assert app.config[key.name] == key.default
     assert isinstance(app.extensions["sse_push"].broker, MemoryBroker)
-    assert DEFAULTS["SSE_PUSH_URL_PREFIX"] == "/events"
-    assert DEFAULTS["SSE_PUSH_KEEPALIVE"] == 15.0
-    assert DEFAULTS["SSE_PUSH_HISTORY"] == 1000
+    defaults = {key.name: key.default for key in KEYS}
+    assert defaults["SSE_PUSH_URL_PREFIX"] == "/events"
+    assert defaults["SSE_PUSH_KEEPALIVE"] == 15.0
+    assert defaults["SSE_PUSH_HISTORY"] == 1000
 
 
 def test_factory_pattern_and_two_apps_are_independent() -> None:

@@ -132,7 +132,8 @@ def test_the_package_has_no_import_cycle() -> None:
 
 def _server_specifics(path: Path) -> list[str]:
     """What in a module's code names gunicorn or gevent: imports, names, and
-    strings other than docstrings (``environ["gunicorn.socket"]``, for one)."""
+    strings other than documentation (``environ["gunicorn.socket"]``, for one).
+    Documentation is docstrings and the ``help=`` text of the config table."""
     tree = ast.parse(path.read_text())
     docstrings = {
         id(node.body[0].value)
@@ -141,6 +142,11 @@ def _server_specifics(path: Path) -> list[str]:
         and node.body
         and isinstance(node.body[0], ast.Expr)
         and isinstance(node.body[0].value, ast.Constant)
+    }
+    docstrings |= {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.keyword) and node.arg == "help"
     }
     found = []
     for node in ast.walk(tree):
