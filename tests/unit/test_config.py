@@ -13,7 +13,7 @@ from flask import Flask
 from flask_sse_push import SSEPush
 from flask_sse_push.config import KEYS, Key, load, markdown_table, update_page
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "configuration.md"
 
 
