@@ -17,9 +17,17 @@ from .event import ServerSentEvent
 from .exceptions import BrokerError
 from .metrics import Metrics, PrometheusMetrics
 from .runtime import EXTENSION_KEY, Hooks, Runtime, Settings, get_runtime
-from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
+from .stream import (
+    STOP_ID,
+    GeneratorSubscription,
+    StreamItem,
+    check_source,
+    closing_chunk,
+    reconnect_retry,
+    stop_chunk,
+)
 from .validation import check_channel, check_channels, check_published_event
-from .views import make_blueprint, open_stream
+from .views import make_blueprint, open_stream, request_last_event_id
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -288,13 +296,26 @@ class SSEPush:
                         time.sleep(1)
                 return sse.stream(ticks())
 
+        A source that raises before its first event would fail the same way
+        on every reconnect: its stream ends with the stop id
+        (:data:`~flask_sse_push.stream.STOP_ID`), the error is logged with its
+        traceback, and the client's reconnect is answered ``204``, so
+        ``EventSource`` stops. One that raises later ends with a ``retry:`` hint.
+
+        :raises TypeError: ``source`` is not a plain iterable (an async
+            generator, a generator function not called, a ``str``...; see
+            :func:`~flask_sse_push.stream.check_source`).
+
         .. versionadded:: 0.1
         """
+        check_source(source)
         if not has_request_context():
             raise RuntimeError(
                 "SSEPush.stream() returns the response to the current request: call it"
                 " in a view and return its result."
             )
+        if request_last_event_id() == STOP_ID:
+            return Response(status=204)
         runtime = _current_state("stream")
         dumps = current_app.json.dumps
         spawn = runtime.server.spawn
