@@ -17,6 +17,7 @@ import threading
 import typing as t
 
 from .connections import StreamRegistry
+from .exceptions import BrokerError
 from .monitor import Monitor
 from .servers import detect, detect_process
 from .servers.base import Server
@@ -87,6 +88,29 @@ class Runtime:
         self._started = False
         self._lock = threading.Lock()
 
+    def check_broker(self) -> str | None:
+        """Run the broker's :meth:`~flask_sse_push.brokers.base.Broker.check`;
+        return why it cannot work, or ``None``.
+
+        The reason is logged (when it changes) and kept for
+        :meth:`SSEPush.stats` as ``broker_problem``; the health endpoint calls
+        this and keeps the reason out of its public answer.
+        """
+        problem: str | None
+        try:
+            self.broker.check()
+        except BrokerError as exc:
+            problem = str(exc)
+        else:
+            problem = None
+        if problem != self.metrics.broker_problem:
+            if problem is None:
+                logger.info("The broker check passes again.")
+            else:
+                logger.error("The broker cannot work: %s", problem)
+        self.metrics.broker_checked(problem)
+        return problem
+
     def _offer(self, carrier: object, live: LiveStream) -> FastWriter | None:
         """Make the fast-path writer for a stream whose server offered ``carrier``."""
         return self.server.fast_writer(carrier, live, self.metrics)
@@ -133,6 +157,11 @@ class Runtime:
             self.registry.hangups = HangupWatch(epoll)
         server.watch_shutdown(self.monitor.request_shutdown)
         self.monitor.start()
+        # Off the request path: an unreachable broker may take its connect timeout.
+        server.spawn(self._check_at_start)
+
+    def _check_at_start(self) -> None:
+        self.check_broker()
 
 
 def get_runtime(app: Flask) -> Runtime:

@@ -250,17 +250,20 @@ def stream_view() -> Response:
 
 
 def health_view() -> tuple[dict[str, t.Any], int]:
-    """``200`` when the broker answers, ``503`` with the reason when it does not.
+    """``200`` when the broker can work, ``503`` when it cannot.
+
+    The broker is reachable and its credentials let it publish, subscribe and
+    replay (:meth:`~flask_sse_push.brokers.base.Broker.check`). Why it cannot
+    is logged and reported by :meth:`SSEPush.stats` as ``broker_problem``, never
+    in this answer, which anyone who can reach the endpoint reads: it names
+    hosts and users.
 
     This is for load balancers and orchestrators, not for ``EventSource``: the
     stream itself never answers 5xx.
     """
     state = _state()
-    try:
-        state.broker.ping()
-    except BrokerError as exc:
-        logger.warning("Health check: broker unavailable: %s", exc)
-        return {"status": "unavailable", "reason": str(exc)}, 503
+    if state.check_broker() is not None:
+        return {"status": "unavailable"}, 503
     return {"status": "ok", "clients_connected": len(state.registry)}, 200
 
 
