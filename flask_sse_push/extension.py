@@ -48,6 +48,7 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_SEND_TIMEOUT": 30.0,
     "SSE_PUSH_MAX_LIFETIME": 600.0,
     "SSE_PUSH_MAX_CONNECTIONS": None,
+    "SSE_PUSH_MAX_STREAMS_PER_CLIENT": None,
     "SSE_PUSH_CORS_ORIGINS": None,
     "SSE_PUSH_PROMETHEUS": False,
     "SSE_PUSH_DIRECT_WRITES": True,
@@ -94,10 +95,10 @@ def _optional_seconds(app: Flask, key: str) -> float | None:
     return None if app.config[key] is None else _positive_number(app, key)
 
 
-def _max_connections(app: Flask) -> int | None:
-    value = app.config["SSE_PUSH_MAX_CONNECTIONS"]
+def _optional_count(app: Flask, key: str) -> int | None:
+    value = app.config[key]
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"SSE_PUSH_MAX_CONNECTIONS must be None or an int >= 1, not {value!r}.")
+        raise ValueError(f"{key} must be None or an int >= 1, not {value!r}.")
     return None if value is None else int(value)
 
 
@@ -160,6 +161,13 @@ class SSEPush:
           (gunicorn's gevent worker: ``worker_connections`` less a tenth, at
           most 100; a threaded server: its threads less a quarter, at least
           one), or no limit where the server sets none.
+        - ``SSE_PUSH_MAX_STREAMS_PER_CLIENT`` (``None``): streams one client
+          may hold at once in a worker process; more get the same answer as a
+          full worker. A client is what :meth:`identify` returns, or else its
+          address (``request.remote_addr``: behind a proxy, apply Werkzeug's
+          ``ProxyFix`` so that it is the client's, not the proxy's). ``None``:
+          16, at most half of what the worker holds, at least 1. Set a large
+          number to turn it off.
         - ``SSE_PUSH_CORS_ORIGINS`` (``None``): origins such as
           ``["https://app.example.com"]`` that may open streams with credentials
           from another site; others get ``403``. Needs ``flask-sse-push[cors]``.
@@ -200,8 +208,9 @@ class SSEPush:
             retry=_retry(app),
             send_timeout=_positive_number(app, "SSE_PUSH_SEND_TIMEOUT"),
             max_lifetime=_optional_seconds(app, "SSE_PUSH_MAX_LIFETIME"),
-            max_connections=_max_connections(app),
+            max_connections=_optional_count(app, "SSE_PUSH_MAX_CONNECTIONS"),
             direct_writes=_flag(app, "SSE_PUSH_DIRECT_WRITES"),
+            max_streams_per_client=_optional_count(app, "SSE_PUSH_MAX_STREAMS_PER_CLIENT"),
         )
         cors_origins = check_origins(app.config["SSE_PUSH_CORS_ORIGINS"])
         metrics = PrometheusMetrics(broker) if app.config["SSE_PUSH_PROMETHEUS"] else Metrics()

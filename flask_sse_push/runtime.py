@@ -50,6 +50,24 @@ class Settings:
     #: ``SSE_PUSH_MAX_CONNECTIONS``; ``None`` takes the server's capacity.
     max_connections: int | None
     direct_writes: bool
+    #: ``SSE_PUSH_MAX_STREAMS_PER_CLIENT``; ``None`` derives it (:func:`client_share`).
+    max_streams_per_client: int | None = None
+
+
+#: Streams one client may hold by default, where the worker has room for many.
+DEFAULT_CLIENT_SHARE = 16
+
+
+def client_share(configured: int | None, capacity: int | None) -> int:
+    """Streams one client may hold at once: ``configured``, or by default
+    :data:`DEFAULT_CLIENT_SHARE` (more than the 6 connections a browser opens
+    to one host over HTTP/1.1), at most half the worker's ``capacity`` and at
+    least one, so one client can never fill a worker."""
+    if configured is not None:
+        return configured
+    if capacity is None:
+        return DEFAULT_CLIENT_SHARE
+    return max(1, min(DEFAULT_CLIENT_SHARE, capacity // 2))
 
 
 @dataclasses.dataclass
@@ -83,6 +101,8 @@ class Runtime:
         #: The server this app runs in; the plain fallback until it is known.
         self.server: Server = Server()
         self.monitor = Monitor(self)
+        #: Whether the hint to apply ProxyFix was logged (see ``views.accept``).
+        self.proxy_hint_logged = False
         #: Bound once here: every stream refers to this one object.
         self.offer = self._offer
         self._started = False
@@ -149,6 +169,9 @@ class Runtime:
                 capacity,
                 server.more_room,
             )
+        self.registry.max_per_client = client_share(
+            self.settings.max_streams_per_client, self.registry.max_connections
+        )
         warning = server.cost_warning(self.registry.max_connections)
         if warning is not None:
             logger.warning(warning)

@@ -13,7 +13,7 @@ import typing as t
 from flask import Blueprint, Response, current_app, request
 
 from .client import client_script_view
-from .connections import StreamInfo
+from .connections import TOO_MANY, StreamInfo
 from .encoding import encode_comment
 from .exceptions import BrokerError, ChannelError
 from .runtime import get_runtime
@@ -136,6 +136,12 @@ def open_stream(
     return stream_response(runtime, live, lifetime=lifetime)
 
 
+def _behind_unfixed_proxy() -> bool:
+    """Whether the request came through a proxy whose forwarded address nobody applied."""
+    # ProxyFix keeps the original address here once it has replaced it.
+    return "X-Forwarded-For" in request.headers and "werkzeug.proxy_fix.orig" not in request.environ
+
+
 def accept(
     runtime: Runtime, info: StreamInfo, subscribe: Callable[[], Subscription]
 ) -> LiveStream | str:
@@ -145,6 +151,17 @@ def accept(
     environ = request.environ
     live = registry.open(info, server.socket(environ), server.gone_check(environ))
     if isinstance(live, str):
+        if live == TOO_MANY and not runtime.proxy_hint_logged and _behind_unfixed_proxy():
+            runtime.proxy_hint_logged = True
+            logger.warning(
+                "Refused a stream: %d streams from %s already. The request carries"
+                " X-Forwarded-For, so %s is likely a proxy and all its clients count as one."
+                " Apply werkzeug.middleware.proxy_fix.ProxyFix with x_for set to the number"
+                " of proxies in front of the app, so each client counts by its own address.",
+                registry.max_per_client,
+                info.remote_addr,
+                info.remote_addr,
+            )
         return live
     try:
         live.subscription = subscribe()
