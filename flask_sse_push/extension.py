@@ -347,7 +347,8 @@ class SSEPush:
 
             @sse.authorize
             def may_listen(channel):
-                return not channel.startswith("user.") or channel == f"user.{current_user.id}"
+                user_id = current_user.get_id()
+                return not channel.startswith("user.") or channel == f"user.{user_id}"
 
         .. versionadded:: 0.1
         """
@@ -377,13 +378,24 @@ class SSEPush:
         channel: str,
         predicate: Callable[[StreamInfo], bool] | None = None,
         *,
+        identity: object = None,
         reconnect: bool = False,
     ) -> int:
         """End the live streams of ``channel`` in this process; return how many.
 
+        .. code-block:: python
+
+            sse.revoke("orders", identity=user.id)
+
         :param predicate: only streams whose :class:`StreamInfo` it returns true
-            for, for example ``lambda info: info.identity == user_id``; ``None``
-            ends every stream of the channel.
+            for, for example ``lambda info: info.started_at < cutoff``; ``None``
+            ends every stream of the channel. A predicate that ends no stream
+            while streams of the channel have identities all of one type, which
+            no ``identity ==`` could match if given another, logs a warning
+            (once per process).
+        :param identity: only streams whose :meth:`identify` identity is this,
+            compared as text: ``7`` matches ``"7"`` (Flask-Login's
+            ``get_id()`` returns a ``str``, ``user.id`` is often an ``int``).
         :param reconnect: by default the stream ends for good: its client gets
             :data:`~flask_sse_push.stream.STOP_ID` as its last event id, the
             reconnect it makes with it is answered ``204``, and ``EventSource``
@@ -406,10 +418,18 @@ class SSEPush:
         else:
             ending = Ending("revoked", stop_chunk("revoked"))
 
+        wanted = None if identity is None else str(identity)
+
         def matches(info: StreamInfo) -> bool:
-            return channel in info.channels and (predicate is None or predicate(info))
+            return (
+                channel in info.channels
+                and (wanted is None or str(info.identity) == wanted and info.identity is not None)
+                and (predicate is None or predicate(info))
+            )
 
         ended = state.registry.end_where(matches, ending)
+        if not ended and predicate is not None and not state.identity_hint_logged:
+            _warn_about_identity_types(state, channel)
         logger.info("SSE revoke: channel=%s ended=%d reconnect=%s", channel, ended, reconnect)
         return ended
 
@@ -440,6 +460,27 @@ class SSEPush:
         .. versionadded:: 0.1
         """
         return [stream.info for stream in _current_state("streams").registry.streams()]
+
+
+def _warn_about_identity_types(state: Runtime, channel: str) -> None:
+    """Warn when a revoke predicate matched none of a channel's identified streams:
+    comparing ``info.identity`` with a value of another type (``7 == "7"``) is
+    false, silently."""
+    kinds = {
+        type(stream.info.identity).__name__
+        for stream in state.registry.streams()
+        if channel in stream.info.channels and stream.info.identity is not None
+    }
+    if kinds:
+        state.identity_hint_logged = True  # once: revoking a user absent here is common
+        logger.warning(
+            "sse.revoke(%r, predicate) ended no stream, though the channel has streams whose"
+            " identity is a %s. If the predicate compares info.identity with a value of"
+            " another type (7 == '7' is false), pass identity=... instead, which compares"
+            " as text.",
+            channel,
+            " or ".join(sorted(kinds)),
+        )
 
 
 _cli = AppGroup("sse", help="Server-Sent Events commands.")

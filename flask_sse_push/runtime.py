@@ -103,6 +103,8 @@ class Runtime:
         self.monitor = Monitor(self)
         #: Whether the hint to apply ProxyFix was logged (see ``views.accept``).
         self.proxy_hint_logged = False
+        #: Whether the hint about identity types was logged (see ``SSEPush.revoke``).
+        self.identity_hint_logged = False
         #: Bound once here: every stream refers to this one object.
         self.offer = self._offer
         self._started = False
