@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import typing as t
 
 import click
@@ -53,6 +55,23 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_PROMETHEUS": False,
     "SSE_PUSH_DIRECT_WRITES": True,
 }
+
+
+def _from_environment(key: str, default: t.Any) -> t.Any:
+    """The value of the environment variable ``key``, else ``default``.
+
+    Read as Flask's ``Config.from_prefixed_env`` reads values: as JSON where
+    it parses (``0.5``, ``true``, ``null``, ``["a", "b"]``), else as the text.
+    """
+    raw = os.environ.get(key)
+    if raw is None:
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    logger.info("%s is taken from the environment.", key)
+    return value
 
 
 def _current_state(method: str) -> Runtime:
@@ -133,7 +152,11 @@ class SSEPush:
     def init_app(self, app: Flask) -> None:
         """Register the extension and its blueprint on ``app``.
 
-        Reads these keys once; later changes to them have no effect:
+        Reads these keys once; later changes to them have no effect. A key
+        the app's config does not set is taken from the environment variable
+        of the same name, if there is one (read as JSON where it parses, else
+        as text, like Flask's ``Config.from_prefixed_env``), else it gets its
+        default:
 
         - ``SSE_PUSH_BROKER_URL`` (``None``): ``None`` for the in-process broker,
           ``redis://host:port/db`` for Redis.
@@ -194,7 +217,8 @@ class SSEPush:
                 " the places that publish."
             )
         for key, value in DEFAULTS.items():
-            app.config.setdefault(key, value)
+            if key not in app.config:
+                app.config[key] = _from_environment(key, value)
         broker = self._broker
         if broker is None:
             broker = broker_from_url(
@@ -503,13 +527,25 @@ def _publish_command(channel: str, event: str | None, event_id: str | None, data
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     if isinstance(state.broker, MemoryBroker):
+        if os.environ.get("SSE_PUSH_BROKER_URL"):
+            where = (
+                "the app's config sets SSE_PUSH_BROKER_URL to"
+                f" {current_app.config['SSE_PUSH_BROKER_URL']!r}, or passes a broker, and"
+                " either takes precedence over the environment variable"
+            )
+        else:
+            where = (
+                "SSE_PUSH_BROKER_URL is set neither in the app's config nor in the environment"
+                " of this command"
+            )
         raise click.ClickException(
-            "This app uses the in-process broker (SSE_PUSH_BROKER_URL is not set), which"
+            f"This app uses the in-process broker ({where}), which"
             " delivers only to clients of the process that publishes. This command runs"
             " in a process of its own that has no clients, so nobody would receive the"
             " event, and nothing was published. Set SSE_PUSH_BROKER_URL to a Redis URL"
-            " (for example redis://127.0.0.1:6379/0) in the config of the web app and of"
-            " this command, or publish from the web app itself with sse.publish()."
+            " (for example redis://127.0.0.1:6379/0) in the environment (or the config) of"
+            " the web app and of this command, or publish from the web app itself with"
+            " sse.publish()."
         )
     try:
         click.echo(state.broker.publish(name, message))
