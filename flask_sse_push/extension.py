@@ -238,7 +238,7 @@ class SSEPush:
         )
         cors_origins = check_origins(app.config["SSE_PUSH_CORS_ORIGINS"])
         metrics = PrometheusMetrics(broker) if app.config["SSE_PUSH_PROMETHEUS"] else Metrics()
-        runtime = Runtime(broker, settings, self._hooks, metrics)
+        runtime = Runtime(broker, settings, self._hooks, metrics, app)
         app.extensions[EXTENSION_KEY] = runtime
         runtime.start_in_process()
 

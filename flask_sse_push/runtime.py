@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import sys
 import threading
 import typing as t
 
@@ -87,7 +89,16 @@ class Runtime:
     :param metrics: the counters :meth:`SSEPush.stats` reports.
     """
 
-    def __init__(self, broker: Broker, settings: Settings, hooks: Hooks, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        settings: Settings,
+        hooks: Hooks,
+        metrics: Metrics,
+        app: Flask | None = None,
+    ) -> None:
+        #: The app, for messages only (:meth:`app_target`).
+        self._app = app
         self.broker = broker
         self.settings = settings
         self.hooks = hooks
@@ -109,6 +120,11 @@ class Runtime:
         self.offer = self._offer
         self._started = False
         self._lock = threading.Lock()
+
+    def app_target(self) -> str:
+        """The app as gunicorn would name it (``module:app`` or
+        ``module:create_app()``); see :func:`app_target`."""
+        return "app:create_app()" if self._app is None else app_target(self._app)
 
     def check_broker(self) -> str | None:
         """Run the broker's :meth:`~flask_sse_push.brokers.base.Broker.check`;
@@ -174,7 +190,7 @@ class Runtime:
         self.registry.max_per_client = client_share(
             self.settings.max_streams_per_client, self.registry.max_connections
         )
-        warning = server.cost_warning(self.registry.max_connections)
+        warning = server.cost_warning(self.registry.max_connections, self.app_target())
         if warning is not None:
             logger.warning(warning)
         epoll = server.epoll()
@@ -187,6 +203,22 @@ class Runtime:
 
     def _check_at_start(self) -> None:
         self.check_broker()
+
+
+def app_target(app: Flask) -> str:
+    """Name ``app`` as ``gunicorn`` and ``flask --app`` take it: ``module:name`` when
+    a global of its module is the app, else ``module:create_app()`` (the factory
+    the module defines, or the usual name of one)."""
+    module = sys.modules.get(app.import_name)
+    name = app.import_name
+    if name == "__main__":
+        path = getattr(module, "__file__", None)
+        name = os.path.splitext(os.path.basename(path))[0] if path else "app"
+    for key, value in vars(module).items() if module is not None else ():
+        if value is app and not key.startswith("_"):
+            return f"{name}:{key}"
+    factories = [f for f in ("create_app", "make_app") if callable(getattr(module, f, None))]
+    return f"{name}:{(factories or ['create_app'])[0]}()"
 
 
 def get_runtime(app: Flask) -> Runtime:
