@@ -40,6 +40,7 @@ from ._redis_common import (
     open_subscription,
     publish_args,
 )
+from ._redis_listener import SUBSCRIBER_NAME
 from ._redis_scripts import (
     ZERO,
     as_text,
@@ -65,6 +66,7 @@ __all__ = ["ACL_COMMANDS", "SCHEMES", "RedisClusterBroker"]
 ACL_COMMANDS = (
     "+ping +cluster|slots +command +eval +evalsha +script|load +time +hget +hset +hlen"
     " +hgetall +hdel +xadd +xrange +xrevrange +spublish +ssubscribe +sunsubscribe"
+    " +client|setname"
 )
 
 #: What the cluster client raises: redis-py's errors, socket errors, and its own
@@ -466,6 +468,7 @@ class RedisClusterBroker(Broker):
             ("SPUBLISH", channel, "0-1"),
             ("SSUBSCRIBE", channel),
             ("SUNSUBSCRIBE", channel),
+            ("CLIENT", "SETNAME", SUBSCRIBER_NAME),
         ]
 
     def check(self) -> None:
