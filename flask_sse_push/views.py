@@ -127,8 +127,10 @@ def open_stream(
 ) -> Response:
     """Accept a stream and answer with it, or with the transient answer.
 
-    A worker that is full or shutting down, or a broker that cannot be reached,
-    gets the transient answer (``200``, ``retry:``, end) instead.
+    A worker that is full or shutting down, a client that holds its share of
+    the worker's streams (``SSE_PUSH_MAX_STREAMS_PER_CLIENT``), or a broker
+    that cannot be reached, gets the transient answer (``200``, ``retry:``,
+    end) instead.
     """
     live = accept(runtime, info, subscribe)
     if isinstance(live, str):
