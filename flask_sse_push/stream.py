@@ -319,8 +319,8 @@ def check_source(source: object) -> None:
     only a plain (synchronous) iterable will do.
 
     :raises TypeError: ``source`` is an async iterable (an ``async def``
-        generator), a generator function not called, a ``str``, ``bytes`` or
-        mapping (iterable, but not a sequence of events), or not iterable at
+        generator), a generator function not called, one event (a ``str``,
+        ``bytes``, a mapping or a :class:`ServerSentEvent`), or not iterable at
         all; the message says what to pass instead.
     """
     kind = type(source).__name__
@@ -330,7 +330,7 @@ def check_source(source: object) -> None:
             " thread or greenlet, without an event loop. Write the generator with `def` instead"
             " of `async def`, and block in it with time.sleep() or a blocking queue.get()."
         )
-    if isinstance(source, (str, bytes, bytearray, t.Mapping)):
+    if isinstance(source, (str, bytes, bytearray, t.Mapping, ServerSentEvent)):
         raise TypeError(
             f"sse.stream() takes an iterable of events, not one {kind}: wrap a single event"
             " in a list (sse.stream([event])) or yield it from a generator."

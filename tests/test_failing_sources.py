@@ -8,7 +8,7 @@ import typing as t
 import pytest
 from flask import Flask, current_app
 
-from flask_sse_push import SSEPush
+from flask_sse_push import ServerSentEvent, SSEPush
 from flask_sse_push.stream import STOP_ID
 from flask_sse_push.testing import open_stream
 
@@ -31,9 +31,10 @@ def _ticks() -> Iterator[str]:
         (_ticks, "Call the generator function"),
         ("tick", "wrap a single event"),
         ({"data": "tick"}, "wrap a single event"),
+        (ServerSentEvent("tick"), "wrap a single event"),
         (42, "iterable of events"),
     ],
-    ids=["async generator", "generator function", "str", "mapping", "int"],
+    ids=["async generator", "generator function", "str", "mapping", "event", "int"],
 )
 def test_a_source_that_cannot_be_iterated_is_refused_at_call_time(
     app: Flask, source: object, hint: str
