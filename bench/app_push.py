@@ -25,6 +25,8 @@ sse = SSEPush()
 def create_app() -> Flask:
     app = Flask(__name__)
     app.config["SSE_PUSH_BROKER_URL"] = os.environ.get("SSE_PUSH_BROKER_URL") or None
+    # Every load client comes from 127.0.0.1: no per-client limit.
+    app.config["SSE_PUSH_MAX_STREAMS_PER_CLIENT"] = 1_000_000
     app.config["SSE_PUSH_KEEPALIVE"] = float(os.environ.get("SSE_PUSH_KEEPALIVE", "15"))
     app.config["SSE_PUSH_DIRECT_WRITES"] = os.environ.get("SSE_PUSH_DIRECT_WRITES") != "0"
     sse.init_app(app)

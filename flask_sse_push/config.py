@@ -10,6 +10,9 @@ it. Adding a key is adding a row; then regenerate the page with
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import os
 import typing as t
 
 if t.TYPE_CHECKING:
@@ -70,7 +73,8 @@ class Key:
         if not self._has_type(value) or not self._in_bounds(value):
             raise ValueError(
                 f"{self.name} must be {self.expected}, not {value!r}. Set"
-                f" app.config[{self.name!r}] before init_app(), or leave it out for"
+                f" app.config[{self.name!r}] (or the environment variable {self.name}) before"
+                f" init_app(), or leave it out for"
                 f" the default, {self.default!r}."
             )
         return float(value) if self.type is float else value  # type: ignore[arg-type]
@@ -189,6 +193,20 @@ KEYS: tuple[Key, ...] = (
         optional=True,
     ),
     Key(
+        "SSE_PUSH_MAX_STREAMS_PER_CLIENT",
+        int,
+        None,
+        help="streams one client may hold at once in a worker; beyond it, the same answer as a"
+        " full worker. A client is what `identify` returns, else its address"
+        " (`request.remote_addr`; behind a proxy, see"
+        " [Per-client limit](deploying.md#per-client-limit)). `None`: 16, at most half of"
+        " what the worker holds, at least 1 (gthread with 8 threads: 3); a large number"
+        " turns it off",
+        unit="streams",
+        minimum=1,
+        optional=True,
+    ),
+    Key(
         "SSE_PUSH_CORS_ORIGINS",
         list,
         None,
@@ -216,8 +234,30 @@ KEYS: tuple[Key, ...] = (
 )
 
 
+logger = logging.getLogger("flask_sse_push")
+
+
+def from_environment(name: str, default: object) -> object:
+    """The value of the environment variable ``name``, else ``default``.
+
+    Read as Flask's ``Config.from_prefixed_env`` reads values: as JSON where it
+    parses (``0.5``, ``true``, ``null``, ``["a", "b"]``), else as the text.
+    """
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    logger.info("%s is taken from the environment.", name)
+    return value
+
+
 def load(config: MutableMapping[str, t.Any], keys: Sequence[Key] = KEYS) -> dict[str, t.Any]:
-    """Set each key's default where ``config`` has none; return every value checked.
+    """Set each key the app's config lacks, from the environment variable of the
+    same name if there is one (see :func:`from_environment`), else to its
+    default; return every value checked.
 
     :param config: the app's config (``app.config``); keys it has are left as they are.
     :returns: key name -> checked value (numbers of seconds as ``float``,
@@ -227,7 +267,9 @@ def load(config: MutableMapping[str, t.Any], keys: Sequence[Key] = KEYS) -> dict
     """
     values = {}
     for key in keys:
-        values[key.name] = key.validate(config.setdefault(key.name, key.default))
+        if key.name not in config:
+            config[key.name] = from_environment(key.name, key.default)
+        values[key.name] = key.validate(config[key.name])
     return values
 
 

@@ -52,6 +52,24 @@ class StreamInfo:
     started_at: float = dataclasses.field(default_factory=time.time)
 
 
+#: Why :meth:`StreamRegistry.open` refuses a client that has its share of streams.
+TOO_MANY = "too many streams from this client"
+
+
+def client_key(info: StreamInfo) -> object:
+    """Who a stream counts against for the per-client limit: its identity, when
+    :meth:`SSEPush.identify` gave a hashable one, else its address."""
+    identity = info.identity
+    if identity is not None:
+        try:
+            hash(identity)
+        except TypeError:
+            pass
+        else:
+            return ("identity", identity)
+    return ("address", info.remote_addr)
+
+
 @dataclasses.dataclass(frozen=True)
 class Ending:
     """Why a stream is being ended from outside, and the bytes it leaves with."""
@@ -150,6 +168,8 @@ class StreamRegistry:
 
     :param max_connections: streams accepted at once; ``None`` for no limit. The
         runtime sets it from the server once the server is known.
+    :param max_per_client: streams accepted at once for one client (see
+        :func:`client_key`); ``None`` for no limit. Set by the runtime too.
     :param send_timeout: seconds a write may go without progress: a piece of at
         most :data:`~flask_sse_push.servers.tcp.PIECE` bytes may take this long.
     :param retry: the app's ``SSE_PUSH_RETRY``, the basis of the shutdown hint.
@@ -161,11 +181,15 @@ class StreamRegistry:
         self,
         *,
         max_connections: int | None,
+        max_per_client: int | None = None,
         send_timeout: float,
         retry: int | None,
         keepalive: float = 15.0,
     ) -> None:
         self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        #: Open streams per :func:`client_key`, for clients with one at least.
+        self._per_client: dict[object, int] = {}
         self.send_timeout = send_timeout
         self.retry = retry
         self.keepalive = keepalive
@@ -190,13 +214,20 @@ class StreamRegistry:
         socket: SocketLike | None,
         gone: Callable[[], bool] | None = None,
     ) -> LiveStream | str:
-        """Accept a stream, or return why not (the worker is full or stopping)."""
+        """Accept a stream, or return why not (the worker is full or stopping,
+        or the client has its share of it)."""
         if self.shutdown_at is not None:
             return "server shutting down"
+        key = client_key(info)
         with self._lock:
             limit = self.max_connections
             if limit is not None and len(self._streams) >= limit:
                 return "at capacity"
+            held = self._per_client.get(key, 0)
+            share = self.max_per_client
+            if share is not None and held >= share:
+                return TOO_MANY
+            self._per_client[key] = held + 1
             stream = LiveStream(info, socket, gone)
             self._streams[stream] = None
             if socket is not None and self.hangups is not None:
@@ -208,6 +239,13 @@ class StreamRegistry:
     def close(self, stream: LiveStream) -> None:
         """Forget ``stream``; the server is done with it."""
         with self._lock:
+            if stream in self._streams:
+                key = client_key(stream.info)
+                left = self._per_client[key] - 1
+                if left:
+                    self._per_client[key] = left
+                else:
+                    del self._per_client[key]
             self._streams.pop(stream, None)
             self._checked.pop(stream, None)
             if self.hangups is not None and stream.socket is not None:

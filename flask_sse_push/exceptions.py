@@ -50,11 +50,15 @@ class SubscriptionClosed(SSEPushError):
         broker-specific reason.
     :param reconnect: whether the client should come back (the stream then
         ends with a ``retry:`` hint) or has reached a deliberate end.
+    :param stop: the client must not come back: the stream ends with the stop
+        id (:data:`~flask_sse_push.stream.STOP_ID`), whose reconnect is answered
+        ``204``, so ``EventSource`` stops. Implies ``reconnect=False``.
 
     .. versionadded:: 0.1
     """
 
-    def __init__(self, reason: str, *, reconnect: bool = True) -> None:
+    def __init__(self, reason: str, *, reconnect: bool = True, stop: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.reconnect = reconnect
+        self.reconnect = reconnect and not stop
+        self.stop = stop

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import typing as t
 
 import click
@@ -17,9 +18,17 @@ from .event import ServerSentEvent
 from .exceptions import BrokerError
 from .metrics import Metrics, PrometheusMetrics
 from .runtime import EXTENSION_KEY, Hooks, Runtime, Settings, get_runtime
-from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
+from .stream import (
+    STOP_ID,
+    GeneratorSubscription,
+    StreamItem,
+    check_source,
+    closing_chunk,
+    reconnect_retry,
+    stop_chunk,
+)
 from .validation import check_channel, check_channels, check_published_event
-from .views import make_blueprint, open_stream
+from .views import make_blueprint, open_stream, request_last_event_id
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -73,8 +82,9 @@ class SSEPush:
     def init_app(self, app: Flask) -> None:
         """Register the extension and its blueprint on ``app``.
 
-        Reads the ``SSE_PUSH_*`` keys of ``app.config`` once, setting the
-        default of each key the config lacks; later changes have no effect.
+        Reads the ``SSE_PUSH_*`` keys of ``app.config`` once; a key the config
+        lacks is taken from the environment variable of the same name, else
+        set to its default. Later changes have no effect.
         :doc:`configuration` lists them, with their types and defaults.
 
         :raises ValueError: a key's value has the wrong type or is out of
@@ -105,10 +115,11 @@ class SSEPush:
             max_lifetime=config["SSE_PUSH_MAX_LIFETIME"],
             max_connections=config["SSE_PUSH_MAX_CONNECTIONS"],
             direct_writes=config["SSE_PUSH_DIRECT_WRITES"],
+            max_streams_per_client=config["SSE_PUSH_MAX_STREAMS_PER_CLIENT"],
         )
         cors_origins = config["SSE_PUSH_CORS_ORIGINS"]
         metrics = PrometheusMetrics(broker) if config["SSE_PUSH_PROMETHEUS"] else Metrics()
-        runtime = Runtime(broker, settings, self._hooks, metrics)
+        runtime = Runtime(broker, settings, self._hooks, metrics, app)
         app.extensions[EXTENSION_KEY] = runtime
         runtime.start_in_process()
 
@@ -199,13 +210,26 @@ class SSEPush:
                         time.sleep(1)
                 return sse.stream(ticks())
 
+        A source that raises before its first event would fail the same way
+        on every reconnect: its stream ends with the stop id
+        (:data:`~flask_sse_push.stream.STOP_ID`), the error is logged with its
+        traceback, and the client's reconnect is answered ``204``, so
+        ``EventSource`` stops. One that raises later ends with a ``retry:`` hint.
+
+        :raises TypeError: ``source`` is not a plain iterable (an async
+            generator, a generator function not called, a ``str``...; see
+            :func:`~flask_sse_push.stream.check_source`).
+
         .. versionadded:: 0.1
         """
+        check_source(source)
         if not has_request_context():
             raise RuntimeError(
                 "SSEPush.stream() returns the response to the current request: call it"
                 " in a view and return its result."
             )
+        if request_last_event_id() == STOP_ID:
+            return Response(status=204)
         runtime = _current_state("stream")
         dumps = current_app.json.dumps
         spawn = runtime.server.spawn
@@ -228,7 +252,8 @@ class SSEPush:
 
             @sse.authorize
             def may_listen(channel):
-                return not channel.startswith("user.") or channel == f"user.{current_user.id}"
+                user_id = current_user.get_id()
+                return not channel.startswith("user.") or channel == f"user.{user_id}"
 
         .. versionadded:: 0.1
         """
@@ -258,13 +283,24 @@ class SSEPush:
         channel: str,
         predicate: Callable[[StreamInfo], bool] | None = None,
         *,
+        identity: object = None,
         reconnect: bool = False,
     ) -> int:
         """End the live streams of ``channel`` in this process; return how many.
 
+        .. code-block:: python
+
+            sse.revoke("orders", identity=user.id)
+
         :param predicate: only streams whose :class:`StreamInfo` it returns true
-            for, for example ``lambda info: info.identity == user_id``; ``None``
-            ends every stream of the channel.
+            for, for example ``lambda info: info.started_at < cutoff``; ``None``
+            ends every stream of the channel. A predicate that ends no stream
+            while streams of the channel have identities all of one type, which
+            no ``identity ==`` could match if given another, logs a warning
+            (once per process).
+        :param identity: only streams whose :meth:`identify` identity is this,
+            compared as text: ``7`` matches ``"7"`` (Flask-Login's
+            ``get_id()`` returns a ``str``, ``user.id`` is often an ``int``).
         :param reconnect: by default the stream ends for good: its client gets
             :data:`~flask_sse_push.stream.STOP_ID` as its last event id, the
             reconnect it makes with it is answered ``204``, and ``EventSource``
@@ -287,10 +323,18 @@ class SSEPush:
         else:
             ending = Ending("revoked", stop_chunk("revoked"))
 
+        wanted = None if identity is None else str(identity)
+
         def matches(info: StreamInfo) -> bool:
-            return channel in info.channels and (predicate is None or predicate(info))
+            return (
+                channel in info.channels
+                and (wanted is None or str(info.identity) == wanted and info.identity is not None)
+                and (predicate is None or predicate(info))
+            )
 
         ended = state.registry.end_where(matches, ending)
+        if not ended and predicate is not None and not state.identity_hint_logged:
+            _warn_about_identity_types(state, channel)
         logger.info("SSE revoke: channel=%s ended=%d reconnect=%s", channel, ended, reconnect)
         return ended
 
@@ -303,9 +347,12 @@ class SSEPush:
         count: ``client``, ``overflow``, ``lifetime``, ``shutdown``, ``revoked``,
         ``peer gone``, ...), ``overflow_disconnects``, ``replays`` (streams
         resumed from a cursor), ``resets`` (``reset`` events sent),
-        ``broker_reconnects`` and ``lag`` (the most events waiting for any one
-        client right now). Counts start when the app is set up; under gunicorn
-        each worker has its own (see ``SSE_PUSH_PROMETHEUS`` to add them up).
+        ``broker_reconnects``, ``broker_problem`` (why the last broker check,
+        by the health endpoint or at the worker's start, found that the broker
+        cannot work, such as missing Redis ACL rights; ``None`` while it passes)
+        and ``lag`` (the most events waiting for any one client right now).
+        Counts start when the app is set up; under gunicorn each worker has its
+        own (see ``SSE_PUSH_PROMETHEUS`` to add them up).
 
         .. versionadded:: 0.1
         """
@@ -318,6 +365,27 @@ class SSEPush:
         .. versionadded:: 0.1
         """
         return [stream.info for stream in _current_state("streams").registry.streams()]
+
+
+def _warn_about_identity_types(state: Runtime, channel: str) -> None:
+    """Warn when a revoke predicate matched none of a channel's identified streams:
+    comparing ``info.identity`` with a value of another type (``7 == "7"``) is
+    false, silently."""
+    kinds = {
+        type(stream.info.identity).__name__
+        for stream in state.registry.streams()
+        if channel in stream.info.channels and stream.info.identity is not None
+    }
+    if kinds:
+        state.identity_hint_logged = True  # once: revoking a user absent here is common
+        logger.warning(
+            "sse.revoke(%r, predicate) ended no stream, though the channel has streams whose"
+            " identity is a %s. If the predicate compares info.identity with a value of"
+            " another type (7 == '7' is false), pass identity=... instead, which compares"
+            " as text.",
+            channel,
+            " or ".join(sorted(kinds)),
+        )
 
 
 _cli = AppGroup("sse", help="Server-Sent Events commands.")
@@ -340,13 +408,25 @@ def _publish_command(channel: str, event: str | None, event_id: str | None, data
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     if isinstance(state.broker, MemoryBroker):
+        if os.environ.get("SSE_PUSH_BROKER_URL"):
+            where = (
+                "the app's config sets SSE_PUSH_BROKER_URL to"
+                f" {current_app.config['SSE_PUSH_BROKER_URL']!r}, or passes a broker, and"
+                " either takes precedence over the environment variable"
+            )
+        else:
+            where = (
+                "SSE_PUSH_BROKER_URL is set neither in the app's config nor in the environment"
+                " of this command"
+            )
         raise click.ClickException(
-            "This app uses the in-process broker (SSE_PUSH_BROKER_URL is not set), which"
+            f"This app uses the in-process broker ({where}), which"
             " delivers only to clients of the process that publishes. This command runs"
             " in a process of its own that has no clients, so nobody would receive the"
             " event, and nothing was published. Set SSE_PUSH_BROKER_URL to a Redis URL"
-            " (for example redis://127.0.0.1:6379/0) in the config of the web app and of"
-            " this command, or publish from the web app itself with sse.publish()."
+            " (for example redis://127.0.0.1:6379/0) in the environment (or the config) of"
+            " the web app and of this command, or publish from the web app itself with"
+            " sse.publish()."
         )
     try:
         click.echo(state.broker.publish(name, message))

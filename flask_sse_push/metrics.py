@@ -37,6 +37,8 @@ class Metrics:
         self.disconnects: collections.Counter[str] = collections.Counter()
         self.replays = 0
         self.resets = 0
+        #: Why the last broker check failed; ``None`` while it passes.
+        self.broker_problem: str | None = None
         # Batch sizes written but not yet added to ``deliveries``. Every written
         # batch lands here, so that path takes no lock: list.append is atomic
         # under the GIL. They are added up under the lock, in bulk, when read
@@ -58,6 +60,11 @@ class Metrics:
         ``"lifetime"``, ``"shutdown"``, ``"revoked"``, ``"peer gone"``...)."""
         with self._lock:
             self.disconnects[reason] += 1
+
+    def broker_checked(self, problem: str | None) -> None:
+        """The broker was checked (health endpoint, worker start): ``problem``
+        says why it cannot work, or is ``None``."""
+        self.broker_problem = problem
 
     def published(self) -> None:
         """This process published an event."""
@@ -103,6 +110,7 @@ class Metrics:
                 "replays": self.replays,
                 "resets": self.resets,
                 "broker_reconnects": broker.reconnects,
+                "broker_problem": self.broker_problem,
                 "lag": lag,
             }
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import sys
 import threading
 import typing as t
 
 from .connections import StreamRegistry
+from .exceptions import BrokerError
 from .monitor import Monitor
 from .servers import detect, detect_process
 from .servers.base import Server
@@ -49,6 +52,24 @@ class Settings:
     #: ``SSE_PUSH_MAX_CONNECTIONS``; ``None`` takes the server's capacity.
     max_connections: int | None
     direct_writes: bool
+    #: ``SSE_PUSH_MAX_STREAMS_PER_CLIENT``; ``None`` derives it (:func:`client_share`).
+    max_streams_per_client: int | None = None
+
+
+#: Streams one client may hold by default, where the worker has room for many.
+DEFAULT_CLIENT_SHARE = 16
+
+
+def client_share(configured: int | None, capacity: int | None) -> int:
+    """Streams one client may hold at once: ``configured``, or by default
+    :data:`DEFAULT_CLIENT_SHARE` (more than the 6 connections a browser opens
+    to one host over HTTP/1.1), at most half the worker's ``capacity`` and at
+    least one, so one client can never fill a worker."""
+    if configured is not None:
+        return configured
+    if capacity is None:
+        return DEFAULT_CLIENT_SHARE
+    return max(1, min(DEFAULT_CLIENT_SHARE, capacity // 2))
 
 
 @dataclasses.dataclass
@@ -68,7 +89,16 @@ class Runtime:
     :param metrics: the counters :meth:`SSEPush.stats` reports.
     """
 
-    def __init__(self, broker: Broker, settings: Settings, hooks: Hooks, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        settings: Settings,
+        hooks: Hooks,
+        metrics: Metrics,
+        app: Flask | None = None,
+    ) -> None:
+        #: The app, for messages only (:meth:`app_target`).
+        self._app = app
         self.broker = broker
         self.settings = settings
         self.hooks = hooks
@@ -82,10 +112,42 @@ class Runtime:
         #: The server this app runs in; the plain fallback until it is known.
         self.server: Server = Server()
         self.monitor = Monitor(self)
+        #: Whether the hint to apply ProxyFix was logged (see ``views.accept``).
+        self.proxy_hint_logged = False
+        #: Whether the hint about identity types was logged (see ``SSEPush.revoke``).
+        self.identity_hint_logged = False
         #: Bound once here: every stream refers to this one object.
         self.offer = self._offer
         self._started = False
         self._lock = threading.Lock()
+
+    def app_target(self) -> str:
+        """The app as gunicorn would name it (``module:app`` or
+        ``module:create_app()``); see :func:`app_target`."""
+        return "app:create_app()" if self._app is None else app_target(self._app)
+
+    def check_broker(self) -> str | None:
+        """Run the broker's :meth:`~flask_sse_push.brokers.base.Broker.check`;
+        return why it cannot work, or ``None``.
+
+        The reason is logged (when it changes) and kept for
+        :meth:`SSEPush.stats` as ``broker_problem``; the health endpoint calls
+        this and keeps the reason out of its public answer.
+        """
+        problem: str | None
+        try:
+            self.broker.check()
+        except BrokerError as exc:
+            problem = str(exc)
+        else:
+            problem = None
+        if problem != self.metrics.broker_problem:
+            if problem is None:
+                logger.info("The broker check passes again.")
+            else:
+                logger.error("The broker cannot work: %s", problem)
+        self.metrics.broker_checked(problem)
+        return problem
 
     def _offer(self, carrier: object, live: LiveStream) -> FastWriter | None:
         """Make the fast-path writer for a stream whose server offered ``carrier``."""
@@ -125,7 +187,10 @@ class Runtime:
                 capacity,
                 server.more_room,
             )
-        warning = server.cost_warning(self.registry.max_connections)
+        self.registry.max_per_client = client_share(
+            self.settings.max_streams_per_client, self.registry.max_connections
+        )
+        warning = server.cost_warning(self.registry.max_connections, self.app_target())
         if warning is not None:
             logger.warning(warning)
         epoll = server.epoll()
@@ -133,6 +198,27 @@ class Runtime:
             self.registry.hangups = HangupWatch(epoll)
         server.watch_shutdown(self.monitor.request_shutdown)
         self.monitor.start()
+        # Off the request path: an unreachable broker may take its connect timeout.
+        server.spawn(self._check_at_start)
+
+    def _check_at_start(self) -> None:
+        self.check_broker()
+
+
+def app_target(app: Flask) -> str:
+    """Name ``app`` as ``gunicorn`` and ``flask --app`` take it: ``module:name`` when
+    a global of its module is the app, else ``module:create_app()`` (the factory
+    the module defines, or the usual name of one)."""
+    module = sys.modules.get(app.import_name)
+    name = app.import_name
+    if name == "__main__":
+        path = getattr(module, "__file__", None)
+        name = os.path.splitext(os.path.basename(path))[0] if path else "app"
+    for key, value in vars(module).items() if module is not None else ():
+        if value is app and not key.startswith("_"):
+            return f"{name}:{key}"
+    factories = [f for f in ("create_app", "make_app") if callable(getattr(module, f, None))]
+    return f"{name}:{(factories or ['create_app'])[0]}()"
 
 
 def get_runtime(app: Flask) -> Runtime:

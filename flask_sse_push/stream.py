@@ -289,11 +289,13 @@ class BodyChunks:
 
     def _closed(self, ended: SubscriptionClosed) -> bytes | None:
         """The last chunk of a stream its source ended: a ``retry:`` hint if the
-        client should come back, else nothing."""
+        client should come back, the stop id if it must not, else nothing."""
         if ended.reason != "closed":  # "closed" is the server closing it
             self._live.reason = ended.reason
         if ended.reconnect:
             return self._last(closing_chunk(ended.reason, reconnect_retry(self._retry)))
+        if ended.stop:
+            return self._last(stop_chunk(ended.reason))
         return self._end()
 
     def _ending(self, ending: Ending) -> bytes | None:
@@ -336,6 +338,37 @@ def to_event(item: StreamItem, dumps: Callable[[t.Any], str] = json.dumps) -> Se
         "A stream source must yield ServerSentEvent, str or a mapping of its fields,"
         f" not {type(item).__name__}."
     )
+
+
+def check_source(source: object) -> None:
+    """Refuse, at once, a stream source that :class:`GeneratorSubscription` cannot iterate.
+
+    The source runs in a thread or greenlet of its own, with no event loop, so
+    only a plain (synchronous) iterable will do.
+
+    :raises TypeError: ``source`` is an async iterable (an ``async def``
+        generator), a generator function not called, one event (a ``str``,
+        ``bytes``, a mapping or a :class:`ServerSentEvent`), or not iterable at
+        all; the message says what to pass instead.
+    """
+    kind = type(source).__name__
+    if hasattr(source, "__aiter__"):
+        raise TypeError(
+            f"sse.stream() cannot run an async iterable ({kind}): it iterates its source in a"
+            " thread or greenlet, without an event loop. Write the generator with `def` instead"
+            " of `async def`, and block in it with time.sleep() or a blocking queue.get()."
+        )
+    if isinstance(source, (str, bytes, bytearray, t.Mapping, ServerSentEvent)):
+        raise TypeError(
+            f"sse.stream() takes an iterable of events, not one {kind}: wrap a single event"
+            " in a list (sse.stream([event])) or yield it from a generator."
+        )
+    if not hasattr(source, "__iter__"):
+        hint = " Call the generator function: sse.stream(ticks()), not sse.stream(ticks)."
+        raise TypeError(
+            f"sse.stream() needs an iterable of events, such as a generator, not {kind}."
+            + (hint if callable(source) else "")
+        )
 
 
 class GeneratorSubscription(Subscription):
@@ -383,14 +416,25 @@ class GeneratorSubscription(Subscription):
     def _pump(self) -> None:
         outcome: object = SubscriptionClosed("end", reconnect=False)
         iterator: Iterator[StreamItem] | None = None
+        started = False
         try:
             iterator = iter(self._source)
             for item in iterator:
                 if not self._offer(to_event(item, self._dumps)):
                     break
+                started = True
         except Exception:
-            logger.exception("Stream source raised; ending the stream.")
-            outcome = SubscriptionClosed("source error")
+            if started:
+                logger.exception("Stream source raised; ending the stream, the client may resume.")
+                outcome = SubscriptionClosed("source error")
+            else:
+                # It would fail the same way on every reconnect, every 1-3 s,
+                # forever: the stop id makes the client's reconnect a 204.
+                logger.exception(
+                    "Stream source raised before its first event; stopping the client for good"
+                    " (its reconnect is answered 204)."
+                )
+                outcome = SubscriptionClosed("source error", stop=True)
         finally:
             close = getattr(iterator, "close", None)
             if close is not None:

@@ -294,6 +294,9 @@ def open_stream(
 
     :param channels: added as ``?channel=`` parameters.
     :param last_event_id: sent as the ``Last-Event-ID`` header.
+    :raises AssertionError: the answer is not a stream (``403`` from an
+        ``authorize`` hook, ``400``, ``204``...); the message gives the status
+        and body. The transient answer (``200``, ``retry:``, end) is a stream.
 
     .. versionadded:: 0.1
     """
@@ -302,7 +305,17 @@ def open_stream(
     sent = {"Accept": "text/event-stream", **(headers or {})}
     if last_event_id is not None:
         sent["Last-Event-ID"] = last_event_id
-    return TestStream(client.get(url, headers=sent, buffered=False))
+    response = client.get(url, headers=sent, buffered=False)
+    if response.status_code != 200 or not response.mimetype == "text/event-stream":
+        body = response.get_data(as_text=True).strip()
+        response.close()
+        raise AssertionError(
+            f"{url} was not opened as a stream: {response.status}"
+            + (f", {body!r}" if body else "")
+            + ". EventSource does not retry such an answer. To test a refusal, assert on"
+            " client.get(url) instead."
+        )
+    return TestStream(response)
 
 
 #: ``-p flask_sse_push.testing`` registers this module with pytest, which then

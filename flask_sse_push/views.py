@@ -13,7 +13,7 @@ import typing as t
 from flask import Blueprint, Response, current_app, request
 
 from .client import client_script_view
-from .connections import StreamInfo
+from .connections import TOO_MANY, StreamInfo
 from .encoding import encode_comment
 from .exceptions import BrokerError, ChannelError
 from .runtime import get_runtime
@@ -127,13 +127,21 @@ def open_stream(
 ) -> Response:
     """Accept a stream and answer with it, or with the transient answer.
 
-    A worker that is full or shutting down, or a broker that cannot be reached,
-    gets the transient answer (``200``, ``retry:``, end) instead.
+    A worker that is full or shutting down, a client that holds its share of
+    the worker's streams (``SSE_PUSH_MAX_STREAMS_PER_CLIENT``), or a broker
+    that cannot be reached, gets the transient answer (``200``, ``retry:``,
+    end) instead.
     """
     live = accept(runtime, info, subscribe)
     if isinstance(live, str):
         return transient_response(live, runtime.settings.retry)
     return stream_response(runtime, live, lifetime=lifetime)
+
+
+def _behind_unfixed_proxy() -> bool:
+    """Whether the request came through a proxy whose forwarded address nobody applied."""
+    # ProxyFix keeps the original address here once it has replaced it.
+    return "X-Forwarded-For" in request.headers and "werkzeug.proxy_fix.orig" not in request.environ
 
 
 def accept(
@@ -145,6 +153,17 @@ def accept(
     environ = request.environ
     live = registry.open(info, server.socket(environ), server.gone_check(environ))
     if isinstance(live, str):
+        if live == TOO_MANY and not runtime.proxy_hint_logged and _behind_unfixed_proxy():
+            runtime.proxy_hint_logged = True
+            logger.warning(
+                "Refused a stream: %d streams from %s already. The request carries"
+                " X-Forwarded-For, so %s is likely a proxy and all its clients count as one."
+                " Apply werkzeug.middleware.proxy_fix.ProxyFix with x_for set to the number"
+                " of proxies in front of the app, so each client counts by its own address.",
+                registry.max_per_client,
+                info.remote_addr,
+                info.remote_addr,
+            )
         return live
     try:
         live.subscription = subscribe()
@@ -250,17 +269,20 @@ def stream_view() -> Response:
 
 
 def health_view() -> tuple[dict[str, t.Any], int]:
-    """``200`` when the broker answers, ``503`` with the reason when it does not.
+    """``200`` when the broker can work, ``503`` when it cannot.
+
+    The broker is reachable and its credentials let it publish, subscribe and
+    replay (:meth:`~flask_sse_push.brokers.base.Broker.check`). Why it cannot
+    is logged and reported by :meth:`SSEPush.stats` as ``broker_problem``, never
+    in this answer, which anyone who can reach the endpoint reads: it names
+    hosts and users.
 
     This is for load balancers and orchestrators, not for ``EventSource``: the
     stream itself never answers 5xx.
     """
     state = _state()
-    try:
-        state.broker.ping()
-    except BrokerError as exc:
-        logger.warning("Health check: broker unavailable: %s", exc)
-        return {"status": "unavailable", "reason": str(exc)}, 503
+    if state.check_broker() is not None:
+        return {"status": "unavailable"}, 503
     return {"status": "ok", "clients_connected": len(state.registry)}, 200
 
 

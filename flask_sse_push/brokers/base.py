@@ -138,6 +138,19 @@ class Broker(abc.ABC):
         :raises BrokerError: it is not, with the reason in the message.
         """
 
+    def check(self) -> None:
+        """Check that the backend is reachable and lets this process do its work:
+        publish, subscribe and replay with its credentials. Used by the health
+        endpoint and once when a worker starts; by default, :meth:`ping`.
+
+        :raises BrokerError: it cannot, with the reason (and what to change) in
+            the message. The message may name hosts and users: it is for the
+            log and :meth:`SSEPush.stats`, not for clients.
+
+        .. versionadded:: 0.2
+        """
+        self.ping()
+
     #: How often this process lost its backend connection and re-established it.
     reconnects: int = 0
 

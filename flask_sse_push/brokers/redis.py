@@ -37,6 +37,7 @@ from redis.retry import Retry
 from ..exceptions import BrokerError
 from ..servers import os_lock, os_thread_local, thread_bound_sockets
 from ..validation import check_channel
+from ._acl import RIGHTS_SCRIPT, refused_message, rights_args
 from ._redis_common import (
     ProcessListener,
     check_names,
@@ -67,6 +68,14 @@ if t.TYPE_CHECKING:
     from ._redis_scripts import Key
 
 __all__ = ["RedisBroker"]
+
+
+#: The command rights (Redis ACL syntax) :class:`RedisBroker` needs, besides
+#: access to the keys and channels under its prefix.
+ACL_COMMANDS = (
+    "+ping +eval +evalsha +time +hget +hmget +hset +hlen +hgetall +hdel +xadd +xrange"
+    " +xrevrange +publish +subscribe +unsubscribe +client|setname"
+)
 
 
 class RedisBroker(Broker):
@@ -302,6 +311,63 @@ class RedisBroker(Broker):
                 with contextlib.suppress(Exception):
                     conn.disconnect()
             pool.release(conn)
+
+    def needed_commands(self) -> list[tuple[str, ...]]:
+        """Every command the broker runs, with the keys and channels of a channel
+        ``default``: what its Redis user must be allowed (see :meth:`check`)."""
+        clock = self.prefix + "clock"
+        stream, ids = self._key("stream", "default"), self._key("ids", "default")
+        channel = self._key("channel", "default")
+        return [
+            ("PING",),
+            ("EVAL", "return 0", "0"),
+            ("EVALSHA", "0" * 40, "0"),
+            ("TIME",),
+            ("HGET", clock, "last"),
+            ("HMGET", clock, "last", "since"),
+            ("HSET", clock, "last", "0-1", "since", "0-1"),
+            ("XADD", stream, "MAXLEN", "~", "1", "0-1", "prev", "0-0"),
+            ("XRANGE", stream, "-", "+"),
+            ("XREVRANGE", stream, "+", "-", "COUNT", "1"),
+            ("HGET", ids, "id"),
+            ("HSET", ids, "id", "0-1"),
+            ("HLEN", ids),
+            ("HGETALL", ids),
+            ("HDEL", ids, "id"),
+            ("PUBLISH", channel, "0-1"),
+            ("CLIENT", "SETNAME", SUBSCRIBER_NAME),
+            ("SUBSCRIBE", channel),
+            ("UNSUBSCRIBE", channel),
+        ]
+
+    def check(self) -> None:
+        """:meth:`ping`, then ask Redis whether this connection's user may run
+        every command the broker needs (:meth:`needed_commands`), with
+        ``redis.acl_check_cmd``: nothing is written or published. Before Redis
+        7.0 only :meth:`ping` is done.
+
+        :raises BrokerError: Redis cannot be reached, or its user lacks ACL
+            rights; the message names the commands refused and the ``ACL
+            SETUSER`` that grants them.
+
+        .. versionadded:: 0.2
+        """
+        self.ping()
+        try:
+            refused = self.client_here().eval(
+                RIGHTS_SCRIPT, 0, *rights_args(self.needed_commands())
+            )
+        except redis.exceptions.NoPermissionError:
+            refused = [b"EVAL"]
+        except Exception as exc:
+            raise self._error("check the ACL rights", exc) from exc
+        if refused:
+            grant = (
+                f"ACL SETUSER <user> resetkeys ~{self.prefix}* resetchannels &{self.prefix}*"
+                f" {ACL_COMMANDS}"
+            )
+            names = [as_text(command) for command in refused]
+            raise BrokerError(refused_message(self.where(), names, grant))
 
     def _key(self, kind: str, channel: str) -> str:
         return f"{self.prefix}{kind}:{channel}"

@@ -28,6 +28,7 @@ from redis.exceptions import RedisClusterException
 
 from ..exceptions import BrokerError
 from ..validation import check_channel
+from ._acl import RIGHTS_SCRIPT, refused_message, rights_args
 from ._cluster_cursor import ChannelRead, decode_positions, foreign_verdict, verdict, wire_id
 from ._cluster_listener import ClusterListener
 from ._cluster_scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
@@ -39,6 +40,7 @@ from ._redis_common import (
     open_subscription,
     publish_args,
 )
+from ._redis_listener import SUBSCRIBER_NAME
 from ._redis_scripts import (
     ZERO,
     as_text,
@@ -57,7 +59,15 @@ if t.TYPE_CHECKING:
     from ._cluster_subscription import Item
     from ._redis_scripts import Key
 
-__all__ = ["SCHEMES", "RedisClusterBroker"]
+__all__ = ["ACL_COMMANDS", "SCHEMES", "RedisClusterBroker"]
+
+#: The command rights (Redis ACL syntax) :class:`RedisClusterBroker` needs on
+#: every node, besides access to the keys and channels under its prefix.
+ACL_COMMANDS = (
+    "+ping +cluster|slots +command +eval +evalsha +script|load +time +hget +hset +hlen"
+    " +hgetall +hdel +xadd +xrange +xrevrange +spublish +ssubscribe +sunsubscribe"
+    " +client|setname"
+)
 
 #: What the cluster client raises: redis-py's errors, socket errors, and its own
 #: cluster errors, which do not derive from RedisError.
@@ -434,6 +444,61 @@ class RedisClusterBroker(Broker):
             self.client.ping(target_nodes=RedisCluster.PRIMARIES)
         except ERRORS as exc:
             raise self._error("run PING", exc) from exc
+
+    def needed_commands(self) -> list[tuple[str, ...]]:
+        """Every command the broker and redis-py's cluster client run, with the
+        keys and sharded channel of a channel ``default`` (see :meth:`check`)."""
+        stream, ids, channel = keys(self.prefix, "default")
+        return [
+            ("PING",),
+            ("CLUSTER", "SLOTS"),
+            ("COMMAND",),
+            ("EVAL", "return 0", "0"),
+            ("EVALSHA", "0" * 40, "0"),
+            ("SCRIPT", "LOAD", "return 0"),
+            ("TIME",),
+            ("XADD", stream, "MAXLEN", "~", "1", "0-1", "prev", "0-0"),
+            ("XRANGE", stream, "-", "+"),
+            ("XREVRANGE", stream, "+", "-", "COUNT", "1"),
+            ("HGET", ids, "id"),
+            ("HSET", ids, "id", "0-1"),
+            ("HLEN", ids),
+            ("HGETALL", ids),
+            ("HDEL", ids, "id"),
+            ("SPUBLISH", channel, "0-1"),
+            ("SSUBSCRIBE", channel),
+            ("SUNSUBSCRIBE", channel),
+            ("CLIENT", "SETNAME", SUBSCRIBER_NAME),
+        ]
+
+    def check(self) -> None:
+        """:meth:`ping`, then ask every master whether this connection's user may
+        run every command the broker needs (:meth:`needed_commands`), with
+        ``redis.acl_check_cmd``: nothing is written or published.
+
+        :raises BrokerError: a master cannot be reached, or refuses the user
+            ACL rights; the message names the commands and the node.
+
+        .. versionadded:: 0.2
+        """
+        self.ping()
+        args = rights_args(self.needed_commands())
+        try:
+            replies = self.client.execute_command(  # type: ignore[no-untyped-call, unused-ignore]
+                "EVAL", RIGHTS_SCRIPT, 0, *args, target_nodes=RedisCluster.PRIMARIES
+            )
+        except redis.exceptions.NoPermissionError:
+            replies = [b"EVAL"]
+        except ERRORS as exc:
+            raise self._error("check the ACL rights", exc) from exc
+        answers = replies.values() if isinstance(replies, dict) else [replies]
+        refused = sorted({as_text(name) for answer in answers for name in answer or ()})
+        if refused:
+            grant = (
+                f"ACL SETUSER <user> resetkeys ~{self.prefix}* resetchannels &{self.prefix}*"
+                f" {ACL_COMMANDS} (on every node)"
+            )
+            raise BrokerError(refused_message(self.where(), refused, grant))
 
     def close(self) -> None:
         """Stop the listener, end open subscriptions and close the connections."""

@@ -145,8 +145,11 @@ class Server:
 
         return getattr(select, "epoll", None)
 
-    def cost_warning(self, capacity: int | None) -> str | None:
-        """Return what each stream costs on this server, when that deserves a warning."""
+    def cost_warning(self, capacity: int | None, target: str = "app:create_app()") -> str | None:
+        """Return what each stream costs on this server, when that deserves a warning.
+
+        :param target: the app as gunicorn names it, for the command suggested.
+        """
         if not self.threaded:
             return None
         threads = self.threads()
@@ -164,7 +167,7 @@ class Server:
             + f": every open stream holds one thread for its whole life, {held}. To hold"
             " thousands of streams per worker, serve with gevent: pip install"
             " 'flask-sse-push[gevent]' and run gunicorn -k"
-            " flask_sse_push.servers.gunicorn.GeventWorker 'app:create_app()'."
+            f" flask_sse_push.servers.gunicorn.GeventWorker '{target}'."
         )
 
 

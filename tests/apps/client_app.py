@@ -29,6 +29,7 @@ def create_app() -> Flask:
     # Fast reconnects and fast detection of streams whose tab went away.
     app.config["SSE_PUSH_RETRY"] = 300
     app.config["SSE_PUSH_KEEPALIVE"] = 0.5
+    app.config.setdefault("SSE_PUSH_MAX_STREAMS_PER_CLIENT", 1_000_000)  # all from 127.0.0.1
     sse = SSEPush(app)
 
     @app.get("/")

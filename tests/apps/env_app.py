@@ -33,7 +33,9 @@ def _config() -> dict[str, t.Any]:
 
 def create_app() -> Flask:
     """The example app, with the config in ``EXAMPLE_APP_CONFIG``."""
-    return example_app.create_app(_config())
+    # Every client of these tests comes from 127.0.0.1: no per-client limit
+    # unless the test sets one.
+    return example_app.create_app({"SSE_PUSH_MAX_STREAMS_PER_CLIENT": 1_000_000, **_config()})
 
 
 def create_app_without_accel_buffering() -> Flask:

@@ -59,6 +59,7 @@ def create_app() -> Flask:
         logger.addHandler(logging.StreamHandler())
     app = Flask(__name__)
     app.config.update(json.loads(os.environ.get(CONFIG_VARIABLE, "{}")))
+    app.config.setdefault("SSE_PUSH_MAX_STREAMS_PER_CLIENT", 1_000_000)  # all from 127.0.0.1
     sse = SSEPush(app)
 
     @sse.authorize

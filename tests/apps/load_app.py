@@ -168,6 +168,8 @@ def create_app() -> Flask:
         SSE_PUSH_KEEPALIVE=1.0,
         SSE_PUSH_RETRY=100,
     )
+    # Every load client comes from 127.0.0.1: no per-client limit.
+    app.config["SSE_PUSH_MAX_STREAMS_PER_CLIENT"] = 1_000_000
     sse = SSEPush(app)
     ticker = _Ticker()
 

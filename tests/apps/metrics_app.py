@@ -21,6 +21,7 @@ def create_app() -> Flask:
         SSE_PUSH_KEEPALIVE=0.2,
         SSE_PUSH_BROKER_URL=os.environ["SSE_PUSH_BROKER_URL"],
     )
+    app.config.setdefault("SSE_PUSH_MAX_STREAMS_PER_CLIENT", 1_000_000)  # all from 127.0.0.1
     SSEPush(app)
 
     @app.after_request

@@ -17,6 +17,7 @@ from flask_sse_push import SSEPush
 def create_app() -> Flask:
     app = Flask(__name__)
     app.config["SSE_PUSH_KEEPALIVE"] = float(os.environ.get("SSE_PUSH_KEEPALIVE", "0.2"))
+    app.config.setdefault("SSE_PUSH_MAX_STREAMS_PER_CLIENT", 1_000_000)  # all from 127.0.0.1
     sse = SSEPush(app)
 
     @app.get("/_probe")

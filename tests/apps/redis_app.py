@@ -23,6 +23,7 @@ def create_app() -> Flask:
         SSE_PUSH_KEEPALIVE=float(os.environ.get("SSE_PUSH_KEEPALIVE", "1.0")),
         SSE_PUSH_RETRY=100,
     )
+    app.config.setdefault("SSE_PUSH_MAX_STREAMS_PER_CLIENT", 1_000_000)  # all from 127.0.0.1
     SSEPush(app)
 
     @app.after_request

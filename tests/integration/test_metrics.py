@@ -29,7 +29,9 @@ class TestHealth:
         client = app.test_client()
         down = client.get("/events/health")
         assert down.status_code == 503
-        assert "redis" in down.get_json()["reason"].lower()
+        assert down.get_json() == {"status": "unavailable"}
+        with app.app_context():
+            assert "redis" in app.extensions["sse_push"].metrics.broker_problem.lower()
         with RedisServer(port):
             assert client.get("/events/health").status_code == 200
         with app.app_context():

@@ -276,6 +276,7 @@ class TestRevoke:
 class TestCapacity:
     def test_streams_beyond_the_limit_get_the_transient_answer(self, app: Flask) -> None:
         app.config["SSE_PUSH_MAX_CONNECTIONS"] = 2
+        app.config["SSE_PUSH_MAX_STREAMS_PER_CLIENT"] = 3  # one test client holds them all
         sse = SSEPush(app)
         client = app.test_client()
         open_ = [client.get("/events") for _ in range(2)]
@@ -315,6 +316,7 @@ class TestCapacity:
 
 class TestShutdown:
     def test_shutdown_ends_every_stream_with_a_spread_retry(self, app: Flask) -> None:
+        app.config["SSE_PUSH_MAX_STREAMS_PER_CLIENT"] = 100  # one test client holds them all
         sse = SSEPush(app)
 
         @app.get("/app-stream")

@@ -85,11 +85,13 @@ class TestHealth:
         assert response.status_code == 200
         assert response.get_json() == {"status": "ok", "clients_connected": 0}
 
-    def test_503_with_reason_when_the_broker_is_down(self, app: Flask) -> None:
-        SSEPush(app, broker=UnreachableBroker())
+    def test_503_and_the_reason_in_stats_when_the_broker_is_down(self, app: Flask) -> None:
+        sse = SSEPush(app, broker=UnreachableBroker())
         response = app.test_client().get("/events/health")
         assert response.status_code == 503
-        assert response.get_json() == {"status": "unavailable", "reason": "no route to broker"}
+        assert response.get_json() == {"status": "unavailable"}
+        with app.app_context():
+            assert sse.stats()["broker_problem"] == "no route to broker"
 
 
 class TestLogging:

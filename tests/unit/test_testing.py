@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flask_sse_push import SSEPush
+from flask_sse_push.stream import STOP_ID
 from flask_sse_push.testing import (
     EventStreamParser,
     ReceivedEvent,
@@ -127,3 +128,19 @@ def test_sse_stream_fixture(
     with app.app_context():
         sse.publish("headline", channel="news")
     assert stream.next_event().data == "headline"
+
+
+def test_open_stream_on_a_refused_channel_raises_with_the_status(app: Flask) -> None:
+    """Before, it opened without complaint, and the test saw only "the stream ended"."""
+    sse = SSEPush(app)
+
+    @sse.authorize
+    def may_listen(channel: str) -> bool:
+        return channel != "secret"
+
+    with pytest.raises(AssertionError, match="403 FORBIDDEN.*'secret'"):
+        open_stream(app.test_client(), channels=["secret"])
+    with pytest.raises(AssertionError, match="204 NO CONTENT"):
+        open_stream(app.test_client(), last_event_id=STOP_ID)
+    with open_stream(app.test_client(), channels=["public"]) as stream:
+        assert stream.status_code == 200

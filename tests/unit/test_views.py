@@ -112,8 +112,11 @@ class TestStreaming:
         assert [(e.type, e.data) for e in events] == [("message", "to a"), ("note", "to b")]
         response.close()
 
-    def test_closing_the_response_releases_the_subscription(self, app: Flask, sse: SSEPush) -> None:
+    def test_closing_the_response_releases_the_subscription(self, app: Flask) -> None:
         """200 streams opened and closed leave the broker with no subscribers."""
+        app.config["SSE_PUSH_MAX_STREAMS_PER_CLIENT"] = 1000  # all from one test client
+        SSEPush(app)
+        sse = app.extensions["sse_push"]
         client = app.test_client()
         responses = [client.get(f"/events?channel=c{n % 7}") for n in range(200)]
         for response in responses:
