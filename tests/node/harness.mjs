@@ -2,6 +2,7 @@
 // server on 127.0.0.1, a Web Locks manager shared by "tabs" (worker threads,
 // each with its own event loop, talking over Node's real BroadcastChannel),
 // and a loader for the client module itself.
+import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import { MessageChannel, Worker } from "node:worker_threads";
@@ -208,7 +209,7 @@ export class Tab {
     });
   }
 
-  /** Ask the tab: "state" -> {role, readyState, got}; "close"; "hang" (with `ms`). */
+  /** Ask the tab: "state" -> {role, readyState, got}; "close"; "freeze"; "resume"; "hang" (with `ms`). */
   ask(op, extra = {}) {
     const seq = ++this.#seq;
     return new Promise((resolve) => {
@@ -241,5 +242,75 @@ export class Tab {
   async quit() {
     await this.ask("close").catch(() => {});
     await this.crash();
+  }
+}
+
+/**
+ * The tabs of one origin on one stream URL: one SSE server, one lock manager.
+ * Start with `open()`, end with `close()`.
+ */
+export class Origin {
+  server = new SSEServer();
+  locks = new LockManager();
+  /** @type {Tab[]} */
+  tabs = [];
+  /** The id of the last event published. */
+  lastId = "";
+  url = "";
+
+  /** `count` tabs, once one leads and all are open. */
+  async open(count, options = {}) {
+    this.url = await this.server.start();
+    for (let n = 0; n < count; n += 1) this.tab(options);
+    await waitFor(async () => (await this.leaders()).length === 1, 5000, "no leader");
+    const open = async () => (await Promise.all(this.tabs.map((tab) => tab.ask("state")))).every((s) => s.readyState === 1);
+    await waitFor(open, 5000, "not open");
+    return this.tabs;
+  }
+
+  /** One more tab. */
+  tab(options = {}) {
+    const tab = new Tab(this.locks, this.url, options);
+    this.tabs.push(tab);
+    return tab;
+  }
+
+  async leaders(among = this.tabs) {
+    const roles = await Promise.all(among.map((tab) => tab.role()));
+    return among.filter((_, i) => roles[i] === "leader");
+  }
+
+  /** Publish `count` events `${prefix}${n}`, one every `every` ms; return their data. */
+  async publishing(prefix, count, every = 20) {
+    const sent = [];
+    for (let n = 0; n < count; n += 1) {
+      this.lastId = this.server.publish(`${prefix}${n}`);
+      sent.push(`${prefix}${n}`);
+      await sleep(every);
+    }
+    return sent;
+  }
+
+  /** Every tab of `among` gets the messages `expected`, once each, in order. */
+  async everyTabGot(among, expected) {
+    for (const tab of among) {
+      const enough = async () => (await tab.messages()).length >= expected.length;
+      await waitFor(enough, 5000, "events missing").catch(async (error) => {
+        const states = await Promise.all(among.map((each) => each.ask("state")));
+        throw new Error(`${error.message}: expected ${JSON.stringify(expected)}; tabs: ${JSON.stringify(states)}`);
+      });
+    }
+    await sleep(100); // time for a late duplicate
+    for (const tab of among) assert.deepEqual(await tab.messages(), expected);
+  }
+
+  /** A tab that crashed is gone: leave it out of `close()`. */
+  forget(tab) {
+    this.tabs = this.tabs.filter((each) => each !== tab);
+  }
+
+  async close() {
+    await Promise.all(this.tabs.map((tab) => tab.quit()));
+    await this.server.close();
   }
 }

@@ -67,6 +67,8 @@ class Locks {
   }
 }
 
+// The page, for its lifecycle events ("freeze", "resume").
+Object.defineProperty(globalThis, "document", { value: new EventTarget(), configurable: true });
 Object.defineProperty(globalThis, "navigator", {
   value: { locks: new Locks(workerData.locks) },
   configurable: true,
@@ -87,6 +89,9 @@ parentPort.on("message", ({ op, seq, ms }) => {
     reply();
   } else if (op === "close") {
     client.close();
+    reply();
+  } else if (op === "freeze" || op === "resume") {
+    document.dispatchEvent(new Event(op));
     reply();
   } else if (op === "hang") {
     // A hung tab: its event loop runs nothing, its lock stays held.
