@@ -41,11 +41,18 @@ KEEPALIVE = encode_comment("keepalive").encode()
 StreamItem: t.TypeAlias = "ServerSentEvent | str | t.Mapping[str, t.Any]"
 
 
-def first_chunk(retry: int | None) -> bytes:
-    """The chunk sent before any event, so headers and ``onopen`` happen at once."""
+def first_chunk(retry: int | None, keepalive: float) -> bytes:
+    """The chunk sent before any event, so headers and ``onopen`` happen at once.
+
+    It ends with a ``: keepalive <ms>`` comment, ignored by ``EventSource``: it
+    tells ``client.js`` how long the stream may stay silent before it can take the
+    connection for dead.
+    """
+    announce = f"keepalive {round(keepalive * 1000)}"
     if retry is not None:
-        return encode_retry(retry).encode()
-    return encode_comment("connected").encode()
+        # One block: a comment line may sit in any block, and is ignored there.
+        return (encode_retry(retry).removesuffix("\n") + encode_comment(announce)).encode()
+    return encode_comment(f"connected\n{announce}").encode()
 
 
 def closing_chunk(reason: str, retry: int | None) -> bytes:
@@ -126,7 +133,7 @@ def event_stream(
     writer = None
     try:
         live.write_started = time.monotonic()
-        yield first_chunk(retry)
+        yield first_chunk(retry, keepalive)
         # Only now: the server has written the headers and the first chunk.
         writer = live.writer
         if writer is not None and not subscription.set_consumer(writer):

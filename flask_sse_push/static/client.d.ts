@@ -36,6 +36,8 @@ export declare class SSEPushClient {
   readonly lastEventId: string;
   /** Whether this client shares a stream (false with `shared: false` or without Web Locks/BroadcastChannel). */
   readonly shared: boolean;
+  /** Whether cookies go to another origin too, as `EventSource.withCredentials`. */
+  readonly withCredentials: boolean;
   /** 0 connecting, 1 open, 2 closed, as `EventSource.readyState`. */
   readonly readyState: number;
   /** "leader" holds the shared stream, "follower" receives it, "own" is the fallback. */
@@ -59,8 +61,11 @@ export declare class EventStreamParser {
     onEvent: (type: string, data: string, id: string, fresh: boolean) => void,
     onCursor: (id: string) => void,
     onRetry: (ms: number) => void,
+    /** Called with the text after the colon of each comment line. */
+    onComment?: (text: string) => void,
   );
   readonly lastEventId: string;
   feed(chunk: string): void;
-  reset(): void;
+  /** Drop an unfinished event; the last event id stays, or becomes `lastEventId`. */
+  reset(lastEventId?: string): void;
 }

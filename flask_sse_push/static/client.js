@@ -4,16 +4,23 @@
  *
  * Served by the blueprint at `<SSE_PUSH_URL_PREFIX>/client.js`. No dependencies.
  *
- * Sharing: the clients of one origin that ask for the same URL and channel set
- * elect one leader with the Web Locks API; it holds the only stream and relays
- * each event over a `BroadcastChannel`. Every client remembers the ids it has
- * delivered, so when the leader closes, crashes or freezes, the next one
- * resumes from the last id it saw and nothing is missed or repeated.
+ * Four parts, each a class:
+ * - `EventStreamParser` parses `text/event-stream` by the WHATWG HTML rules
+ *   (§9.2.6);
+ * - `Stream` reads one reconnecting stream with `fetch()`, and takes a stream
+ *   that stops carrying bytes for longer than the server's keepalive allows for
+ *   dead (a connection can die without FIN or RST);
+ * - `TabRelay` shares one `Stream` among the clients of an origin that ask for
+ *   the same URL and channels: Web Locks elect the one that holds it, and it
+ *   relays what it reads over a `BroadcastChannel` (the protocol: `RELAY`);
+ * - `SSEPushClient`, the `EventSource`-like facade pages use.
  *
- * The stream is read with `fetch()` and parsed here, following the WHATWG HTML
- * "Server-sent events" parsing rules (§9.2.6), because `EventSource` cannot
- * report events of types nobody registered (the leader must relay them all)
- * and cannot tell a `204` (revoked: stop for good) from a network error.
+ * The stream is read with `fetch()` rather than `EventSource`, which cannot
+ * report events of types nobody registered (the leader must relay them all),
+ * cannot tell a `204` (revoked: stop for good) from a network error, and never
+ * notices a connection that died silently. Every client remembers the ids it
+ * has delivered, so when the leader closes, crashes or freezes, the next one
+ * resumes from the last id it saw and nothing is missed or repeated.
  *
  * @module
  */
@@ -24,22 +31,59 @@ export const CLOSED = 2;
 
 /** Milliseconds before a reconnect when the server sent no `retry:`. */
 const DEFAULT_RETRY = 3000;
-/** Milliseconds between the leader's heartbeats. */
-const BEAT_INTERVAL = 500;
-/** Milliseconds between a follower's checks that the leader still speaks. */
-const WATCH_INTERVAL = 250;
 /**
- * Milliseconds of leader silence before a follower asks whether it is alive.
- * Short is safe: a leader in a background tab whose timers are throttled still
- * answers the question at once, so only a frozen or hung leader loses the lock.
+ * The comment by which the server tells its keepalive interval in
+ * milliseconds (`: keepalive 15000`), in the stream's first chunk.
  */
-const SILENCE = 1000;
-/** Milliseconds a follower waits for that answer before taking the lock. */
-const PING_WAIT = 400;
-/** Milliseconds a stopped leader keeps the lock so followers learn the stop first. */
-const STOP_DRAIN = 500;
+const KEEPALIVE_COMMENT = /^ ?keepalive ([0-9]+)$/;
+/**
+ * Milliseconds of silence allowed on top of two keepalive intervals before a
+ * stream is taken for dead: a busy server sends its keepalive late, and a
+ * false alarm costs a reconnect.
+ */
+const STALL_SLACK = 2000;
 /** How many delivered events each client remembers, for dedup and catch-up. */
 const MEMORY = 1024;
+
+/**
+ * How long a stream may carry no byte before it is taken for dead.
+ * @param {number} keepalive the server's keepalive interval, in ms.
+ */
+function silenceLimit(keepalive) {
+  return 2 * keepalive + STALL_SLACK;
+}
+
+/**
+ * The relay protocol between the clients that share a stream, in one place:
+ * the kinds of message they post on the `BroadcastChannel` (shapes: `Relay`),
+ * and its timings in milliseconds.
+ */
+const RELAY = Object.freeze({
+  /** Leader to all: an event the stream carried. */
+  EVENT: /** @type {"event"} */ ("event"),
+  /** Leader to all: the last event id changed without an event. */
+  CURSOR: /** @type {"cursor"} */ ("cursor"),
+  /** Leader to all: alive, and the stream's state. */
+  BEAT: /** @type {"beat"} */ ("beat"),
+  /** Any client to the leader: are you alive? With `since`: catch me up from this id. */
+  HELLO: /** @type {"hello"} */ ("hello"),
+  /** Leader to one client (`to`): the events after its `since`, or `known: false`. */
+  CATCHUP: /** @type {"catchup"} */ ("catchup"),
+  /** Between the leader's beats. */
+  BEAT_INTERVAL: 500,
+  /** Between a follower's checks that the leader still speaks. */
+  WATCH_INTERVAL: 250,
+  /**
+   * Leader silence before a follower asks whether it is alive. Short is safe:
+   * a leader in a background tab whose timers are throttled still answers the
+   * question at once, so only a frozen or hung leader loses the lock.
+   */
+  SILENCE: 1000,
+  /** How long a follower waits for that answer before it steals the lock. */
+  PING_WAIT: 400,
+  /** How long a stopped leader keeps the lock, so followers learn of the stop first. */
+  STOP_DRAIN: 500,
+});
 
 /**
  * @typedef {object} SSEPushEvent
@@ -59,50 +103,78 @@ const MEMORY = 1024;
  * @property {boolean} [withCredentials] send cookies to another origin too.
  */
 
+/** @typedef {{type: string, data: string, id: string}} Delivered */
+
 /**
- * @typedef {{k: "event", from: string, type: string, data: string, id: string, fresh: boolean}
- *   | {k: "cursor", from: string, id: string}
- *   | {k: "beat", from: string, state: number, error: boolean}
- *   | {k: "hello", from: string, since: string | null}
- *   | {k: "catchup", from: string, to: string, known: boolean, events: Delivered[]}} Relay
+ * A relay message as posted; the relay stamps `from` on each (see `Relay`).
+ * @typedef {{k: "event", type: string, data: string, id: string, fresh: boolean}
+ *   | {k: "cursor", id: string}
+ *   | {k: "beat", state: number, error: boolean}
+ *   | {k: "hello", since: string | null}
+ *   | {k: "catchup", to: string, known: boolean, events: Delivered[]}} RelayBody
  */
 
-/** @typedef {{type: string, data: string, id: string}} Delivered */
+/** @typedef {RelayBody & {from: string}} Relay */
+
+/**
+ * Where a `Stream` reports what it reads.
+ * @typedef {object} StreamSink
+ * @property {(type: string, data: string, id: string, fresh: boolean) => void} event
+ *   an event; `fresh` tells whether its own block set the id.
+ * @property {(id: string) => void} cursor the last event id changed without an event.
+ * @property {(state: number, error: boolean) => void} state CONNECTING, OPEN or CLOSED.
+ */
 
 /**
  * Incremental `text/event-stream` parser (WHATWG HTML §9.2.6).
  *
  * Feed it decoded text in chunks of any size; it calls `onEvent` for each
- * dispatched event and `onCursor` whenever the last event id string changes.
+ * dispatched event, `onCursor` whenever the last event id string changes
+ * without an event, `onRetry` for a valid `retry:` and `onComment` with the
+ * text after the colon of each comment line.
  */
 export class EventStreamParser {
+  #onEvent;
+  #onCursor;
+  #onRetry;
+  #onComment;
+  /** An incomplete line, kept until its terminator arrives. */
+  #rest = "";
+  /** The previous chunk ended with CR: a LF starting the next one belongs to it. */
+  #skipLF = false;
+  #data = "";
+  #type = "";
+  #idBuffer = "";
+  #idSet = false;
+  /** The last event id string: only a dispatch (a blank line) commits it. */
+  #lastEventId = "";
+
   /**
    * @param {(type: string, data: string, id: string, fresh: boolean) => void} onEvent
    *   `fresh` tells whether the event's own block set the id.
    * @param {(id: string) => void} onCursor
    * @param {(ms: number) => void} onRetry
+   * @param {(text: string) => void} [onComment]
    */
-  constructor(onEvent, onCursor, onRetry) {
-    this.onEvent = onEvent;
-    this.onCursor = onCursor;
-    this.onRetry = onRetry;
-    this.rest = "";
-    this.skipLF = false;
-    this.data = "";
-    this.type = "";
-    this.idBuffer = "";
-    this.idSet = false;
-    /** The last event id string: only a dispatch (a blank line) commits it. */
-    this.lastEventId = "";
+  constructor(onEvent, onCursor, onRetry, onComment = () => {}) {
+    this.#onEvent = onEvent;
+    this.#onCursor = onCursor;
+    this.#onRetry = onRetry;
+    this.#onComment = onComment;
+  }
+
+  /** The last event id string. */
+  get lastEventId() {
+    return this.#lastEventId;
   }
 
   /** @param {string} chunk */
   feed(chunk) {
-    const text = this.rest + chunk;
+    const text = this.#rest + chunk;
     let pos = 0;
-    if (this.skipLF && text.length > 0) {
+    if (this.#skipLF && text.length > 0) {
       if (text[0] === "\n") pos = 1;
-      this.skipLF = false;
+      this.#skipLF = false;
     }
     const terminator = /[\r\n]/g;
     for (;;) {
@@ -115,202 +187,545 @@ export class EventStreamParser {
         if (next < text.length) {
           if (text[next] === "\n") next += 1;
         } else {
-          // CR ends the chunk: a LF starting the next one belongs to it.
-          this.skipLF = true;
+          this.#skipLF = true;
         }
       }
-      this.line(text.slice(pos, end));
+      this.#line(text.slice(pos, end));
       pos = next;
     }
-    this.rest = text.slice(pos);
+    this.#rest = text.slice(pos);
+  }
+
+  /**
+   * A connection ended: an incomplete event is dropped, the id stays (or
+   * becomes `lastEventId`, to start from a cursor).
+   * @param {string} [lastEventId]
+   */
+  reset(lastEventId = this.#lastEventId) {
+    this.#rest = "";
+    this.#skipLF = false;
+    this.#data = "";
+    this.#type = "";
+    this.#lastEventId = lastEventId;
+    this.#idBuffer = lastEventId;
+    this.#idSet = false;
   }
 
   /** @param {string} line */
-  line(line) {
+  #line(line) {
     if (line === "") {
-      this.dispatch();
+      this.#dispatch();
       return;
     }
-    if (line[0] === ":") return;
+    if (line[0] === ":") {
+      this.#onComment(line.slice(1));
+      return;
+    }
     const colon = line.indexOf(":");
     const field = colon === -1 ? line : line.slice(0, colon);
     let value = colon === -1 ? "" : line.slice(colon + 1);
     if (value[0] === " ") value = value.slice(1);
     if (field === "data") {
-      this.data += value + "\n";
+      this.#data += value + "\n";
     } else if (field === "event") {
-      this.type = value;
+      this.#type = value;
     } else if (field === "id") {
       if (!value.includes("\0")) {
-        this.idBuffer = value;
-        this.idSet = true;
+        this.#idBuffer = value;
+        this.#idSet = true;
       }
     } else if (field === "retry") {
-      if (/^[0-9]+$/.test(value)) this.onRetry(parseInt(value, 10));
+      if (/^[0-9]+$/.test(value)) this.#onRetry(parseInt(value, 10));
     }
   }
 
-  dispatch() {
-    const fresh = this.idSet;
-    this.idSet = false;
-    const changed = this.lastEventId !== this.idBuffer;
-    this.lastEventId = this.idBuffer;
-    if (this.data === "") {
-      this.type = "";
-      if (changed) this.onCursor(this.lastEventId);
+  #dispatch() {
+    const fresh = this.#idSet;
+    this.#idSet = false;
+    const changed = this.#lastEventId !== this.#idBuffer;
+    this.#lastEventId = this.#idBuffer;
+    if (this.#data === "") {
+      this.#type = "";
+      if (changed) this.#onCursor(this.#lastEventId);
       return;
     }
-    const data = this.data.slice(0, -1);
-    const type = this.type || "message";
-    this.data = "";
-    this.type = "";
-    this.onEvent(type, data, this.lastEventId, fresh);
-  }
-
-  /** A connection ended: an incomplete event is dropped, the id stays. */
-  reset() {
-    this.rest = "";
-    this.skipLF = false;
-    this.data = "";
-    this.type = "";
-    this.idBuffer = this.lastEventId;
-    this.idSet = false;
+    const data = this.#data.slice(0, -1);
+    const type = this.#type || "message";
+    this.#data = "";
+    this.#type = "";
+    this.#onEvent(type, data, this.#lastEventId, fresh);
   }
 }
 
 /**
  * One reconnecting stream, read with `fetch()`.
  *
- * Reconnects after the server's `retry:` (default 3 s) when a `200` stream ends
- * or the network fails; stops for good on any other answer, `204` included,
- * as `EventSource` does.
+ * Reconnects after the server's `retry:` (default 3 s) when a `200` stream ends,
+ * the network fails, or the stream carries no byte for `silenceLimit()` of the
+ * keepalive interval the server announced; stops for good on any other answer,
+ * `204` included, as `EventSource` does.
  */
 class Stream {
+  #url;
+  /** @type {RequestCredentials} */
+  #credentials;
+  #sink;
+  #parser;
+  #retry = DEFAULT_RETRY;
+  /** @type {number | null} The server's keepalive interval (ms), once it told it. */
+  #keepalive = null;
+  #stopped = false;
+  #controller = new AbortController();
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #reconnect = undefined;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #watchdog = undefined;
+  /** When the last byte arrived (or the connection started), `performance.now()`. */
+  #heardAt = 0;
+
   /**
    * @param {string} url the stream URL without the cursor.
    * @param {boolean} withCredentials
    * @param {string} lastEventId
-   * @param {{event: (type: string, data: string, id: string, fresh: boolean) => void,
-   *   cursor: (id: string) => void, state: (state: number, error: boolean) => void}} sink
+   * @param {StreamSink} sink
    */
   constructor(url, withCredentials, lastEventId, sink) {
-    this.url = url;
-    this.credentials = withCredentials ? "include" : "same-origin";
-    this.sink = sink;
-    this.retry = DEFAULT_RETRY;
-    this.stopped = false;
-    this.controller = new AbortController();
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
-    this.timer = undefined;
-    this.parser = new EventStreamParser(
+    this.#url = url;
+    this.#credentials = withCredentials ? "include" : "same-origin";
+    this.#sink = sink;
+    this.#parser = new EventStreamParser(
       (type, data, id, fresh) => {
-        if (!this.stopped) sink.event(type, data, id, fresh);
+        if (!this.#stopped) sink.event(type, data, id, fresh);
       },
       (id) => {
-        if (!this.stopped) sink.cursor(id);
+        if (!this.#stopped) sink.cursor(id);
       },
       (ms) => {
-        this.retry = ms;
+        this.#retry = ms;
+      },
+      (text) => {
+        const found = KEEPALIVE_COMMENT.exec(text);
+        if (found) this.#keepalive = parseInt(found[1], 10);
       },
     );
-    this.parser.lastEventId = lastEventId;
-    this.parser.idBuffer = lastEventId;
-    void this.connect();
+    this.#parser.reset(lastEventId);
+    void this.#connect();
   }
 
-  async connect() {
-    const url = new URL(this.url);
+  stop() {
+    this.#stopped = true;
+    clearTimeout(this.#reconnect);
+    clearTimeout(this.#watchdog);
+    this.#controller.abort();
+  }
+
+  async #connect() {
+    const controller = new AbortController();
+    this.#controller = controller;
+    const url = new URL(this.#url);
     // EventSource sends the cursor as a header; the query parameter carries the
     // same value with no CORS preflight and no latin-1 limit on header values.
-    if (this.parser.lastEventId !== "") url.searchParams.set("last_event_id", this.parser.lastEventId);
+    const cursor = this.#parser.lastEventId;
+    if (cursor !== "") url.searchParams.set("last_event_id", cursor);
+    // Known from an earlier connection: a connect that hangs is dead too.
+    this.#heard();
     /** @type {Response} */
     let response;
     try {
       response = await fetch(url.href, {
         headers: { Accept: "text/event-stream" },
         cache: "no-store",
-        credentials: /** @type {RequestCredentials} */ (this.credentials),
-        signal: this.controller.signal,
+        credentials: this.#credentials,
+        signal: controller.signal,
       });
     } catch {
-      this.reconnectLater();
+      this.#reconnectLater();
       return;
     }
+    if (this.#stopped) return;
     const type = response.headers.get("Content-Type") ?? "";
     if (response.status !== 200 || !/^text\/event-stream\s*(;|$)/i.test(type) || !response.body) {
       // 204 (revoked), 4xx, a wrong type: EventSource "fails the connection".
       void response.body?.cancel().catch(() => {});
       this.stop();
-      this.sink.state(CLOSED, true);
+      this.#sink.state(CLOSED, true);
       return;
     }
-    if (this.stopped) return;
-    this.sink.state(OPEN, false);
+    this.#sink.state(OPEN, false);
     const reader = response.body.getReader();
     const decoder = new TextDecoder("utf-8");
     try {
       for (;;) {
         const { done, value } = await reader.read();
-        if (done || this.stopped) break;
-        this.parser.feed(decoder.decode(value, { stream: true }));
+        if (done || this.#stopped) break;
+        this.#parser.feed(decoder.decode(value, { stream: true }));
+        this.#heard();
       }
     } catch {
-      // A network error mid-stream: reconnect like the end of the stream.
+      // A network error mid-stream, or the watchdog's abort: reconnect like the
+      // end of the stream.
     }
-    this.reconnectLater();
+    this.#reconnectLater();
   }
 
-  reconnectLater() {
-    if (this.stopped) return;
-    this.parser.reset();
-    this.sink.state(CONNECTING, true);
-    this.timer = setTimeout(() => {
-      if (!this.stopped) {
-        this.controller = new AbortController();
-        void this.connect();
-      }
-    }, this.retry);
+  #reconnectLater() {
+    clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+    if (this.#stopped) return;
+    this.#parser.reset();
+    this.#sink.state(CONNECTING, true);
+    this.#reconnect = setTimeout(() => {
+      if (!this.#stopped) void this.#connect();
+    }, this.#retry);
   }
 
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.controller.abort();
-  }
-}
-
-/** The ids of the last `MEMORY` delivered events, with the events themselves. */
-class Memory {
-  constructor() {
-    /** @type {Delivered[]} */
-    this.events = [];
-    /** @type {Set<string>} */
-    this.ids = new Set();
-    /** How many events were forgotten. */
-    this.dropped = 0;
-  }
-
-  /** @param {Delivered} event */
-  add(event) {
-    this.events.push(event);
-    this.ids.add(event.id);
-    if (this.events.length > MEMORY) {
-      const gone = /** @type {Delivered} */ (this.events.shift());
-      this.dropped += 1;
-      if (!this.events.some((kept) => kept.id === gone.id)) this.ids.delete(gone.id);
+  /** Bytes arrived, or a connection starts: the silence starts over. */
+  #heard() {
+    this.#heardAt = performance.now();
+    // One timer per silence limit, not one per chunk: it re-arms itself.
+    if (this.#keepalive !== null && this.#watchdog === undefined) {
+      this.#watch(silenceLimit(this.#keepalive), false);
     }
   }
 
   /**
-   * The events after `id`, or null when `id` is not remembered.
+   * Look again in `delay` ms whether the stream is silent for too long.
+   * @param {number} delay
+   * @param {boolean} suspect the last look found it silent.
+   */
+  #watch(delay, suspect) {
+    this.#watchdog = setTimeout(() => {
+      this.#watchdog = undefined;
+      if (this.#stopped || this.#keepalive === null) return;
+      const left = silenceLimit(this.#keepalive) - (performance.now() - this.#heardAt);
+      if (left > 0) {
+        this.#watch(left, false);
+      } else if (!suspect) {
+        // A page that ran no code for a while (a blocked event loop, a machine
+        // waking from sleep) runs this timer before reads that were waiting:
+        // give them one turn before judging.
+        this.#watch(0, true);
+      } else {
+        this.#controller.abort();
+      }
+    }, delay);
+  }
+}
+
+/** The last `MEMORY` delivered events, for dedup by id and for catch-up. */
+class Memory {
+  /** @type {Delivered[]} */
+  #events = [];
+  /** @type {Set<string>} */
+  #ids = new Set();
+  /** How many events were forgotten. */
+  #dropped = 0;
+  /** The first-connect cursor: the first remembered event came right after it. */
+  #startId;
+
+  /** @param {string} startId */
+  constructor(startId) {
+    this.#startId = startId;
+  }
+
+  /** @param {string} id */
+  has(id) {
+    return this.#ids.has(id);
+  }
+
+  /** @param {Delivered} event */
+  add(event) {
+    this.#events.push(event);
+    this.#ids.add(event.id);
+    if (this.#events.length > MEMORY) {
+      const gone = /** @type {Delivered} */ (this.#events.shift());
+      this.#dropped += 1;
+      if (!this.#events.some((kept) => kept.id === gone.id)) this.#ids.delete(gone.id);
+    }
+  }
+
+  /**
+   * The events after `id`, or null when they are not all remembered.
    * @param {string} id
    * @returns {Delivered[] | null}
    */
   after(id) {
-    for (let i = this.events.length - 1; i >= 0; i -= 1) {
-      if (this.events[i].id === id) return this.events.slice(i + 1);
+    for (let i = this.#events.length - 1; i >= 0; i -= 1) {
+      if (this.#events[i].id === id) return this.#events.slice(i + 1);
     }
+    if (id === this.#startId && this.#dropped === 0) return [...this.#events];
     return null;
+  }
+}
+
+/**
+ * What a `TabRelay` needs of the client it serves.
+ * @typedef {object} RelayHost
+ * @property {(sink: StreamSink) => Stream} open open the server stream from the client's cursor.
+ * @property {StreamSink} sink where events (deduplicated there), cursors and states go.
+ * @property {() => void} lost the leader cannot catch this client up: a gap.
+ * @property {() => string} lastEventId
+ * @property {() => number} readyState
+ * @property {(since: string) => Delivered[] | null} after the events after `since`, or null.
+ */
+
+/**
+ * One server stream shared by the clients of an origin that ask for the same
+ * URL and channels (one per `name`), each client its own `TabRelay`.
+ *
+ * Election: every relay queues for the Web Lock `name`; its holder is the
+ * leader, holds the stream and relays what it reads. A leader that closes or
+ * crashes loses the lock by itself; one that hangs or freezes keeps it, so a
+ * follower that hears no beat for `RELAY.SILENCE` asks (`hello`), and without
+ * an answer in `RELAY.PING_WAIT` steals the lock.
+ *
+ * Catch-up: a client started from a cursor holds live relays back, asks each
+ * new leader for what came after its cursor (`hello` with `since`), and
+ * delivers the answer (`catchup`) before them.
+ */
+class TabRelay {
+  #host;
+  #name;
+  #locks;
+  #channel;
+  #token = Math.random().toString(36).slice(2) + Date.now().toString(36);
+  /** @type {"leader" | "follower" | "closed"} */
+  #role = "follower";
+  /** @type {Stream | null} */
+  #stream = null;
+  /** @type {(() => void) | null} Gives the lock back. */
+  #release = null;
+  /** @type {AbortController | null} Leaves the lock's queue. */
+  #waiting = null;
+  /** Counts lock requests: a request's callback that finds a newer one does nothing. */
+  #generation = 0;
+  #frozen = false;
+  /** @type {ReturnType<typeof setInterval> | undefined} */
+  #beats = undefined;
+  /** @type {ReturnType<typeof setInterval> | undefined} */
+  #watchdog = undefined;
+  #lastHeard = Date.now();
+  /** @type {number | null} When we asked a silent leader whether it is alive. */
+  #pinged = null;
+  /** @type {Relay[] | null} Live relays held back until the catch-up answer arrives. */
+  #pending;
+  /** @type {string | null} The leader last asked for a catch-up. */
+  #asked = null;
+  #onFreeze = () => this.#freeze();
+  #onResume = () => this.#resume();
+
+  /**
+   * @param {string} name the lock's and the `BroadcastChannel`'s name.
+   * @param {RelayHost} host
+   * @param {string | null} since the cursor to be caught up from, if any.
+   */
+  constructor(name, host, since) {
+    this.#host = host;
+    this.#name = name;
+    this.#locks = navigator.locks;
+    this.#channel = new BroadcastChannel(name);
+    this.#channel.onmessage = (message) => this.#receive(/** @type {Relay} */ (message.data));
+    this.#pending = since === null ? null : [];
+    this.#watchdog = setInterval(() => this.#watch(), RELAY.WATCH_INTERVAL);
+    globalThis.document?.addEventListener("freeze", this.#onFreeze);
+    globalThis.document?.addEventListener("resume", this.#onResume);
+    this.#post({ k: RELAY.HELLO, since });
+    this.#elect(false);
+  }
+
+  get role() {
+    return this.#role;
+  }
+
+  /**
+   * Leave: stop the stream, give the lock back (after `drain` ms).
+   * @param {number} [drain]
+   */
+  close(drain = 0) {
+    if (this.#role === "closed") return;
+    this.#role = "closed";
+    this.#stream?.stop();
+    this.#stream = null;
+    clearInterval(this.#beats);
+    clearInterval(this.#watchdog);
+    this.#waiting?.abort();
+    const release = this.#release;
+    this.#release = null;
+    if (drain > 0) setTimeout(() => release?.(), drain);
+    else release?.();
+    this.#channel.close();
+    globalThis.document?.removeEventListener("freeze", this.#onFreeze);
+    globalThis.document?.removeEventListener("resume", this.#onResume);
+  }
+
+  /**
+   * Every message leaves through here, stamped with its sender (a per-session
+   * key would be stamped here, and checked in `#receive`).
+   * @param {RelayBody} body
+   */
+  #post(body) {
+    this.#channel.postMessage({ ...body, from: this.#token });
+  }
+
+  #beat() {
+    this.#post({ k: RELAY.BEAT, state: this.#host.readyState(), error: false });
+  }
+
+  /**
+   * Queue for the lock; `steal` takes it from a leader that stopped answering.
+   * @param {boolean} steal
+   */
+  #elect(steal) {
+    if (this.#role === "closed" || this.#frozen) return;
+    this.#waiting?.abort();
+    const generation = ++this.#generation;
+    const waiting = steal ? null : new AbortController();
+    this.#waiting = waiting;
+    /** @type {LockOptions} */
+    const options = waiting ? { signal: waiting.signal } : { steal: true };
+    this.#locks
+      .request(this.#name, options, () => {
+        if (generation !== this.#generation || this.#role !== "follower") return undefined;
+        return new Promise((resolve) => this.#lead(() => resolve(undefined)));
+      })
+      .catch(() => {
+        // Aborted by close(), or the lock was stolen from us: step down.
+        if (generation !== this.#generation) return;
+        this.#stepDown();
+        if (this.#role === "follower") setTimeout(() => this.#elect(false), 0);
+      });
+  }
+
+  /** @param {() => void} release */
+  #lead(release) {
+    this.#role = "leader";
+    this.#waiting = null;
+    this.#release = release;
+    // The server replays from our cursor: held-back relays come again.
+    this.#pending = null;
+    this.#beat();
+    this.#beats = setInterval(() => this.#beat(), RELAY.BEAT_INTERVAL);
+    const host = this.#host;
+    this.#stream = host.open({
+      event: (type, data, id, fresh) => {
+        this.#post({ k: RELAY.EVENT, type, data, id, fresh });
+        host.sink.event(type, data, id, fresh);
+      },
+      cursor: (id) => {
+        this.#post({ k: RELAY.CURSOR, id });
+        host.sink.cursor(id);
+      },
+      state: (state, error) => {
+        this.#post({ k: RELAY.BEAT, state, error });
+        // Stopped for good: followers must learn of it before one takes the lock.
+        if (state === CLOSED) this.close(RELAY.STOP_DRAIN);
+        host.sink.state(state, error);
+      },
+    });
+  }
+
+  #stepDown() {
+    if (this.#role !== "leader") return;
+    this.#role = "follower";
+    clearInterval(this.#beats);
+    this.#stream?.stop();
+    this.#stream = null;
+    this.#release?.();
+    this.#release = null;
+    this.#lastHeard = Date.now();
+  }
+
+  #freeze() {
+    // A frozen tab runs no code: give the stream to another tab now.
+    this.#frozen = true;
+    this.#generation += 1;
+    this.#waiting?.abort();
+    this.#stepDown();
+  }
+
+  #resume() {
+    this.#frozen = false;
+    this.#lastHeard = Date.now();
+    this.#elect(false);
+  }
+
+  #watch() {
+    if (this.#role !== "follower" || this.#frozen) return;
+    const now = Date.now();
+    if (now - this.#lastHeard < RELAY.SILENCE) return;
+    if (this.#pinged === null) {
+      this.#pinged = now;
+      this.#post({ k: RELAY.HELLO, since: null });
+    } else if (now - this.#pinged >= RELAY.PING_WAIT) {
+      // The holder of the lock is frozen or hung: Web Locks never release it.
+      this.#pinged = null;
+      this.#elect(true);
+    }
+  }
+
+  /** @param {Relay} message */
+  #receive(message) {
+    if (this.#role === "closed") return;
+    if (message.k === RELAY.HELLO) {
+      if (this.#role === "leader") this.#answer(message.from, message.since);
+      return;
+    }
+    if (this.#role !== "follower") return;
+    this.#lastHeard = Date.now();
+    this.#pinged = null;
+    if (message.k === RELAY.CATCHUP) {
+      if (message.to === this.#token) this.#caughtUp(message.known, message.events);
+    } else if (this.#pending === null) {
+      this.#apply(message);
+    } else if (message.k === RELAY.BEAT) {
+      if (message.from !== this.#asked) {
+        // A leader we have not asked yet (it may have just taken over).
+        this.#asked = message.from;
+        this.#post({ k: RELAY.HELLO, since: this.#host.lastEventId() });
+      }
+      // Connection state is not part of the event order: report it now.
+      this.#apply(message);
+    } else {
+      this.#pending.push(message);
+    }
+  }
+
+  /**
+   * As leader: say we are alive, and catch `to` up from `since` if it asks.
+   * @param {string} to
+   * @param {string | null} since
+   */
+  #answer(to, since) {
+    this.#beat();
+    if (since === null) return;
+    const events = since === this.#host.lastEventId() ? [] : this.#host.after(since);
+    this.#post({ k: RELAY.CATCHUP, to, known: events !== null, events: events ?? [] });
+  }
+
+  /**
+   * @param {boolean} known
+   * @param {Delivered[]} events
+   */
+  #caughtUp(known, events) {
+    const held = this.#pending;
+    if (held === null) return;
+    this.#pending = null;
+    if (!known) this.#host.lost();
+    for (const event of events) this.#host.sink.event(event.type, event.data, event.id, true);
+    for (const relay of held) this.#apply(relay);
+  }
+
+  /** @param {Relay} message */
+  #apply(message) {
+    const sink = this.#host.sink;
+    if (message.k === RELAY.EVENT) {
+      sink.event(message.type, message.data, message.id, message.fresh);
+    } else if (message.k === RELAY.CURSOR) {
+      sink.cursor(message.id);
+    } else if (message.k === RELAY.BEAT) {
+      const changed = message.state !== this.#host.readyState();
+      if (changed || message.error || message.state === CLOSED) sink.state(message.state, message.error);
+    }
   }
 }
 
@@ -322,10 +737,6 @@ function canShare() {
   );
 }
 
-function token() {
-  return Math.random().toString(36).slice(2) + Date.now().toString(36);
-}
-
 /**
  * A Flask-SSE-Push stream, shared with every other tab of this origin that asks
  * for the same URL and channels.
@@ -334,6 +745,29 @@ function token() {
  * change of the tab that holds the stream.
  */
 export class SSEPushClient {
+  #url;
+  /** @type {readonly string[]} */
+  #channels;
+  #lastEventId;
+  #withCredentials;
+  #readyState = CONNECTING;
+  /** @type {Map<string, Set<SSEPushHandler>>} */
+  #handlers = new Map();
+  #memory;
+  /** @type {TabRelay | null} */
+  #relay = null;
+  /** @type {Stream | null} The stream of a client that does not share. */
+  #stream = null;
+  #closed = false;
+  /** @type {StreamSink} */
+  #sink = {
+    event: (type, data, id, fresh) => this.#deliver(type, data, id, fresh),
+    cursor: (id) => {
+      this.#lastEventId = id;
+    },
+    state: (state, error) => this.#setState(state, error),
+  };
+
   /**
    * @param {string} url the blueprint's URL, e.g. "/events".
    * @param {SSEPushOptions} [options]
@@ -342,63 +776,65 @@ export class SSEPushClient {
     const channels = [...new Set(options.channels ?? ["default"])].sort();
     const stream = new URL(url, globalThis.location?.href);
     for (const channel of channels) stream.searchParams.append("channel", channel);
-    /** The stream URL, cursor aside. */
-    this.url = stream.href;
-    /** @type {readonly string[]} */
-    this.channels = Object.freeze(channels);
-    /** The id of the last event delivered, or the first-connect cursor. */
-    this.lastEventId = options.lastEventId ?? "";
-    /** Whether this client takes part in sharing (false in the fallback). */
-    this.shared = (options.shared ?? true) && canShare();
-    /** CONNECTING, OPEN or CLOSED, as `EventSource.readyState`. */
-    this.readyState = CONNECTING;
-    this.withCredentials = options.withCredentials ?? false;
-    /** @type {Map<string, Set<SSEPushHandler>>} */
-    this.handlers = new Map();
-    this.memory = new Memory();
-    this.token = token();
-    /** @type {Stream | null} */
-    this.stream = null;
-    /** @type {"leader" | "follower" | "own" | "closed"} */
-    this.role = this.shared ? "follower" : "own";
-    /** Web Locks and BroadcastChannel are per origin; the URL names the channels too. */
-    this.lockName = `flask-sse-push ${this.url}`;
-    /** @type {BroadcastChannel | null} */
-    this.channel = null;
-    this.lastHeard = Date.now();
-    /** @type {number | null} */
-    this.pinged = null;
-    /** Live relays held back until the leader's catch-up answer arrives. */
-    /** @type {Relay[] | null} */
-    this.pending = this.shared && this.lastEventId !== "" ? [] : null;
-    /** The first-connect cursor, which a leader can still answer catch-ups from. */
-    this.startId = this.lastEventId;
-    /** The leader last asked for a catch-up. */
-    /** @type {string | null} */
-    this.asked = null;
-    /** @type {(() => void) | null} */
-    this.release = null;
-    /** @type {AbortController | null} */
-    this.waiting = null;
-    this.generation = 0;
-    this.frozen = false;
-    /** @type {ReturnType<typeof setInterval> | undefined} */
-    this.beats = undefined;
-    /** @type {ReturnType<typeof setInterval> | undefined} */
-    this.watchdog = undefined;
-    this.onFreeze = () => this.freeze();
-    this.onResume = () => this.resume();
-    if (!this.shared) {
-      this.stream = this.openStream();
+    this.#url = stream.href;
+    this.#channels = Object.freeze(channels);
+    this.#lastEventId = options.lastEventId ?? "";
+    this.#withCredentials = options.withCredentials ?? false;
+    this.#memory = new Memory(this.#lastEventId);
+    if (!((options.shared ?? true) && canShare())) {
+      this.#stream = this.#open(this.#sink);
       return;
     }
-    this.channel = new BroadcastChannel(this.lockName);
-    this.channel.onmessage = (message) => this.receive(/** @type {Relay} */ (message.data));
-    this.watchdog = setInterval(() => this.watch(), WATCH_INTERVAL);
-    globalThis.document?.addEventListener("freeze", this.onFreeze);
-    globalThis.document?.addEventListener("resume", this.onResume);
-    this.post({ k: "hello", from: this.token, since: this.pending ? this.lastEventId : null });
-    this.elect(false);
+    // Web Locks and BroadcastChannel are per origin; the URL names the channels too.
+    this.#relay = new TabRelay(
+      `flask-sse-push ${this.#url}`,
+      {
+        open: (sink) => this.#open(sink),
+        sink: this.#sink,
+        lost: () => {
+          const data = JSON.stringify({ last_event_id: this.#lastEventId, reason: "unknown" });
+          this.#emit({ type: "reset", data, lastEventId: this.#lastEventId });
+        },
+        lastEventId: () => this.#lastEventId,
+        readyState: () => this.#readyState,
+        after: (since) => this.#memory.after(since),
+      },
+      this.#lastEventId === "" ? null : this.#lastEventId,
+    );
+  }
+
+  /** The stream URL, cursor aside. */
+  get url() {
+    return this.#url;
+  }
+
+  get channels() {
+    return this.#channels;
+  }
+
+  /** The id of the last event delivered, or the first-connect cursor. */
+  get lastEventId() {
+    return this.#lastEventId;
+  }
+
+  /** Whether this client takes part in sharing (false in the fallback). */
+  get shared() {
+    return this.#relay !== null;
+  }
+
+  get withCredentials() {
+    return this.#withCredentials;
+  }
+
+  /** CONNECTING, OPEN or CLOSED, as `EventSource.readyState`. */
+  get readyState() {
+    return this.#readyState;
+  }
+
+  /** @returns {"leader" | "follower" | "own" | "closed"} */
+  get role() {
+    if (this.#closed) return "closed";
+    return this.#relay?.role ?? "own";
   }
 
   /**
@@ -410,8 +846,8 @@ export class SSEPushClient {
    * @returns {this}
    */
   on(type, handler) {
-    let set = this.handlers.get(type);
-    if (!set) this.handlers.set(type, (set = new Set()));
+    let set = this.#handlers.get(type);
+    if (!set) this.#handlers.set(type, (set = new Set()));
     set.add(handler);
     return this;
   }
@@ -422,7 +858,7 @@ export class SSEPushClient {
    * @returns {this}
    */
   off(type, handler) {
-    this.handlers.get(type)?.delete(handler);
+    this.#handlers.get(type)?.delete(handler);
     return this;
   }
 
@@ -446,52 +882,21 @@ export class SSEPushClient {
 
   /** Stop listening in this client; a shared stream lives on for the others. */
   close() {
-    if (this.role === "closed") return;
-    this.finish();
-    this.readyState = CLOSED;
+    this.#finish();
+    this.#readyState = CLOSED;
   }
 
-  // Internals below: not part of the public surface.
-
-  finish() {
-    this.role = "closed";
-    this.stream?.stop();
-    this.stream = null;
-    if (!this.shared) return;
-    clearInterval(this.beats);
-    clearInterval(this.watchdog);
-    this.waiting?.abort();
-    this.release?.();
-    this.release = null;
-    this.channel?.close();
-    globalThis.document?.removeEventListener("freeze", this.onFreeze);
-    globalThis.document?.removeEventListener("resume", this.onResume);
+  #finish() {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stream?.stop();
+    this.#stream = null;
+    this.#relay?.close();
   }
 
-  openStream() {
-    return new Stream(this.url, this.withCredentials, this.lastEventId, {
-      event: (type, data, id, fresh) => {
-        if (this.role === "leader") this.post({ k: "event", from: this.token, type, data, id, fresh });
-        this.deliver(type, data, id, fresh);
-      },
-      cursor: (id) => {
-        this.lastEventId = id;
-        if (this.role === "leader") this.post({ k: "cursor", from: this.token, id });
-      },
-      state: (state, error) => {
-        if (this.role === "leader") this.post({ k: "beat", from: this.token, state, error });
-        this.setState(state, error);
-        if (state === CLOSED && this.role === "leader") {
-          // Followers must learn of the stop before one of them takes the lock.
-          const release = this.release;
-          this.release = null;
-          this.finish();
-          setTimeout(() => release?.(), STOP_DRAIN);
-        } else if (state === CLOSED) {
-          this.finish();
-        }
-      },
-    });
+  /** @param {StreamSink} sink */
+  #open(sink) {
+    return new Stream(this.#url, this.#withCredentials, this.#lastEventId, sink);
   }
 
   /**
@@ -500,185 +905,38 @@ export class SSEPushClient {
    * @param {string} id
    * @param {boolean} fresh
    */
-  deliver(type, data, id, fresh) {
-    if (this.role === "closed") return;
+  #deliver(type, data, id, fresh) {
+    if (this.#closed) return;
     if (fresh) {
-      if (this.memory.ids.has(id)) return;
-      this.memory.add({ type, data, id });
+      if (this.#memory.has(id)) return;
+      this.#memory.add({ type, data, id });
     }
-    this.lastEventId = id;
-    this.emit({ type, data, lastEventId: id });
+    this.#lastEventId = id;
+    this.#emit({ type, data, lastEventId: id });
   }
 
   /**
    * @param {number} state
    * @param {boolean} error
    */
-  setState(state, error) {
-    const was = this.readyState;
-    this.readyState = state;
-    if (state === OPEN && was !== OPEN) this.emit({ type: "open", data: "", lastEventId: this.lastEventId });
-    if (error) this.emit({ type: "error", data: "", lastEventId: this.lastEventId });
+  #setState(state, error) {
+    const was = this.#readyState;
+    this.#readyState = state;
+    if (state === OPEN && was !== OPEN) this.#emit({ type: "open", data: "", lastEventId: this.#lastEventId });
+    if (error) this.#emit({ type: "error", data: "", lastEventId: this.#lastEventId });
+    if (state === CLOSED) this.#finish();
   }
 
   /** @param {SSEPushEvent} event */
-  emit(event) {
-    const any = event.type === "open" || event.type === "error" ? [] : this.handlers.get("*") ?? [];
-    for (const handler of [...(this.handlers.get(event.type) ?? []), ...any]) {
+  #emit(event) {
+    const any = event.type === "open" || event.type === "error" ? [] : this.#handlers.get("*") ?? [];
+    for (const handler of [...(this.#handlers.get(event.type) ?? []), ...any]) {
       try {
         handler(Object.freeze({ ...event }));
       } catch (error) {
         if (typeof reportError === "function") reportError(error);
         else console.error(error);
       }
-    }
-  }
-
-  /** @param {Relay} message */
-  post(message) {
-    this.channel?.postMessage(message);
-  }
-
-  /**
-   * Queue for the lock; `steal` takes it from a leader that stopped answering.
-   * @param {boolean} steal
-   */
-  elect(steal) {
-    if (this.role === "closed" || this.frozen) return;
-    this.waiting?.abort();
-    const generation = ++this.generation;
-    const waiting = steal ? null : new AbortController();
-    this.waiting = waiting;
-    /** @type {LockOptions} */
-    const options = steal ? { steal: true } : { signal: /** @type {AbortSignal} */ (waiting?.signal) };
-    navigator.locks
-      .request(this.lockName, options, () => {
-        if (generation !== this.generation || this.role !== "follower") return undefined;
-        return new Promise((resolve) => this.lead(resolve));
-      })
-      .catch(() => {
-        // Aborted by close(), or the lock was stolen from us: step down.
-        if (generation !== this.generation) return;
-        this.stepDown();
-        if (this.role === "follower") setTimeout(() => this.elect(false), 0);
-      });
-  }
-
-  /** @param {(value?: unknown) => void} release */
-  lead(release) {
-    this.role = "leader";
-    this.waiting = null;
-    this.release = () => release();
-    if (this.pending) {
-      // The server replays from our cursor: the held-back relays come again.
-      this.pending = null;
-    }
-    this.post({ k: "beat", from: this.token, state: this.readyState, error: false });
-    this.beats = setInterval(() => {
-      this.post({ k: "beat", from: this.token, state: this.readyState, error: false });
-    }, BEAT_INTERVAL);
-    this.stream = this.openStream();
-  }
-
-  stepDown() {
-    if (this.role !== "leader") return;
-    this.role = "follower";
-    clearInterval(this.beats);
-    this.stream?.stop();
-    this.stream = null;
-    this.release?.();
-    this.release = null;
-    this.lastHeard = Date.now();
-  }
-
-  freeze() {
-    // A frozen tab runs no code: give the stream to another tab now.
-    this.frozen = true;
-    this.generation += 1;
-    this.waiting?.abort();
-    this.stepDown();
-  }
-
-  resume() {
-    this.frozen = false;
-    this.lastHeard = Date.now();
-    this.elect(false);
-  }
-
-  watch() {
-    if (this.role !== "follower" || this.frozen) return;
-    const now = Date.now();
-    if (now - this.lastHeard < SILENCE) return;
-    if (this.pinged === null) {
-      this.pinged = now;
-      this.post({ k: "hello", from: this.token, since: null });
-    } else if (now - this.pinged >= PING_WAIT) {
-      // The holder of the lock is frozen or hung: Web Locks never release it.
-      this.pinged = null;
-      this.elect(true);
-    }
-  }
-
-  /** @param {Relay} message */
-  receive(message) {
-    if (this.role === "closed") return;
-    if (message.k === "hello") {
-      if (this.role !== "leader") return;
-      this.post({ k: "beat", from: this.token, state: this.readyState, error: false });
-      if (message.since !== null) {
-        const since = message.since;
-        let events = since === this.lastEventId ? [] : this.memory.after(since);
-        if (events === null && since === this.startId && this.memory.dropped === 0) {
-          events = [...this.memory.events];
-        }
-        this.post({
-          k: "catchup",
-          from: this.token,
-          to: message.from,
-          known: events !== null,
-          events: events ?? [],
-        });
-      }
-      return;
-    }
-    if (this.role !== "follower") return;
-    this.lastHeard = Date.now();
-    this.pinged = null;
-    if (message.k === "catchup") {
-      if (message.to !== this.token || !this.pending) return;
-      const held = this.pending;
-      this.pending = null;
-      if (!message.known) {
-        const data = JSON.stringify({ last_event_id: this.lastEventId, reason: "unknown" });
-        this.emit({ type: "reset", data, lastEventId: this.lastEventId });
-      }
-      for (const event of message.events) this.deliver(event.type, event.data, event.id, true);
-      for (const relay of held) this.apply(relay);
-      return;
-    }
-    if (this.pending) {
-      if (message.k === "beat" && message.from !== this.asked) {
-        // A leader we have not asked yet (it may have just taken over).
-        this.asked = message.from;
-        this.post({ k: "hello", from: this.token, since: this.lastEventId });
-      }
-      // Connection state is not part of the event order: report it now.
-      if (message.k === "beat") this.apply(message);
-      else this.pending.push(message);
-      return;
-    }
-    this.apply(message);
-  }
-
-  /** @param {Relay} message */
-  apply(message) {
-    if (message.k === "event") {
-      this.deliver(message.type, message.data, message.id, message.fresh);
-    } else if (message.k === "cursor") {
-      this.lastEventId = message.id;
-    } else if (message.k === "beat") {
-      if (message.state !== this.readyState || message.error) this.setState(message.state, message.error);
-      if (message.state === CLOSED) this.finish();
     }
   }
 }

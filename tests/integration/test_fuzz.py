@@ -161,7 +161,7 @@ def test_endpoint_answers_every_request_cleanly(
         if response.status_code == 200:
             assert response.mimetype == "text/event-stream"
             body = _first_chunks(response)
-            assert body.startswith(b": connected\n\n")
+            assert body.startswith(b": connected\n: keepalive 10\n\n")
             for parsed in _parse(body):
                 # Only replayed history or a reset: events this app really sent.
                 assert parsed.data.startswith("old ") or parsed.event == "reset"
@@ -184,7 +184,7 @@ def test_endpoint_still_serves_after_the_fuzzing(
 ) -> None:
     app, sse, _ = fuzz_app
     response = app.test_client().get("/events?channel=a")
-    assert _first_chunks(response, 1) == b": connected\n\n"
+    assert _first_chunks(response, 1) == b": connected\n: keepalive 10\n\n"
     with app.app_context():
         sent = sse.publish("alive", channel="a")
     body = _first_chunks(response, 1)

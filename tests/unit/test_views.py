@@ -52,16 +52,17 @@ class TestHeaders:
         response.close()
 
     def test_first_chunk_comes_before_any_event(self, app: Flask, sse: SSEPush) -> None:
-        """onopen fires at once, without waiting for a publish."""
+        """onopen fires at once, without waiting for a publish; the chunk tells
+        the keepalive interval in milliseconds, in a comment."""
         response = app.test_client().get("/events")
-        assert next(_chunks(response)) == b": connected\n\n"
+        assert next(_chunks(response)) == b": connected\n: keepalive 50\n\n"
         response.close()
 
     def test_first_chunk_carries_retry_when_configured(self, app: Flask) -> None:
-        app.config["SSE_PUSH_RETRY"] = 2500
+        app.config.update(SSE_PUSH_RETRY=2500, SSE_PUSH_KEEPALIVE=15.0)
         SSEPush(app)
         response = app.test_client().get("/events")
-        assert next(_chunks(response)) == b"retry: 2500\n\n"
+        assert next(_chunks(response)) == b"retry: 2500\n: keepalive 15000\n\n"
         response.close()
 
 
@@ -242,7 +243,7 @@ class TestUserGenerator:
 
         response = self._app(app, source).test_client().get("/gen")
         chunks = _chunks(response)
-        assert next(chunks) == b": connected\n\n"
+        assert next(chunks) == b": connected\n: keepalive 50\n\n"
         assert next(chunks) == b": keepalive\n\n"
         assert next(chunks) == b": keepalive\n\n"
         release.set()
