@@ -120,7 +120,8 @@ nitpick_ignore_regex += (
 # Internals that public docstrings mention by name but the reference does not
 # document (private modules, type aliases, base classes of no use to users).
 nitpick_ignore_regex += [
-    (r"py:mod", r"_redis_(scripts|listener|subscription)"),
+    # The brokers' private modules (brokers/redis/, brokers/redis/cluster/, ...).
+    (r"py:mod", r"(flask_sse_push\.brokers\.(redis\.)?((cluster|standalone)\.)?)?_\w+"),
     (r"py:class", r"(flask_sse_push\.brokers\.redis\.)?(Key|Snapshot)"),
     (r"py:class", r"(flask_sse_push\.metrics\.)?Metrics"),
     (r"py:class", r"(flask_sse_push\.servers\.fastpath\.)?(DirectWriter|Carrier)"),
@@ -128,8 +129,7 @@ nitpick_ignore_regex += [
     (r"py:obj", r"flask_sse_push\.brokers\.handoff\._R"),
     # gunicorn's own classes, the bases of the worker class.
     (r"py:class", r"gunicorn\..*"),
-    (r"py:mod", r"(flask_sse_push\.brokers\.)?_cluster_(cursor|listener|scripts|subscription)"),
-    (r"py:class", r"(flask_sse_push\.brokers\._cluster_cursor\.)?ChannelRead"),
+    (r"py:class", r"(flask_sse_push\.brokers\.redis\.cluster\._cursor\.)?ChannelRead"),
     # redis-py's cluster client, named by its short name in annotations.
     (r"py:class", r"RedisCluster"),
 ]

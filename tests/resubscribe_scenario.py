@@ -35,7 +35,7 @@ import uuid
 from redis.crc import key_slot
 
 from flask_sse_push import Publisher
-from flask_sse_push.brokers._cluster_scripts import keys
+from flask_sse_push.brokers.redis.cluster._scripts import keys
 from tests.cluster_helpers import RedisCluster
 from tests.redis_helpers import SSEClient, pump
 from tests.servers import RedisServer, start_gunicorn, stop

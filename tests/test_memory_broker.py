@@ -15,7 +15,7 @@ import typing as t
 import pytest
 
 from flask_sse_push import MemoryBroker, ServerSentEvent, Subscription, SubscriptionClosed
-from flask_sse_push.brokers import _memory_state
+from flask_sse_push.brokers.memory import _state as _memory_state
 
 
 def _ids(events: list[ServerSentEvent]) -> list[str | None]:

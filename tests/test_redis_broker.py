@@ -24,8 +24,8 @@ from flask_sse_push import (
     SSEPush,
     SubscriptionClosed,
 )
-from flask_sse_push.brokers._redis_scripts import parse_id
 from flask_sse_push.brokers.redis import RedisBroker
+from flask_sse_push.brokers.redis._scripts import parse_id
 from tests.redis_helpers import (  # noqa: F401 - the *_fixture names are pytest fixtures
     Inspector,
     inspector_fixture,

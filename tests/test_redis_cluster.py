@@ -12,8 +12,8 @@ import pytest
 
 from flask_sse_push import ServerSentEvent
 from flask_sse_push.brokers import broker_from_url
-from flask_sse_push.brokers._cluster_cursor import decode_positions, encode_positions, wire_id
-from flask_sse_push.brokers._cluster_scripts import keys
+from flask_sse_push.brokers.redis.cluster._cursor import decode_positions, encode_positions, wire_id
+from flask_sse_push.brokers.redis.cluster._scripts import keys
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker, parse_cluster_url
 from tests.cluster_helpers import redis_cluster_fixture  # noqa: F401 - a pytest fixture
 from tests.redis_helpers import (  # noqa: F401 - prefix is a fixture

@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from flask_sse_push import Publisher
-from flask_sse_push.brokers._cluster_scripts import keys
 from flask_sse_push.brokers.redis import SUBSCRIBER_NAME
+from flask_sse_push.brokers.redis.cluster._scripts import keys
 from tests.cluster_helpers import redis_cluster_fixture  # noqa: F401 - a pytest fixture
 from tests.redis_helpers import SSEClient, pump
 from tests.servers import gunicorn

@@ -26,18 +26,18 @@ import redis
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
-from ..exceptions import BrokerError, SubscriptionClosed
-from ._cluster_cursor import wire_id
-from ._cluster_scripts import keys
-from ._redis_channels import Channel, ListenerBase, Waiter, confirm_waiters
-from ._redis_listener import RECOVERY_PAUSE, SUBSCRIBER_NAME
-from ._redis_scripts import as_text
+from ....exceptions import BrokerError, SubscriptionClosed
+from .._channels import Channel, ListenerBase, Waiter, confirm_waiters
+from .._scripts import as_text
+from ..standalone._listener import RECOVERY_PAUSE, SUBSCRIBER_NAME
+from ._cursor import wire_id
+from ._scripts import keys
 
 if t.TYPE_CHECKING:
-    from ..event import ServerSentEvent
-    from ._cluster_subscription import ClusterSubscription, Item
-    from ._redis_scripts import Key
-    from .redis_cluster import RedisClusterBroker
+    from ....event import ServerSentEvent
+    from .._scripts import Key
+    from ._subscription import ClusterSubscription, Item
+    from .broker import RedisClusterBroker
 
 logger = logging.getLogger("flask_sse_push")
 

@@ -17,14 +17,14 @@ import typing as t
 
 import redis
 
-from ..exceptions import BrokerError, SubscriptionClosed
-from ._redis_channels import Channel, ListenerBase, Waiter, confirm_waiters
-from ._redis_scripts import ZERO, as_text, optional_key
+from ....exceptions import BrokerError, SubscriptionClosed
+from .._channels import Channel, ListenerBase, Waiter, confirm_waiters
+from .._scripts import ZERO, as_text, optional_key
 
 if t.TYPE_CHECKING:
-    from ._redis_scripts import Key
-    from ._redis_subscription import RedisSubscription
-    from .redis import RedisBroker
+    from .._scripts import Key
+    from ._subscription import RedisSubscription
+    from .broker import RedisBroker
 
 logger = logging.getLogger("flask_sse_push")
 

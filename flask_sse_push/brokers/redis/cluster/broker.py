@@ -8,8 +8,8 @@ What it keeps, for the prefix ``P`` (default ``sse:``) and a channel ``C``:
 
 ``{C}`` is a hash tag, so the three share one slot: a publish is one script on
 the shard that owns the channel, and publishes of different channels spread
-over the shards. Ids and cursors are described in :mod:`._cluster_cursor`, the
-per-shard subscriber connections in :mod:`._cluster_listener`.
+over the shards. Ids and cursors are described in :mod:`._cursor`, the
+per-shard subscriber connections in :mod:`._listener`.
 """
 
 from __future__ import annotations
@@ -26,20 +26,17 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
-from ..exceptions import BrokerError
-from ..validation import check_channel
-from ._cluster_cursor import ChannelRead, decode_positions, foreign_verdict, verdict, wire_id
-from ._cluster_listener import ClusterListener
-from ._cluster_scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
-from ._cluster_subscription import ClusterSubscription
-from ._redis_common import (
+from ....exceptions import BrokerError
+from ....validation import check_channel
+from ...base import Broker, Subscription, reset_event
+from .._common import (
     ProcessListener,
     check_names,
     check_sizes,
     open_subscription,
     publish_args,
 )
-from ._redis_scripts import (
+from .._scripts import (
     ZERO,
     as_text,
     decode_entry,
@@ -48,14 +45,17 @@ from ._redis_scripts import (
     optional_key,
     parse_id,
 )
-from .base import Broker, Subscription, reset_event
+from ._cursor import ChannelRead, decode_positions, foreign_verdict, verdict, wire_id
+from ._listener import ClusterListener
+from ._scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
+from ._subscription import ClusterSubscription
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
-    from ..event import ServerSentEvent
-    from ._cluster_subscription import Item
-    from ._redis_scripts import Key
+    from ....event import ServerSentEvent
+    from .._scripts import Key
+    from ._subscription import Item
 
 __all__ = ["SCHEMES", "RedisClusterBroker"]
 
@@ -108,7 +108,7 @@ class RedisClusterBroker(Broker):
     A stream of one channel gets the entry ids as SSE ids, as with
     :class:`~flask_sse_push.brokers.redis.RedisBroker`. A stream of several
     channels gets a composite cursor as SSE id, a position per channel (see
-    :mod:`flask_sse_push.brokers._cluster_cursor`), so it resumes exactly on
+    :mod:`flask_sse_push.brokers.redis.cluster._cursor`), so it resumes exactly on
     any worker even when the shards' clocks disagree. :meth:`publish` still
     returns the entry id (or the user-supplied one).
 

@@ -1,6 +1,6 @@
 """What both Redis listeners keep per channel: its subscriptions, and who waits for Redis.
 
-A listener (:mod:`._redis_listener`, :mod:`._cluster_listener`) reference-counts
+A listener (:mod:`.standalone._listener`, :mod:`.cluster._listener`) reference-counts
 channels: the first local subscription of a channel subscribes it on Redis, the
 last one to leave unsubscribes it. How and where each does that is its own part;
 the table of channels and subscriptions, the waiters for Redis' confirmations,
@@ -15,11 +15,11 @@ import random
 import threading
 import typing as t
 
-from ._redis_scripts import as_text, decode_announcement
+from ._scripts import as_text, decode_announcement
 
 if t.TYPE_CHECKING:
-    from ..event import ServerSentEvent
-    from ._redis_scripts import Key
+    from ...event import ServerSentEvent
+    from ._scripts import Key
 
 logger = logging.getLogger("flask_sse_push")
 
