@@ -2,26 +2,18 @@
 
 A listener (:mod:`.standalone._listener`, :mod:`.cluster._listener`) reference-counts
 channels: the first local subscription of a channel subscribes it on Redis, the
-last one to leave unsubscribes it. How and where each does that is its own part;
-the table of channels and subscriptions, the waiters for Redis' confirmations,
-reading an announcement and the reconnection backoff are shared here.
+last one to leave unsubscribes it. Where each does that is its own part; the
+table of channels and subscriptions, the waiters for Redis' confirmations and
+the reconnection backoff are shared here, the subscriber connection in
+:mod:`._subscriber`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import threading
 import typing as t
-
-from ._scripts import as_text, decode_announcement
-
-if t.TYPE_CHECKING:
-    from ...event import ServerSentEvent
-    from ._scripts import Key
-
-logger = logging.getLogger("flask_sse_push")
 
 
 class Waiter:
@@ -87,13 +79,9 @@ class ListenerBase(t.Generic[_S, _C]):
     The methods that touch them are called holding :attr:`lock`.
     """
 
-    #: Where the listener listens, for log messages.
-    backend = "Redis"
     #: Whether it was closed for good, so the broker makes a new one (the
     #: cluster's); the single-node listener goes back to idle instead.
     closed = False
-    #: Seconds of silence before the listener pings Redis, and then gives up.
-    health_interval = 10.0
     #: Reconnection delays, in seconds (doubling, with jitter): set by each listener.
     backoff_min: float
     backoff_max: float
@@ -116,14 +104,6 @@ class ListenerBase(t.Generic[_S, _C]):
         delay = min(self.backoff_min * 2.0 ** min(failures - 1, 10), self.backoff_max)
         return delay * random.uniform(0.8, 1.2)
 
-    def _announcement(self, payload: object, channel: str) -> tuple[Key, ServerSentEvent] | None:
-        """Decode a pub/sub announcement; log and return ``None`` if it is malformed."""
-        try:
-            return decode_announcement(as_text(payload))
-        except (ValueError, KeyError, TypeError):
-            logger.warning("Ignoring a malformed message on %s channel %r.", self.backend, channel)
-            return None
-
     def _join(self, sub: _S) -> list[tuple[str, _C]]:
         """Add ``sub`` to each of its channels, made if new; return them."""
         sub.attached = True
@@ -138,7 +118,7 @@ class ListenerBase(t.Generic[_S, _C]):
         return joined
 
     def _leave(self, sub: _S) -> list[tuple[str, _C]]:
-        """Remove ``sub`` from its channels; return those nobody here wants now.
+        """Remove ``sub`` from its channels; drop and return those nobody here wants now.
 
         Nothing, if ``sub`` had left already.
         """
@@ -153,6 +133,7 @@ class ListenerBase(t.Generic[_S, _C]):
                 continue
             channel.subs = tuple(s for s in channel.subs if s is not sub)
             if not channel.subs:
+                del self.channels[name]
                 emptied.append((name, channel))
         return emptied
 

@@ -1,9 +1,9 @@
 """The cluster broker's per-process listener: one sharded pub/sub connection per shard.
 
 A channel's messages stay on the shard that owns its slot (``SSUBSCRIBE``), so
-a process holds one subscriber connection per shard it needs, each read by its
-own thread (a greenlet under gunicorn's gevent worker). Channels are
-reference-counted as in the single-node listener.
+a process holds one subscriber connection (:mod:`.._subscriber`) per shard it
+needs, each read by its own thread (a greenlet under gunicorn's gevent worker).
+This module routes channels to shards, and recovers them.
 
 When a shard's connection breaks (a node died, a replica is being promoted)
 or Redis moves a channel's slot away (``SUNSUBSCRIBE`` it did not ask for),
@@ -17,8 +17,8 @@ greenlets run, with deadlines that grow with the number of channels.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-import threading
 import time
 import typing as t
 
@@ -27,13 +27,22 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from ....exceptions import BrokerError, SubscriptionClosed
-from .._channels import Channel, ListenerBase, Waiter, confirm_waiters
+from .._channels import Channel, ListenerBase, Waiter
 from .._scripts import as_text
-from ..standalone._listener import RECOVERY_PAUSE, SUBSCRIBER_NAME
+from .._subscriber import (
+    RECOVERY_PAUSE,
+    SUBSCRIBER_NAME,
+    Subscriber,
+    confirm_deadline,
+    paced,
+    spawn,
+)
 from ._cursor import wire_id
 from ._scripts import keys
 
 if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     from ....event import ServerSentEvent
     from .._scripts import Key
     from ._subscription import ClusterSubscription, Item
@@ -41,30 +50,41 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("flask_sse_push")
 
-#: Channels per SSUBSCRIBE command and per routing or catch-up step; other
-#: greenlets run between two steps (a RECOVERY_PAUSE: a ``sleep(0)`` would let
-#: gevent run up to 50 of them before it looks at its timers and sockets).
-BATCH = 500
-#: Replies (messages, confirmations) read in a row before other greenlets may run.
-DISPATCH_BATCH = 128
 #: Seconds of catching clients up in a row before other greenlets may run: a
 #: client of many channels costs more (its cursor holds a position per channel).
 CATCH_UP_SLICE = 0.02
+#: Seconds a shard has to confirm a recovery's channels (plus an allowance per
+#: channel): short, since the recovery then tries again with a fresh topology.
+RECOVERY_CONFIRM = 1.0
+#: Seconds a recovery keeps trying before its clients are ended.
+GIVE_UP = 600.0
 
 
-class _Shard:
-    """One subscriber connection, to the master serving some slots."""
+def _by_slot(prefix: str, command: str, names: Sequence[str]) -> list[tuple[str, ...]]:
+    """One command per slot: Redis refuses a SSUBSCRIBE of channels of several slots."""
+    by_slot: dict[int, list[str]] = {}
+    for name in names:
+        channel = keys(prefix, name)[2]
+        by_slot.setdefault(key_slot(channel.encode()), []).append(channel)
+    return [(command, *channels) for channels in by_slot.values()]
 
-    def __init__(self, name: str, host: str, port: int) -> None:
-        self.name, self.host, self.port = name, host, port
-        self.conn: t.Any = None
-        self.open = False
-        self.dead = False
-        # SSUBSCRIBE / SUNSUBSCRIBE commands sent and confirmed, per channel.
-        self.sent: dict[str, int] = {}
-        self.acked: dict[str, int] = {}
-        self.unsubscribing: dict[str, int] = {}
-        self.waiters: dict[str, list[tuple[int, Waiter]]] = {}
+
+class _Shard(Subscriber):
+    """The connection to the master serving some slots."""
+
+    def __init__(self, listener: ClusterListener, host: str, port: int) -> None:
+        tag = len(listener.broker.prefix) + 1  # "P{" before the channel name
+        super().__init__(
+            listener.lock,
+            sharded=True,
+            commands=functools.partial(_by_slot, listener.broker.prefix),
+            name_of=lambda raw: as_text(raw)[tag:-1],
+        )
+        self.name, self.host, self.port = f"{host}:{port}", host, port
+
+    @property
+    def open(self) -> bool:
+        return self.conn is not None and not self.dead
 
 
 class _Channel(Channel["ClusterSubscription"]):
@@ -80,7 +100,6 @@ class _Channel(Channel["ClusterSubscription"]):
 class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
     """This process' sharded pub/sub connections and the threads that read them."""
 
-    backend = "Redis Cluster"
     backoff_min, backoff_max = 0.05, 0.5
 
     def __init__(self, broker: RedisClusterBroker) -> None:
@@ -89,7 +108,6 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
         self.shards: dict[str, _Shard] = {}
         self.closed = False
         self.error = "not connected yet"
-        self._tag = len(broker.prefix) + 1  # "P{" before the channel name
         # The last event given a composite id, and its copies by positions: clients
         # at the same positions then share one object, which is encoded once.
         self._stamped: tuple[ServerSentEvent | None, dict[tuple[Key, ...], ServerSentEvent]] = (
@@ -111,9 +129,6 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
     def _new_channel(self) -> _Channel:
         return _Channel()
 
-    def _name(self, raw: object) -> str:
-        return as_text(raw)[self._tag : -1]
-
     # -- called by request threads -------------------------------------------------
 
     def attach(self, sub: ClusterSubscription) -> Waiter:
@@ -121,96 +136,60 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
         with self.lock:
             if self.closed:
                 raise BrokerError("the broker is closed")
-            targets: list[tuple[_Shard, str, int]] = []
-            fresh: dict[str, list[str]] = {}
+            # One being recovered is caught up by the recovery.
+            names = [name for name, channel in self._join(sub) if channel.held is None]
             try:
-                for name, channel in self._join(sub):
-                    if channel.held is not None:
-                        continue  # being recovered: the recovery catches this one up too
-                    shard = channel.shard
-                    if shard is None:
-                        shard = channel.shard = self._route(name)
-                        if shard.open:
-                            fresh.setdefault(shard.name, []).append(name)
-                        target = shard.sent.get(name, 0) + 1
-                        if not shard.open:
-                            shard.sent[name] = target  # the connection's first batch
-                        targets.append((shard, name, target))
-                    elif shard.acked.get(name, 0) < shard.sent.get(name, 0) or not shard.open:
-                        targets.append((shard, name, max(shard.sent.get(name, 0), 1)))
-                for shard_name, names in fresh.items():
-                    self._send(self.shards[shard_name], "SSUBSCRIBE", names)
+                return self._subscribe(names)
             except (redis.RedisError, OSError, RedisClusterException, BrokerError) as exc:
-                failure: Exception | None = exc
-            else:
-                failure = None
-            waiter = self._wait_for(targets)
-        if failure is not None:
-            self.detach(sub)
-            raise BrokerError(
-                f"Could not subscribe on Redis Cluster {self.broker.where()}: {failure}."
-                " The broker reconnects by itself; check that the cluster is up."
-            ) from failure
-        return waiter
+                failure = exc
+        self.detach(sub)
+        raise BrokerError(
+            f"Could not subscribe on Redis Cluster {self.broker.where()}: {failure}."
+            " The broker reconnects by itself; check that the cluster is up."
+        ) from failure
 
-    def _wait_for(self, targets: list[tuple[_Shard, str, int]]) -> Waiter:
-        """A waiter for the given confirmations; the caller holds the lock."""
+    def _subscribe(self, names: Iterable[str]) -> Waiter:
+        """Subscribe ``names`` where their slots live; the caller holds the lock.
+
+        The waiter is done when Redis confirmed them.
+        """
+        targets = []
+        fresh: dict[_Shard, list[str]] = {}
+        for name in names:
+            channel = self.channels[name]
+            shard = channel.shard
+            if shard is None or shard.dead:
+                shard = channel.shard = self._route(name)
+            if shard.open and not shard.subscribed(name):
+                fresh.setdefault(shard, []).append(name)
+            targets.append((shard, name))
+        for shard, batch in fresh.items():
+            shard.send(batch)
         waiter = Waiter(len(targets))
-        for shard, name, target in targets:
-            if shard.dead:
-                waiter.fail()
-            elif shard.acked.get(name, 0) >= target:
-                waiter.confirm()
-            else:
-                shard.waiters.setdefault(name, []).append((target, waiter))
+        for shard, name in targets:
+            shard.expect(name, waiter)
         return waiter
 
     def detach(self, sub: ClusterSubscription) -> None:
         """Unregister ``sub``; unsubscribe the channels nobody here wants any more."""
         with self.lock:
-            gone: dict[str, list[str]] = {}
+            gone: dict[_Shard, list[str]] = {}
             for name, channel in self._leave(sub):
-                del self.channels[name]
-                shard = channel.shard
-                if shard is not None and shard.open and not shard.dead:
-                    gone.setdefault(shard.name, []).append(name)
-                    shard.unsubscribing[name] = shard.unsubscribing.get(name, 0) + 1
-            for shard_name, names in gone.items():
+                if channel.shard is not None and channel.shard.open:
+                    gone.setdefault(channel.shard, []).append(name)
+            for shard, names in gone.items():
                 try:
-                    self._send(self.shards[shard_name], "SUNSUBSCRIBE", names, count=False)
+                    shard.send(names, subscribe=False)
                 except (redis.RedisError, OSError) as exc:
                     logger.debug("Could not unsubscribe on Redis Cluster: %s", exc)
-
-    def _send(self, shard: _Shard, command: str, names: list[str], *, count: bool = True) -> None:
-        """Write a command on ``shard``'s connection; the caller holds the lock."""
-        conn = shard.conn
-        if conn is None or shard.dead:
-            raise redis.ConnectionError(f"the subscriber connection to {shard.name} is closed")
-        if count:
-            for name in names:
-                shard.sent[name] = shard.sent.get(name, 0) + 1
-        # One command per slot: Redis refuses a SSUBSCRIBE of channels of several slots.
-        by_slot: dict[int, list[str]] = {}
-        for name in names:
-            channel = keys(self.broker.prefix, name)[2]
-            by_slot.setdefault(key_slot(channel.encode()), []).append(channel)
-        commands = [(command, *channels) for channels in by_slot.values()]
-        try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-        except Exception as exc:
-            raise redis.ConnectionError(f"could not send {command}: {exc}") from exc
 
     def _route(self, name: str) -> _Shard:
         """The shard that serves ``name`` now, started if new; the caller holds the lock."""
         host, port = self.broker.owner(name)
-        shard_name = f"{host}:{port}"
-        shard = self.shards.get(shard_name)
+        shard = self.shards.get(f"{host}:{port}")
         if shard is None or shard.dead:
-            shard = self.shards[shard_name] = _Shard(shard_name, host, port)
-            thread = threading.Thread(
-                target=self._run, args=(shard,), name="flask_sse_push-cluster", daemon=True
-            )
-            thread.start()
+            shard = self.shards[f"{host}:{port}"] = _Shard(self, host, port)
+            spawn(self._run, shard, name="flask_sse_push-cluster")
         return shard
 
     # -- one thread per shard connection -----------------------------------------------
@@ -241,72 +220,26 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             if shard.dead:
                 conn.disconnect()
                 return
-            shard.conn = conn
-            shard.open = True
+            shard.opened(conn)
             names = [n for n, c in self.channels.items() if c.shard is shard]
-            for name in names:
-                shard.sent[name] = max(shard.sent.get(name, 0) - 1, 0)  # counted at attach
-        for start in range(0, len(names), BATCH):
+        for batch in paced(names):
             with self.lock:
-                batch = [n for n in names[start : start + BATCH] if self._wants(n, shard)]
-                if batch:
-                    self._send(shard, "SSUBSCRIBE", batch)
-            time.sleep(RECOVERY_PAUSE)
-        self._read_forever(shard, conn)
+                # Not those gone, routed elsewhere, or subscribed by attach() meanwhile.
+                shard.send([n for n in batch if self._wants(n, shard)])
+        moved = functools.partial(self._moved, shard)
+        shard.read(lambda: shard.dead, self._dispatch, dropped=moved)
+
+    def _held(self, name: str) -> bool:
+        channel = self.channels.get(name)
+        return channel is not None and channel.held is not None
 
     def _wants(self, name: str, shard: _Shard) -> bool:
         channel = self.channels.get(name)
-        return channel is not None and channel.shard is shard
+        return channel is not None and channel.shard is shard and not shard.subscribed(name)
 
-    def _read_forever(self, shard: _Shard, conn: t.Any) -> None:
-        heard = time.monotonic()
-        pinged = False
-        read = confirmed = 0
-        while not shard.dead:
-            if not conn.can_read(timeout=1.0):
-                now = time.monotonic()
-                if now - heard > self.health_interval:
-                    if pinged:
-                        raise redis.TimeoutError("Redis did not answer PING")
-                    with self.lock:
-                        conn.send_packed_command(conn.pack_command("PING"), check_health=False)
-                    heard, pinged = now, True
-                continue
-            reply = conn.read_response(push_request=True)
-            heard, pinged = time.monotonic(), False
-            read += 1
-            if read % DISPATCH_BATCH == 0:
-                # A backlog is read from the buffer without blocking: let the
-                # streams drain their queues and the other requests run. The
-                # confirmations of thousands of channels (a resubscribe) come
-                # on several shards at once, so those wait for a timer.
-                time.sleep(RECOVERY_PAUSE if confirmed else 0)
-                confirmed = 0
-            if not isinstance(reply, list) or len(reply) < 3:
-                continue
-            kind = as_text(reply[0])
-            if kind == "smessage":
-                self._dispatch(self._name(reply[1]), reply[2])
-            elif kind == "ssubscribe":
-                self._confirmed(shard, self._name(reply[1]))
-                confirmed += 1
-            elif kind == "sunsubscribe":
-                self._unsubscribed(shard, self._name(reply[1]))
-
-    def _confirmed(self, shard: _Shard, name: str) -> None:
+    def _moved(self, shard: _Shard, name: str) -> None:
+        """Follow a channel Redis unsubscribed by itself: its slot moved to another shard."""
         with self.lock:
-            acked = shard.acked[name] = shard.acked.get(name, 0) + 1
-            waiting = confirm_waiters(shard.waiters.pop(name, []), acked)
-            if waiting:
-                shard.waiters[name] = waiting
-
-    def _unsubscribed(self, shard: _Shard, name: str) -> None:
-        with self.lock:
-            asked = shard.unsubscribing.get(name, 0)
-            if asked:
-                shard.unsubscribing[name] = asked - 1
-                return
-            # Redis dropped it: the slot moved to another shard.
             channel = self.channels.get(name)
             if channel is None or channel.shard is not shard:
                 return
@@ -315,18 +248,12 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                 return  # a recovery is under way and routes it again
             channel.held = []
         logger.info("Redis Cluster moved channel %r away from %s; following it.", name, shard.name)
-        threading.Thread(
-            target=self._recover, args=([name],), name="flask_sse_push-cluster", daemon=True
-        ).start()
+        spawn(self._recover, [name], name="flask_sse_push-cluster")
 
-    def _dispatch(self, name: str, payload: object) -> None:
+    def _dispatch(self, name: str, key: Key, event: ServerSentEvent) -> None:
         channel = self.channels.get(name)
-        if channel is None or not channel.subs:
+        if channel is None:
             return
-        announced = self._announcement(payload, name)
-        if announced is None:
-            return
-        key, event = announced
         if channel.held is not None:
             with self.lock:
                 if channel.held is not None:
@@ -343,14 +270,10 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             if shard.dead:
                 return
             shard.dead = True
-            shard.open = False
             self.error = str(exc) or type(exc).__name__
             if self.shards.get(shard.name) is shard:
                 del self.shards[shard.name]
-            for waiting in shard.waiters.values():
-                for _, waiter in waiting:
-                    waiter.fail()
-            shard.waiters.clear()
+            shard.fail_waiters()
             names = []
             for name, channel in self.channels.items():
                 if channel.shard is shard:
@@ -376,8 +299,7 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             try:
                 self.broker.refresh_topology()
                 names, waiters = self._resubscribe(names)
-                # The deadline grows with the work: a second, plus a millisecond a channel.
-                deadline = time.monotonic() + 1.0 + 0.001 * len(names)
+                deadline = confirm_deadline(RECOVERY_CONFIRM, len(names))
                 for waiter in waiters:
                     left = deadline - time.monotonic()
                     if not waiter.done.wait(max(left, 0.0)) or waiter.failed:
@@ -386,7 +308,7 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             except Exception as exc:  # the topology is still changing: try again
                 failures += 1
                 logger.debug("Redis Cluster resubscribe failed (%s); retrying.", exc)
-                if time.monotonic() - began > 600:
+                if time.monotonic() - began > GIVE_UP:
                     self._give_up(names)
                     return
                 continue
@@ -395,43 +317,25 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             return
 
     def _resubscribe(self, names: list[str]) -> tuple[list[str], list[Waiter]]:
-        """Route ``names`` to where their slots live now and subscribe them there.
+        """Subscribe ``names`` where their slots live now, a batch at a time.
 
-        Returns the names still being recovered, and the waiters for Redis'
-        confirmations. Works in batches, pausing between them.
+        Returns the names still being recovered (not gone, nor detached and
+        subscribed afresh meanwhile), and the waiters for Redis' confirmations.
         """
         kept: list[str] = []
         waiters: list[Waiter] = []
-        for start in range(0, len(names), BATCH):
+        for batch in paced(names):
             with self.lock:
-                targets: list[tuple[_Shard, str, int]] = []
-                fresh: dict[str, list[str]] = {}
-                for name in names[start : start + BATCH]:
-                    channel = self.channels.get(name)
-                    if channel is None or channel.held is None:
-                        continue  # gone, or detached and subscribed afresh meanwhile
-                    kept.append(name)
-                    shard = channel.shard
-                    if shard is None or shard.dead:
-                        shard = channel.shard = self._route(name)
-                        if shard.open:
-                            fresh.setdefault(shard.name, []).append(name)
-                            target = shard.sent.get(name, 0) + 1
-                        else:
-                            target = shard.sent[name] = shard.sent.get(name, 0) + 1
-                    else:
-                        target = max(shard.sent.get(name, 0), 1)
-                    targets.append((shard, name, target))
-                for shard_name, batch in fresh.items():
-                    self._send(self.shards[shard_name], "SSUBSCRIBE", batch)
-                waiters.append(self._wait_for(targets))
-            time.sleep(RECOVERY_PAUSE)
+                held = [
+                    n for n in batch if n in self.channels and self.channels[n].held is not None
+                ]
+                kept += held
+                waiters.append(self._subscribe(held))
         return kept, waiters
 
     def _catch_up(self, names: list[str]) -> None:
         """Read each channel's stream once and catch every client up; then release the held."""
-        for start in range(0, len(names), BATCH):
-            batch = names[start : start + BATCH]
+        for batch in paced(names):
             with self.lock:
                 wanted = {n: self.channels[n].subs for n in batch if n in self.channels}
             firsts = {
@@ -446,20 +350,20 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                 if time.monotonic() - since > CATCH_UP_SLICE:
                     time.sleep(RECOVERY_PAUSE)  # the held messages stay held meanwhile
                     since = time.monotonic()
-            overflowed = []
-            with self.lock:
-                for name in batch:
-                    channel = self.channels.get(name)
-                    if channel is None or channel.held is None:
-                        continue
+            self._release(batch)
+
+    def _release(self, names: Sequence[str]) -> None:
+        """Deliver the messages held back for ``names``, and stop holding them."""
+        overflowed = []
+        with self.lock:
+            for name in names:
+                channel = self.channels.get(name)
+                if channel is not None and channel.held is not None:
                     held, channel.held = channel.held, None
                     for item in held:
-                        for sub in channel.subs:
-                            if not sub.deliver(*item):
-                                overflowed.append(sub)
-            for sub in overflowed:
-                self.detach(sub)
-            time.sleep(RECOVERY_PAUSE)
+                        overflowed += [sub for sub in channel.subs if not sub.deliver(*item)]
+        for sub in overflowed:
+            self.detach(sub)
 
     def _give_up(self, names: list[str]) -> None:
         with self.lock:
@@ -479,9 +383,7 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             self.shards.clear()
             for shard in shards:
                 shard.dead = True
-                for waiting in shard.waiters.values():
-                    for _, waiter in waiting:
-                        waiter.fail()
+                shard.fail_waiters()
         for sub in subs:
             sub.finish(SubscriptionClosed("broker closed"))
         for shard in shards:

@@ -56,7 +56,7 @@ from .._scripts import (
     optional_key,
     parse_id,
 )
-from ._listener import SUBSCRIBER_NAME as SUBSCRIBER_NAME  # public: CLIENT LIST shows it
+from .._subscriber import SUBSCRIBER_NAME as SUBSCRIBER_NAME  # public: CLIENT LIST shows it
 from ._listener import Listener
 from ._subscription import RedisSubscription
 
