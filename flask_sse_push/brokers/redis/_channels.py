@@ -1,54 +1,30 @@
-"""What both Redis listeners keep per channel: its subscriptions, and who waits for Redis.
+"""What both Redis listeners share: the table of channels, and subscribing them.
 
 A listener (:mod:`.standalone._listener`, :mod:`.cluster._listener`) reference-counts
-channels: the first local subscription of a channel subscribes it on Redis, the
-last one to leave unsubscribes it. Where each does that is its own part; the
-table of channels and subscriptions, the waiters for Redis' confirmations and
-the reconnection backoff are shared here, the subscriber connection in
-:mod:`._subscriber`.
+channels: the first local subscription of a channel subscribes it on Redis, on
+the connection (:mod:`._subscriber`) the listener picks for it, and the last one
+to leave unsubscribes it. Connecting, and recovering from a broken connection,
+are each listener's own part.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
 import typing as t
 
+import redis
 
-class Waiter:
-    """Callers waiting for Redis to confirm ``count`` subscribe commands."""
+from ._subscriber import Waiter
 
-    def __init__(self, count: int) -> None:
-        self.remaining = count
-        self.failed = False
-        self.done = threading.Event()
-        if count <= 0:
-            self.done.set()
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
 
-    def confirm(self) -> None:
-        self.remaining -= 1
-        if self.remaining <= 0:
-            self.done.set()
+    from ._subscriber import Subscriber
 
-    def fail(self) -> None:
-        self.failed = True
-        self.done.set()
-
-
-def confirm_waiters(waiters: list[tuple[int, Waiter]], acked: int) -> list[tuple[int, Waiter]]:
-    """Confirm the waiters whose target confirmation ``acked`` reached; return the others.
-
-    A waiter's target counts the subscribe commands of its channel on its
-    connection: Redis confirms them in the order they were sent.
-    """
-    waiting = []
-    for target, waiter in waiters:
-        if target <= acked:
-            waiter.confirm()
-        else:
-            waiting.append((target, waiter))
-    return waiting
+logger = logging.getLogger("flask_sse_push")
 
 
 class Member(t.Protocol):
@@ -94,6 +70,47 @@ class ListenerBase(t.Generic[_S, _C]):
 
     def _new_channel(self) -> _C:
         raise NotImplementedError
+
+    def _connection(self, name: str, channel: _C, *, route: bool = False) -> Subscriber | None:
+        """The connection ``channel`` is subscribed on; with ``route``, picked if none."""
+        raise NotImplementedError
+
+    def _subscribe(self, names: Iterable[str]) -> Waiter:
+        """Subscribe ``names`` where not yet; the caller holds the lock.
+
+        The waiter is done when Redis confirmed each of them.
+
+        :raises redis.ConnectionError: a connection is closed.
+        """
+        targets = []
+        fresh: dict[Subscriber, list[str]] = {}
+        for name in names:
+            conn = self._connection(name, self.channels[name], route=True)
+            assert conn is not None  # routed
+            if conn.open and not conn.subscribed(name):
+                fresh.setdefault(conn, []).append(name)
+            targets.append((conn, name))
+        for conn, batch in fresh.items():
+            conn.send(batch)
+        waiter = Waiter(len(targets))
+        for conn, name in targets:
+            conn.expect(name, waiter)
+        return waiter
+
+    def detach(self, sub: _S) -> None:
+        """Unregister ``sub``; unsubscribe the channels nobody here wants any more."""
+        with self.lock:
+            gone: dict[Subscriber, list[str]] = {}
+            for name, channel in self._leave(sub):
+                conn = self._connection(name, channel)
+                if conn is not None and conn.open and conn.subscribed(name):
+                    gone.setdefault(conn, []).append(name)
+            for conn, names in gone.items():
+                try:
+                    conn.send(names, subscribe=False)
+                except (redis.RedisError, OSError) as exc:
+                    # The connection's thread finds it broken too, and recovers.
+                    logger.debug("Could not unsubscribe on %s: %s", conn.backend, exc)
 
     def _backoff(self, failures: int) -> float:
         """Seconds to wait before reconnection attempt ``failures + 1``.

@@ -19,7 +19,7 @@ if t.TYPE_CHECKING:
 
     from ...event import ServerSentEvent
     from ...exceptions import BrokerError
-    from ._channels import Waiter
+    from ._subscriber import Waiter
 
 
 def check_names(names: tuple[str, ...]) -> tuple[str, ...]:

@@ -18,7 +18,6 @@ import typing as t
 
 import redis
 
-from ._channels import Waiter, confirm_waiters
 from ._scripts import as_text, decode_announcement
 
 if t.TYPE_CHECKING:
@@ -69,6 +68,41 @@ def spawn(target: Callable[..., None], *args: object, name: str) -> threading.Th
     return thread
 
 
+class Waiter:
+    """Callers waiting for Redis to confirm ``count`` subscribe commands."""
+
+    def __init__(self, count: int) -> None:
+        self.remaining = count
+        self.failed = False
+        self.done = threading.Event()
+        if count <= 0:
+            self.done.set()
+
+    def confirm(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self.done.set()
+
+    def fail(self) -> None:
+        self.failed = True
+        self.done.set()
+
+
+def confirm_waiters(waiters: list[tuple[int, Waiter]], acked: int) -> list[tuple[int, Waiter]]:
+    """Confirm the waiters whose target confirmation ``acked`` reached; return the others.
+
+    A waiter's target counts the subscribe commands of its channel on its
+    connection: Redis confirms them in the order they were sent.
+    """
+    waiting = []
+    for target, waiter in waiters:
+        if target <= acked:
+            waiter.confirm()
+        else:
+            waiting.append((target, waiter))
+    return waiting
+
+
 class _Counts:
     """One channel on one connection."""
 
@@ -103,6 +137,7 @@ class Subscriber:
     ) -> None:
         self.lock = lock
         self.conn: t.Any = None
+        self.open = False  # commands may be sent
         self.dead = False  # for good: waiters fail at once
         self.backend = "Redis Cluster" if sharded else "Redis"
         self._kinds = (
@@ -117,7 +152,7 @@ class Subscriber:
 
     def opened(self, conn: t.Any) -> None:
         """Count afresh on ``conn``; a waiter kept waits for its first subscribe."""
-        self.conn = conn
+        self.conn, self.open = conn, True
         self._counts = {name: _Counts(self._counts[name].waiters) for name in self._awaited}
 
     def subscribed(self, name: str) -> bool:
@@ -152,7 +187,10 @@ class Subscriber:
             counts.waiters.append((target, waiter))
             self._awaited.add(name)
 
-    def fail_waiters(self) -> None:
+    def lost(self, *, dead: bool = False) -> None:
+        """The connection broke (``dead``: for good); fail the waiters."""
+        self.open = False
+        self.dead = self.dead or dead
         for name in self._awaited:
             for _, waiter in self._counts[name].waiters:
                 waiter.fail()
@@ -167,7 +205,7 @@ class Subscriber:
 
     def _write(self, commands: list[tuple[str, ...]], what: str) -> None:
         conn = self.conn
-        if conn is None or self.dead or not conn.is_connected:
+        if conn is None or not self.open or not conn.is_connected:
             # Never let redis-py reconnect here: the connection's thread owns that.
             raise redis.ConnectionError("the Redis subscriber connection is closed")
         try:

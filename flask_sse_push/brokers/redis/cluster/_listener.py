@@ -27,12 +27,13 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from ....exceptions import BrokerError, SubscriptionClosed
-from .._channels import Channel, ListenerBase, Waiter
+from .._channels import Channel, ListenerBase
 from .._scripts import as_text
 from .._subscriber import (
     RECOVERY_PAUSE,
     SUBSCRIBER_NAME,
     Subscriber,
+    Waiter,
     confirm_deadline,
     paced,
     spawn,
@@ -41,7 +42,7 @@ from ._cursor import wire_id
 from ._scripts import keys
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
 
     from ....event import ServerSentEvent
     from .._scripts import Key
@@ -81,10 +82,6 @@ class _Shard(Subscriber):
             name_of=lambda raw: as_text(raw)[tag:-1],
         )
         self.name, self.host, self.port = f"{host}:{port}", host, port
-
-    @property
-    def open(self) -> bool:
-        return self.conn is not None and not self.dead
 
 
 class _Channel(Channel["ClusterSubscription"]):
@@ -148,40 +145,10 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             " The broker reconnects by itself; check that the cluster is up."
         ) from failure
 
-    def _subscribe(self, names: Iterable[str]) -> Waiter:
-        """Subscribe ``names`` where their slots live; the caller holds the lock.
-
-        The waiter is done when Redis confirmed them.
-        """
-        targets = []
-        fresh: dict[_Shard, list[str]] = {}
-        for name in names:
-            channel = self.channels[name]
-            shard = channel.shard
-            if shard is None or shard.dead:
-                shard = channel.shard = self._route(name)
-            if shard.open and not shard.subscribed(name):
-                fresh.setdefault(shard, []).append(name)
-            targets.append((shard, name))
-        for shard, batch in fresh.items():
-            shard.send(batch)
-        waiter = Waiter(len(targets))
-        for shard, name in targets:
-            shard.expect(name, waiter)
-        return waiter
-
-    def detach(self, sub: ClusterSubscription) -> None:
-        """Unregister ``sub``; unsubscribe the channels nobody here wants any more."""
-        with self.lock:
-            gone: dict[_Shard, list[str]] = {}
-            for name, channel in self._leave(sub):
-                if channel.shard is not None and channel.shard.open:
-                    gone.setdefault(channel.shard, []).append(name)
-            for shard, names in gone.items():
-                try:
-                    shard.send(names, subscribe=False)
-                except (redis.RedisError, OSError) as exc:
-                    logger.debug("Could not unsubscribe on Redis Cluster: %s", exc)
+    def _connection(self, name: str, channel: _Channel, *, route: bool = False) -> _Shard | None:
+        if route and (channel.shard is None or channel.shard.dead):
+            channel.shard = self._route(name)
+        return channel.shard
 
     def _route(self, name: str) -> _Shard:
         """The shard that serves ``name`` now, started if new; the caller holds the lock."""
@@ -269,11 +236,10 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
         with self.lock:
             if shard.dead:
                 return
-            shard.dead = True
+            shard.lost(dead=True)
             self.error = str(exc) or type(exc).__name__
             if self.shards.get(shard.name) is shard:
                 del self.shards[shard.name]
-            shard.fail_waiters()
             names = []
             for name, channel in self.channels.items():
                 if channel.shard is shard:
@@ -382,8 +348,7 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             shards = list(self.shards.values())
             self.shards.clear()
             for shard in shards:
-                shard.dead = True
-                shard.fail_waiters()
+                shard.lost(dead=True)
         for sub in subs:
             sub.finish(SubscriptionClosed("broker closed"))
         for shard in shards:

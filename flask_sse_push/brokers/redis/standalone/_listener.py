@@ -18,7 +18,7 @@ import typing as t
 import redis
 
 from ....exceptions import BrokerError, SubscriptionClosed
-from .._channels import Channel, ListenerBase, Waiter
+from .._channels import Channel, ListenerBase
 from .._scripts import ZERO, as_text, optional_key
 from .._subscriber import (
     BATCH,
@@ -27,9 +27,9 @@ from .._subscriber import (
     RECOVERY_PAUSE,
     SUBSCRIBER_NAME,
     Subscriber,
+    Waiter,
     confirm_deadline,
     paced,
-    spawn,
 )
 
 if t.TYPE_CHECKING:
@@ -96,19 +96,11 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
             if self.state == _CONNECTING:
                 sub.connection += 1  # the one being opened
                 self._joining.append(sub)
-            names = [name for name, _ in self._join(sub)]
-            subscriber = self._subscriber
             try:
-                if self.state == _OPEN:
-                    subscriber.send([n for n in names if not subscriber.subscribed(n)])
+                # While connecting, the connection's first SUBSCRIBE confirms them.
+                return self._subscribe([name for name, _ in self._join(sub)])
             except redis.ConnectionError as exc:
                 failure = exc
-            else:
-                # While connecting, the connection's first SUBSCRIBE confirms them.
-                waiter = Waiter(len(names))
-                for name in names:
-                    subscriber.expect(name, waiter)
-                return waiter
         self.detach(sub)
         raise BrokerError(
             f"Could not subscribe on Redis at {self.broker.where()}: {failure}. The broker"
@@ -128,20 +120,16 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
         if self.state == _IDLE:
             self.state = _CONNECTING
             self._subscriber = self._new_subscriber()
-            self._stop = threading.Event()
-            self._thread = spawn(self._run, self._stop, name="flask_sse_push-redis")
+            self._stop = stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(stop,), name="flask_sse_push-redis", daemon=True
+            )
+            self._thread.start()
 
-    def detach(self, sub: RedisSubscription) -> None:
-        """Unregister ``sub``; unsubscribe the channels nobody here wants any more."""
-        with self.lock:
-            subscriber = self._subscriber
-            gone = [n for n, _ in self._leave(sub) if subscriber.subscribed(n)]
-            try:
-                if self.state == _OPEN:
-                    subscriber.send(gone, subscribe=False)
-            except (redis.RedisError, OSError) as exc:
-                # The listener finds the broken connection too, and reconnects.
-                logger.debug("Could not unsubscribe from Redis: %s", exc)
+    def _connection(
+        self, name: str, channel: Channel[RedisSubscription], *, route: bool = False
+    ) -> Subscriber:
+        return self._subscriber
 
     # -- the listener thread ---------------------------------------------------------
 
@@ -292,7 +280,7 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
             self._lost = self._lost or self.state == _OPEN
             self.state = _DOWN
             self._joining.clear()
-            self._subscriber.fail_waiters()
+            self._subscriber.lost()
             conn = self._conn
         if conn is not None:
             conn.disconnect()
@@ -303,7 +291,7 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
         """Stop the thread, drop the connection and end every subscription."""
         with self.lock:
             self._stop.set()
-            self._subscriber.fail_waiters()
+            self._subscriber.lost()
             subs = self._leave_all()
             self.state = _IDLE
             self._lost = False
