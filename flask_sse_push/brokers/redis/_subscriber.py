@@ -62,12 +62,6 @@ def confirm_deadline(base: float, channels: int) -> float:
     return time.monotonic() + base + channels * CONFIRM_ALLOWANCE
 
 
-def spawn(target: Callable[..., None], *args: object, name: str) -> threading.Thread:
-    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-    thread.start()
-    return thread
-
-
 class Waiter:
     """Callers waiting for Redis to confirm ``count`` subscribe commands."""
 
@@ -86,21 +80,6 @@ class Waiter:
     def fail(self) -> None:
         self.failed = True
         self.done.set()
-
-
-def confirm_waiters(waiters: list[tuple[int, Waiter]], acked: int) -> list[tuple[int, Waiter]]:
-    """Confirm the waiters whose target confirmation ``acked`` reached; return the others.
-
-    A waiter's target counts the subscribe commands of its channel on its
-    connection: Redis confirms them in the order they were sent.
-    """
-    waiting = []
-    for target, waiter in waiters:
-        if target <= acked:
-            waiter.confirm()
-        else:
-            waiting.append((target, waiter))
-    return waiting
 
 
 class _Counts:
@@ -281,7 +260,11 @@ class Subscriber:
             moved = False
             if kind == self._kinds[1]:
                 counts.acked += 1
-                counts.waiters = confirm_waiters(counts.waiters, counts.acked)
+                waiting = counts.waiters
+                counts.waiters = [(target, w) for target, w in waiting if target > counts.acked]
+                for target, waiter in waiting:
+                    if target <= counts.acked:
+                        waiter.confirm()
                 if not counts.waiters:
                     self._awaited.discard(name)
             elif counts.leaving:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import threading
 import time
 import typing as t
 
@@ -29,27 +30,22 @@ from redis.exceptions import RedisClusterException
 from ....exceptions import BrokerError, SubscriptionClosed
 from .._channels import Channel, ListenerBase
 from .._scripts import as_text
-from .._subscriber import (
-    RECOVERY_PAUSE,
-    SUBSCRIBER_NAME,
-    Subscriber,
-    Waiter,
-    confirm_deadline,
-    paced,
-    spawn,
-)
+from .._subscriber import RECOVERY_PAUSE, SUBSCRIBER_NAME, Subscriber, confirm_deadline, paced
 from ._cursor import wire_id
 from ._scripts import keys
 
 if t.TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ....event import ServerSentEvent
     from .._scripts import Key
+    from .._subscriber import Waiter
     from ._subscription import ClusterSubscription, Item
     from .broker import RedisClusterBroker
 
 logger = logging.getLogger("flask_sse_push")
+
+_T = t.TypeVar("_T")
 
 #: Seconds of catching clients up in a row before other greenlets may run: a
 #: client of many channels costs more (its cursor holds a position per channel).
@@ -156,8 +152,13 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
         shard = self.shards.get(f"{host}:{port}")
         if shard is None or shard.dead:
             shard = self.shards[f"{host}:{port}"] = _Shard(self, host, port)
-            spawn(self._run, shard, name="flask_sse_push-cluster")
+            self._spawn(self._run, shard)
         return shard
+
+    def _spawn(self, target: Callable[[_T], None], arg: _T) -> None:
+        thread = threading.Thread(target=target, args=(arg,), name="flask_sse_push-cluster")
+        thread.daemon = True
+        thread.start()
 
     # -- one thread per shard connection -----------------------------------------------
 
@@ -215,7 +216,7 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                 return  # a recovery is under way and routes it again
             channel.held = []
         logger.info("Redis Cluster moved channel %r away from %s; following it.", name, shard.name)
-        spawn(self._recover, [name], name="flask_sse_push-cluster")
+        self._spawn(self._recover, [name])
 
     def _dispatch(self, name: str, key: Key, event: ServerSentEvent) -> None:
         channel = self.channels.get(name)
