@@ -252,27 +252,33 @@ class Subscriber:
                 logger.warning("Ignoring a malformed message on %s channel %r.", self.backend, name)
                 return False
             deliver(name, key, event)
-            return False
-        with self.lock:
-            counts = self._counts.get(name)
-            if counts is None or kind not in self._kinds:
-                return False
-            moved = False
-            if kind == self._kinds[1]:
-                counts.acked += 1
-                waiting = counts.waiters
-                counts.waiters = [(target, w) for target, w in waiting if target > counts.acked]
-                for target, waiter in waiting:
-                    if target <= counts.acked:
-                        waiter.confirm()
-                if not counts.waiters:
-                    self._awaited.discard(name)
-            elif counts.leaving:
-                counts.leaving -= 1
-            else:  # Redis dropped it by itself: its cluster slot moved
-                counts.on, moved = False, True
-            if not (counts.on or counts.waiters or counts.leaving or counts.acked < counts.sent):
-                del self._counts[name]  # nothing pending
-        if moved and dropped is not None:
-            dropped(name)
+        elif kind in self._kinds:
+            with self.lock:
+                moved = self._confirmed(name, subscribe=kind == self._kinds[1])
+            if moved and dropped is not None:
+                dropped(name)
         return kind == self._kinds[1]
+
+    def _confirmed(self, name: str, *, subscribe: bool) -> bool:
+        """Count Redis' confirmation of a command; return whether Redis dropped ``name``
+        by itself (its cluster slot moved). The caller holds the lock."""
+        counts = self._counts.get(name)
+        if counts is None:
+            return False
+        moved = False
+        if subscribe:
+            counts.acked += 1
+            waiting = counts.waiters
+            counts.waiters = [(target, w) for target, w in waiting if target > counts.acked]
+            for target, waiter in waiting:
+                if target <= counts.acked:
+                    waiter.confirm()
+            if not counts.waiters:
+                self._awaited.discard(name)
+        elif counts.leaving:
+            counts.leaving -= 1
+        else:
+            counts.on, moved = False, True
+        if not (counts.on or counts.waiters or counts.leaving or counts.acked < counts.sent):
+            del self._counts[name]  # nothing pending
+        return moved
