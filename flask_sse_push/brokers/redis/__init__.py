@@ -3,9 +3,10 @@
 - ``standalone/``: :class:`RedisBroker`, for one Redis server.
 - ``cluster/``: :class:`~flask_sse_push.brokers.redis_cluster.RedisClusterBroker`,
   for a Redis Cluster.
-- Shared by both: the client queue (``_queue``), the channel table and its
-  waiters (``_channels``), checks and the per-process listener slot
-  (``_common``), the Lua helpers and ids (``_scripts``).
+- Shared by both: the subscriber connection and its waiters (``_subscriber``),
+  the listeners' channel table (``_channels``), the client queue (``_queue``),
+  checks and the per-process listener slot (``_common``), the Lua helpers and
+  ids (``_scripts``).
 
 Importing this package imports redis-py: ``flask_sse_push.brokers`` imports it
 only when a ``redis://`` URL asks for it, so the ``redis`` extra stays optional.
