@@ -121,7 +121,7 @@ nitpick_ignore_regex += (
 # document (private modules, type aliases, base classes of no use to users).
 nitpick_ignore_regex += [
     # The brokers' private modules (brokers/redis/, brokers/redis/cluster/, ...).
-    (r"py:mod", r"(flask_sse_push\.brokers\.(redis\.)?((cluster|standalone)\.)?)?_\w+"),
+    (r"py:mod", r"\.*(flask_sse_push\.brokers\.(redis\.)?((cluster|standalone)\.)?)?_\w+"),
     (r"py:class", r"(flask_sse_push\.brokers\.redis\.)?(Key|Snapshot)"),
     (r"py:class", r"(flask_sse_push\.metrics\.)?Metrics"),
     (r"py:class", r"(flask_sse_push\.servers\.fastpath\.)?(DirectWriter|Carrier)"),

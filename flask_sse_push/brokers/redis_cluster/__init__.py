@@ -1,4 +1,4 @@
-"""Where :class:`RedisClusterBroker` is imported from; it lives in ``brokers/redis/cluster/``."""
+# Where RedisClusterBroker is imported from; it lives in brokers/redis/cluster/.
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from ..redis.cluster.broker import RedisClusterBroker
 from ..redis.cluster.broker import parse_cluster_url as parse_cluster_url
 
 __all__ = ["SCHEMES", "RedisClusterBroker"]
+
+# Its documentation is the broker module's.
+__doc__ = _broker.__doc__
 
 #: URL schemes that name a Redis Cluster.
 SCHEMES = _broker.SCHEMES
