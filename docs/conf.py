@@ -142,11 +142,16 @@ nitpick_ignore_regex += (
 nitpick_ignore_regex += [
     (r"py:(func|data)", r"flask_sse_push\.(data\.encode_data|stream\.STOP_ID)"),
     (r"py:func", r"(flask_sse_push\.validation\.)?decode_header_cursor"),
-    # Private modules, and the types of the Redis brokers' replay reads.
-    (r"py:mod", r"(flask_sse_push\.(.*\.)?)?_[a-z_]+"),
-    (r"py:class", r"(flask_sse_push\.(.*\.)?)?(Key|Snapshot|ChannelRead)"),
+    # Private modules (brokers/redis/_scripts, brokers/redis/cluster/_cursor, ...).
+    (r"py:mod", r"\.*(flask_sse_push\.(.*\.)?)?_\w+"),
+    (r"py:class", r"(flask_sse_push\.brokers\.redis\.)?(Key|Snapshot)"),
+    (r"py:class", r"(flask_sse_push\.metrics\.)?Metrics"),
+    (r"py:class", r"(flask_sse_push\.servers\.fastpath\.)?(DirectWriter|Carrier)"),
+    # The type variable of the generic ParkingLot, shown among its bases.
+    (r"py:obj", r"flask_sse_push\.brokers\.handoff\._R"),
     # gunicorn's own classes, the bases of the worker class.
     (r"py:class", r"gunicorn\..*"),
+    (r"py:class", r"(flask_sse_push\.brokers\.redis\.cluster\._cursor\.)?ChannelRead"),
     # redis-py's cluster client, named by its short name in annotations.
     (r"py:class", r"RedisCluster"),
 ]

@@ -217,8 +217,8 @@ class SSEPush:
         ``EventSource`` stops. One that raises later ends with a ``retry:`` hint.
 
         :raises TypeError: ``source`` is not a plain iterable (an async
-            generator, a generator function not called, a ``str``...; see
-            :func:`~flask_sse_push.stream.check_source`).
+            generator, a generator function not called, a ``str``, a mapping
+            or a single event); the message says what to pass instead.
 
         .. versionadded:: 0.1
         """

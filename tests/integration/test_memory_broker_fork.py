@@ -12,7 +12,7 @@ import typing as t
 import pytest
 
 from flask_sse_push import MemoryBroker, ServerSentEvent, Subscription
-from flask_sse_push.brokers import _memory_state
+from flask_sse_push.brokers.memory import _state as _memory_state
 
 
 def _reset_reason(subscription: Subscription) -> str | None:

@@ -33,7 +33,8 @@ def test_wheel_ships_py_typed_and_no_tests_or_example(tmp_path: Path) -> None:
     # The browser client and its types, served by the blueprint at <prefix>/client.js.
     assert "flask_sse_push/static/client.js" in names
     assert "flask_sse_push/static/client.d.ts" in names
-    assert "flask_sse_push/brokers/memory.py" in names
+    assert "flask_sse_push/brokers/memory/broker.py" in names
+    assert "flask_sse_push/brokers/redis/cluster/broker.py" in names
     top_level = {name.split("/")[0] for name in names}
     assert {name for name in top_level if not name.endswith(".dist-info")} == {"flask_sse_push"}
     assert not [name for name in names if name.startswith(("tests/", "example_app/"))]

@@ -21,8 +21,8 @@ from flask_sse_push import (
     Publisher,
     ServerSentEvent,
 )
-from flask_sse_push.brokers._redis_scripts import parse_id
 from flask_sse_push.brokers.redis import RedisBroker
+from flask_sse_push.brokers.redis._scripts import parse_id
 from tests.support.redis_helpers import (
     Inspector,
     redis_client,

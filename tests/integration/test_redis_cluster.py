@@ -12,8 +12,8 @@ import pytest
 
 from flask_sse_push import ServerSentEvent
 from flask_sse_push.brokers import broker_from_url
-from flask_sse_push.brokers._cluster_cursor import decode_positions, encode_positions, wire_id
-from flask_sse_push.brokers._cluster_scripts import keys
+from flask_sse_push.brokers.redis.cluster._cursor import decode_positions, encode_positions, wire_id
+from flask_sse_push.brokers.redis.cluster._scripts import keys
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker, parse_cluster_url
 from tests.support.redis_helpers import reconnecting_clients, take
 
@@ -345,7 +345,6 @@ from gevent import monkey; monkey.patch_all()
 import json, sys, time
 import gevent
 from gevent.threadpool import ThreadPool
-from flask_sse_push import ServerSentEvent
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker
 broker = RedisClusterBroker.from_url(sys.argv[1], prefix=sys.argv[2])
 sub = broker.subscribe(["t0", "t1", "t2"])

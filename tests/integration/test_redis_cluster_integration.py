@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from flask_sse_push import Publisher
-from flask_sse_push.brokers._cluster_scripts import keys
 from flask_sse_push.brokers.redis import SUBSCRIBER_NAME
+from flask_sse_push.brokers.redis.cluster._scripts import keys
 from tests.support.redis_helpers import SSEClient, pump
 from tests.support.servers import gunicorn
 

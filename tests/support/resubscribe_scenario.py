@@ -36,7 +36,7 @@ import uuid
 from redis.crc import key_slot
 
 from flask_sse_push import Publisher
-from flask_sse_push.brokers._cluster_scripts import keys
+from flask_sse_push.brokers.redis.cluster._scripts import keys
 from tests.support.cluster_helpers import RedisCluster
 from tests.support.redis_helpers import SSEClient, pump
 from tests.support.servers import RedisServer, start_gunicorn, stop

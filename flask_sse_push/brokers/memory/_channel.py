@@ -18,16 +18,16 @@ import collections
 import threading
 import typing as t
 
-from ..exceptions import SubscriptionClosed
-from .base import Subscription
-from .handoff import ParkingLot, defer_once
+from ...exceptions import SubscriptionClosed
+from ..base import Subscription
+from ..handoff import ParkingLot, defer_once
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ..event import ServerSentEvent
-    from ._memory_state import Incarnation
-    from .handoff import Consumer
+    from ...event import ServerSentEvent
+    from ..handoff import Consumer
+    from ._state import Incarnation
 
 #: Histories up to this long are lists: ``del history[0]`` moves that many pointers.
 _SHORT_HISTORY = 32

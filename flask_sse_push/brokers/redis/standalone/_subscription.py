@@ -1,21 +1,21 @@
 """One client's subscription to the Redis broker: a bounded queue and its handover.
 
-The process' listener (:mod:`._redis_listener`) fills it; the client's request
-thread drains it (:mod:`._redis_queue` has the queue both Redis brokers share).
+The process' listener (:mod:`._listener`) fills it; the client's request
+thread drains it (:mod:`.._queue` has the queue both Redis brokers share).
 """
 
 from __future__ import annotations
 
 import typing as t
 
-from ._redis_queue import QueuedSubscription
-from ._redis_scripts import ZERO, format_id
-from .base import reset_event
+from ...base import reset_event
+from .._queue import QueuedSubscription
+from .._scripts import ZERO, format_id
 
 if t.TYPE_CHECKING:
-    from ..event import ServerSentEvent
-    from ._redis_listener import Listener
-    from ._redis_scripts import Key, Snapshot
+    from ....event import ServerSentEvent
+    from .._scripts import Key, Snapshot
+    from ._listener import Listener
 
 
 class RedisSubscription(QueuedSubscription["Listener", "tuple[Key, ServerSentEvent]"]):

@@ -12,14 +12,14 @@ import os
 import threading
 import typing as t
 
-from ..exceptions import SubscriptionClosed
+from ...exceptions import SubscriptionClosed
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..event import ServerSentEvent
-    from ..exceptions import BrokerError
-    from ._redis_channels import Waiter
+    from ...event import ServerSentEvent
+    from ...exceptions import BrokerError
+    from ._subscriber import Waiter
 
 
 def check_names(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -41,7 +41,7 @@ def check_sizes(broker: str, history: int, queue_size: int) -> None:
 def publish_args(
     channel: str, history: int, message: str, event: ServerSentEvent, fields: list[str]
 ) -> list[t.Any]:
-    """ARGV of both publish scripts (see :data:`._redis_scripts.LUA_PUBLISH_HELPERS`)."""
+    """ARGV of both publish scripts (see :data:`._scripts.LUA_PUBLISH_HELPERS`)."""
     return [
         channel,
         history,

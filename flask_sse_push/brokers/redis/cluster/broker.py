@@ -8,8 +8,8 @@ What it keeps, for the prefix ``P`` (default ``sse:``) and a channel ``C``:
 
 ``{C}`` is a hash tag, so the three share one slot: a publish is one script on
 the shard that owns the channel, and publishes of different channels spread
-over the shards. Ids and cursors are described in :mod:`._cluster_cursor`, the
-per-shard subscriber connections in :mod:`._cluster_listener`.
+over the shards. Ids and cursors are described in :mod:`._cursor`, the
+per-shard subscriber connections in :mod:`._listener`.
 """
 
 from __future__ import annotations
@@ -26,22 +26,18 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
-from ..exceptions import BrokerError
-from ..validation import check_channel
-from ._acl import RIGHTS_SCRIPT, refused_message, rights_args
-from ._cluster_cursor import ChannelRead, decode_positions, foreign_verdict, verdict, wire_id
-from ._cluster_listener import ClusterListener
-from ._cluster_scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
-from ._cluster_subscription import ClusterSubscription
-from ._redis_common import (
+from ....exceptions import BrokerError
+from ....validation import check_channel
+from ...base import Broker, Subscription, reset_event
+from .._acl import RIGHTS_SCRIPT, refused_message, rights_args
+from .._common import (
     ProcessListener,
     check_names,
     check_sizes,
     open_subscription,
     publish_args,
 )
-from ._redis_listener import SUBSCRIBER_NAME
-from ._redis_scripts import (
+from .._scripts import (
     ZERO,
     as_text,
     decode_entry,
@@ -50,14 +46,18 @@ from ._redis_scripts import (
     optional_key,
     parse_id,
 )
-from .base import Broker, Subscription, reset_event
+from .._subscriber import SUBSCRIBER_NAME
+from ._cursor import ChannelRead, decode_positions, foreign_verdict, verdict, wire_id
+from ._listener import ClusterListener
+from ._scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
+from ._subscription import ClusterSubscription
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
-    from ..event import ServerSentEvent
-    from ._cluster_subscription import Item
-    from ._redis_scripts import Key
+    from ....event import ServerSentEvent
+    from .._scripts import Key
+    from ._subscription import Item
 
 __all__ = ["ACL_COMMANDS", "SCHEMES", "RedisClusterBroker"]
 
@@ -75,6 +75,9 @@ ERRORS = (redis.RedisError, OSError, RedisClusterException)
 
 #: URL schemes that name a Redis Cluster.
 SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
+
+#: A resumed cursor: each channel's start (``None``: not known), its read, its verdict.
+Resumed = tuple[list["Key | None"], list[ChannelRead], list[str]]
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, t.Any]]:
@@ -118,7 +121,7 @@ class RedisClusterBroker(Broker):
     A stream of one channel gets the entry ids as SSE ids, as with
     :class:`~flask_sse_push.brokers.redis.RedisBroker`. A stream of several
     channels gets a composite cursor as SSE id, a position per channel (see
-    :mod:`flask_sse_push.brokers._cluster_cursor`), so it resumes exactly on
+    :mod:`flask_sse_push.brokers.redis.cluster._cursor`), so it resumes exactly on
     any worker even when the shards' clocks disagree. :meth:`publish` still
     returns the entry id (or the user-supplied one).
 
@@ -371,46 +374,13 @@ class RedisClusterBroker(Broker):
             return sub.go_live([], [], tails, tails)
         positions = decode_positions(last_event_id, len(names))
         plain = parse_id(last_event_id)
-        exact = [True] * len(names)
-        user_id = None
-        if positions is None:
-            if plain is not None:
-                positions = [plain] * len(names)
-                exact = [len(names) == 1] * len(names)
-            else:
-                user_id = last_event_id
-        starts: list[Key | None] = list(positions) if positions else [None] * len(names)
-        reads = [
-            self.read_channel(name, start, user_id)
-            for name, start in zip(names, starts, strict=True)
-        ]
-        if user_id is not None:
-            found = [read.found for read in reads if read.found is not None]
-            if found:
-                # The entry of the user id is the position on its channel, a time elsewhere.
-                newest = max(found)
-                starts = [newest] * len(names)
-                exact = [read.found is not None for read in reads]
-                if len(names) > 1:
-                    reads = [
-                        read if read.found is not None else self.read_channel(name, newest)
-                        for name, read in zip(names, reads, strict=True)
-                    ]
-        verdicts = []
-        for start, read, is_exact in zip(starts, reads, exact, strict=True):
-            if start is None:
-                verdicts.append("unknown")
-            elif plain is not None and len(names) == 1:
-                verdicts.append(foreign_verdict(start, read))
-            else:
-                verdicts.append(verdict(start, read, strict=is_exact))
-        if plain is not None and len(names) > 1 and positions is not None:
-            # A plain id over several channels must be one of theirs.
-            if not any(
-                start is not None and verdict(start, read, strict=True) == "ok"
-                for start, read in zip(starts, reads, strict=True)
-            ):
-                verdicts = ["unknown"] * len(names)
+        if positions is not None:
+            resumed = self._resume_composite(names, positions)
+        elif plain is not None:
+            resumed = self._resume_plain(names, plain)
+        else:
+            resumed = self._resume_application_id(names, last_event_id)
+        starts, reads, verdicts = resumed
         through = [read.tail or ZERO for read in reads]
         backlog: list[Item] = []
         begin = list(through)
@@ -427,6 +397,39 @@ class RedisClusterBroker(Broker):
             reason = "unknown" if "unknown" in bad else "expired"
             first.append(reset_event(last_event_id, wire_id(through), reason))
         return sub.go_live(first, backlog, begin, through)
+
+    def _resume_composite(self, names: Sequence[str], positions: Sequence[Key]) -> Resumed:
+        """A composite cursor: a position this broker issued on each channel."""
+        reads = [self.read_channel(n, p) for n, p in zip(names, positions, strict=True)]
+        verdicts = [verdict(p, r, strict=True) for p, r in zip(positions, reads, strict=True)]
+        return list(positions), reads, verdicts
+
+    def _resume_plain(self, names: Sequence[str], plain: Key) -> Resumed:
+        """A plain entry id: a channel's own, or (ids are times) one from elsewhere."""
+        reads = [self.read_channel(name, plain) for name in names]
+        if len(names) == 1:
+            return [plain], reads, [foreign_verdict(plain, reads[0])]
+        # A plain id over several channels must be one of theirs.
+        if not any(verdict(plain, read, strict=True) == "ok" for read in reads):
+            return [plain] * len(names), reads, ["unknown"] * len(names)
+        return [plain] * len(names), reads, [verdict(plain, r, strict=False) for r in reads]
+
+    def _resume_application_id(self, names: Sequence[str], user_id: str) -> Resumed:
+        """An id the application gave an event: found on (at most) one of the channels."""
+        reads = [self.read_channel(name, None, user_id) for name in names]
+        found = [read.found for read in reads if read.found is not None]
+        if not found:
+            return [None] * len(names), reads, ["unknown"] * len(names)
+        # The entry of the user id is the position on its channel, a time elsewhere.
+        newest = max(found)
+        exact = [read.found is not None for read in reads]
+        if len(names) > 1:
+            reads = [
+                read if read.found is not None else self.read_channel(name, newest)
+                for name, read in zip(names, reads, strict=True)
+            ]
+        verdicts = [verdict(newest, r, strict=e) for r, e in zip(reads, exact, strict=True)]
+        return [newest] * len(names), reads, verdicts
 
     def cursor(self, channels: Sequence[str]) -> str:
         names = sorted({check_channel(name) for name in channels})

@@ -10,7 +10,7 @@ touches.
 
 from __future__ import annotations
 
-from ._redis_scripts import LUA_PUBLISH_HELPERS
+from .._scripts import LUA_PUBLISH_HELPERS
 
 # KEYS: stream, ids. ARGV: sharded channel, history, message, has user id
 # ("1"/"0"), user id, then the entry's field/value pairs. The id is the shard's

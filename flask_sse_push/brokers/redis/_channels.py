@@ -1,10 +1,10 @@
-"""What both Redis listeners keep per channel: its subscriptions, and who waits for Redis.
+"""What both Redis listeners share: the table of channels, and subscribing them.
 
-A listener (:mod:`._redis_listener`, :mod:`._cluster_listener`) reference-counts
-channels: the first local subscription of a channel subscribes it on Redis, the
-last one to leave unsubscribes it. How and where each does that is its own part;
-the table of channels and subscriptions, the waiters for Redis' confirmations,
-reading an announcement and the reconnection backoff are shared here.
+A listener (:mod:`.standalone._listener`, :mod:`.cluster._listener`) reference-counts
+channels: the first local subscription of a channel subscribes it on Redis, on
+the connection (:mod:`._subscriber`) the listener picks for it, and the last one
+to leave unsubscribes it. Connecting, and recovering from a broken connection,
+are each listener's own part.
 """
 
 from __future__ import annotations
@@ -15,48 +15,16 @@ import random
 import threading
 import typing as t
 
-from ._redis_scripts import as_text, decode_announcement
+import redis
+
+from ._subscriber import Waiter
 
 if t.TYPE_CHECKING:
-    from ..event import ServerSentEvent
-    from ._redis_scripts import Key
+    from collections.abc import Iterable
+
+    from ._subscriber import Subscriber
 
 logger = logging.getLogger("flask_sse_push")
-
-
-class Waiter:
-    """Callers waiting for Redis to confirm ``count`` subscribe commands."""
-
-    def __init__(self, count: int) -> None:
-        self.remaining = count
-        self.failed = False
-        self.done = threading.Event()
-        if count <= 0:
-            self.done.set()
-
-    def confirm(self) -> None:
-        self.remaining -= 1
-        if self.remaining <= 0:
-            self.done.set()
-
-    def fail(self) -> None:
-        self.failed = True
-        self.done.set()
-
-
-def confirm_waiters(waiters: list[tuple[int, Waiter]], acked: int) -> list[tuple[int, Waiter]]:
-    """Confirm the waiters whose target confirmation ``acked`` reached; return the others.
-
-    A waiter's target counts the subscribe commands of its channel on its
-    connection: Redis confirms them in the order they were sent.
-    """
-    waiting = []
-    for target, waiter in waiters:
-        if target <= acked:
-            waiter.confirm()
-        else:
-            waiting.append((target, waiter))
-    return waiting
 
 
 class Member(t.Protocol):
@@ -87,13 +55,9 @@ class ListenerBase(t.Generic[_S, _C]):
     The methods that touch them are called holding :attr:`lock`.
     """
 
-    #: Where the listener listens, for log messages.
-    backend = "Redis"
     #: Whether it was closed for good, so the broker makes a new one (the
     #: cluster's); the single-node listener goes back to idle instead.
     closed = False
-    #: Seconds of silence before the listener pings Redis, and then gives up.
-    health_interval = 10.0
     #: Reconnection delays, in seconds (doubling, with jitter): set by each listener.
     backoff_min: float
     backoff_max: float
@@ -107,6 +71,47 @@ class ListenerBase(t.Generic[_S, _C]):
     def _new_channel(self) -> _C:
         raise NotImplementedError
 
+    def _connection(self, name: str, channel: _C, *, route: bool = False) -> Subscriber | None:
+        """The connection ``channel`` is subscribed on; with ``route``, picked if none."""
+        raise NotImplementedError
+
+    def _subscribe(self, names: Iterable[str]) -> Waiter:
+        """Subscribe ``names`` where not yet; the caller holds the lock.
+
+        The waiter is done when Redis confirmed each of them.
+
+        :raises redis.ConnectionError: a connection is closed.
+        """
+        targets = []
+        fresh: dict[Subscriber, list[str]] = {}
+        for name in names:
+            conn = self._connection(name, self.channels[name], route=True)
+            assert conn is not None  # routed
+            if conn.open and not conn.subscribed(name):
+                fresh.setdefault(conn, []).append(name)
+            targets.append((conn, name))
+        for conn, batch in fresh.items():
+            conn.send(batch)
+        waiter = Waiter(len(targets))
+        for conn, name in targets:
+            conn.expect(name, waiter)
+        return waiter
+
+    def detach(self, sub: _S) -> None:
+        """Unregister ``sub``; unsubscribe the channels nobody here wants any more."""
+        with self.lock:
+            gone: dict[Subscriber, list[str]] = {}
+            for name, channel in self._leave(sub):
+                conn = self._connection(name, channel)
+                if conn is not None and conn.open and conn.subscribed(name):
+                    gone.setdefault(conn, []).append(name)
+            for conn, names in gone.items():
+                try:
+                    conn.send(names, subscribe=False)
+                except (redis.RedisError, OSError) as exc:
+                    # The connection's thread finds it broken too, and recovers.
+                    logger.debug("Could not unsubscribe on %s: %s", conn.backend, exc)
+
     def _backoff(self, failures: int) -> float:
         """Seconds to wait before reconnection attempt ``failures + 1``.
 
@@ -115,14 +120,6 @@ class ListenerBase(t.Generic[_S, _C]):
         """
         delay = min(self.backoff_min * 2.0 ** min(failures - 1, 10), self.backoff_max)
         return delay * random.uniform(0.8, 1.2)
-
-    def _announcement(self, payload: object, channel: str) -> tuple[Key, ServerSentEvent] | None:
-        """Decode a pub/sub announcement; log and return ``None`` if it is malformed."""
-        try:
-            return decode_announcement(as_text(payload))
-        except (ValueError, KeyError, TypeError):
-            logger.warning("Ignoring a malformed message on %s channel %r.", self.backend, channel)
-            return None
 
     def _join(self, sub: _S) -> list[tuple[str, _C]]:
         """Add ``sub`` to each of its channels, made if new; return them."""
@@ -138,7 +135,7 @@ class ListenerBase(t.Generic[_S, _C]):
         return joined
 
     def _leave(self, sub: _S) -> list[tuple[str, _C]]:
-        """Remove ``sub`` from its channels; return those nobody here wants now.
+        """Remove ``sub`` from its channels; drop and return those nobody here wants now.
 
         Nothing, if ``sub`` had left already.
         """
@@ -153,6 +150,7 @@ class ListenerBase(t.Generic[_S, _C]):
                 continue
             channel.subs = tuple(s for s in channel.subs if s is not sub)
             if not channel.subs:
+                del self.channels[name]
                 emptied.append((name, channel))
         return emptied
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import typing as t
 
-from ..validation import MAX_EVENT_ID_LENGTH
-from ._redis_scripts import ZERO, format_id, parse_id
+from ....validation import MAX_EVENT_ID_LENGTH
+from .._scripts import ZERO, format_id, parse_id
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._redis_scripts import Entry, Key
+    from .._scripts import Entry, Key
 
 #: Marks a composite cursor; entry ids and user ids never start with it here.
 COMPOSITE = "~"

@@ -21,14 +21,14 @@ import threading
 import time
 import typing as t
 
-from ..exceptions import SubscriptionClosed
-from ._memory_channel import Channel, Mailbox
-from .base import reset_event
+from ...exceptions import SubscriptionClosed
+from ..base import reset_event
+from ._channel import Channel, Mailbox
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ..event import ServerSentEvent
+    from ...event import ServerSentEvent
 
 #: Slots of :attr:`Incarnation.forgotten`: more slots, fewer needless resets.
 FORGOTTEN_SLOTS = 1024
@@ -168,7 +168,7 @@ class Incarnation:
             for mailbox in mailboxes:
                 self._drop(mailbox, SubscriptionClosed("broker closed"))
 
-    # Called by mailboxes and channels (see ._memory_channel).
+    # Called by mailboxes and channels (see ._channel).
 
     def _park(self, mailbox: Mailbox) -> None:
         """Park ``mailbox`` in its channel's lot while its reader waits with a consumer."""

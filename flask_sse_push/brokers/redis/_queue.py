@@ -13,13 +13,13 @@ import collections
 import threading
 import typing as t
 
-from ..exceptions import SubscriptionClosed
-from .base import Subscription
-from .handoff import defer_once
+from ...exceptions import SubscriptionClosed
+from ..base import Subscription
+from ..handoff import defer_once
 
 if t.TYPE_CHECKING:
-    from ..event import ServerSentEvent
-    from .handoff import Consumer
+    from ...event import ServerSentEvent
+    from ..handoff import Consumer
 
 
 class Detaching(t.Protocol):

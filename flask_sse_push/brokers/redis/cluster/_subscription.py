@@ -1,6 +1,6 @@
 """One client's subscription to the cluster broker: a bounded queue, a position per channel.
 
-The process' listener (:mod:`._cluster_listener`) fills it from the shards'
+The process' listener (:mod:`._listener`) fills it from the shards'
 connections; the client's request thread drains it with :meth:`get`. Each
 channel's position is the newest id of that channel the client has (or never
 needs), so a late event of one shard never hides an earlier one of another,
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import typing as t
 
-from ._cluster_cursor import ChannelRead, verdict, wire_id
-from ._redis_queue import QueuedSubscription
-from ._redis_scripts import ZERO
-from .base import reset_event
+from ...base import reset_event
+from .._queue import QueuedSubscription
+from .._scripts import ZERO
+from ._cursor import ChannelRead, verdict, wire_id
 
 if t.TYPE_CHECKING:
-    from ..event import ServerSentEvent
-    from ._cluster_listener import ClusterListener
-    from ._redis_scripts import Key
+    from ....event import ServerSentEvent
+    from .._scripts import Key
+    from ._listener import ClusterListener
 
 #: A live or replayed event: its channel, its entry id, the event.
 Item: t.TypeAlias = "tuple[str, Key, ServerSentEvent]"

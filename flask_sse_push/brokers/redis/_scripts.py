@@ -3,7 +3,7 @@
 An entry id is ``"<milliseconds>-<sequence>"``, Redis' stream id format; as a
 :data:`Key` tuple it compares like the ids do. Both scripts run atomically in
 Redis, which is what makes a publish (store and announce) and a read (clock and
-entries) consistent. The key layout is described in :mod:`.redis`.
+entries) consistent. The key layout is described in :mod:`.standalone.broker`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import re
 import typing as t
 
-from ..event import ServerSentEvent
+from ...event import ServerSentEvent
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable

@@ -19,8 +19,8 @@ Each process holds one subscriber connection, read by one background thread (a
 greenlet under gunicorn's gevent worker), that fans out to per-client queues.
 
 The pieces live in private modules: the scripts and id handling in
-:mod:`._redis_scripts`, the listener in :mod:`._redis_listener`, and a client's
-queue in :mod:`._redis_subscription`. This module is the public one.
+:mod:`.._scripts`, the listener in :mod:`._listener`, and a client's
+queue in :mod:`._subscription`. This module is the public one.
 """
 
 from __future__ import annotations
@@ -34,20 +34,19 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ..exceptions import BrokerError
-from ..servers import os_lock, os_thread_local, thread_bound_sockets
-from ..validation import check_channel
-from ._acl import RIGHTS_SCRIPT, refused_message, rights_args
-from ._redis_common import (
+from ....exceptions import BrokerError
+from ....servers import os_lock, os_thread_local, thread_bound_sockets
+from ....validation import check_channel
+from ...base import Broker, Subscription, reset_event
+from .._acl import RIGHTS_SCRIPT, refused_message, rights_args
+from .._common import (
     ProcessListener,
     check_names,
     check_sizes,
     open_subscription,
     publish_args,
 )
-from ._redis_listener import SUBSCRIBER_NAME as SUBSCRIBER_NAME  # public: CLIENT LIST shows it
-from ._redis_listener import Listener
-from ._redis_scripts import (
+from .._scripts import (
     PUBLISH_SCRIPT,
     READ_SCRIPT,
     Snapshot,
@@ -58,14 +57,15 @@ from ._redis_scripts import (
     optional_key,
     parse_id,
 )
-from ._redis_subscription import RedisSubscription
-from .base import Broker, Subscription, reset_event
+from .._subscriber import SUBSCRIBER_NAME as SUBSCRIBER_NAME  # public: CLIENT LIST shows it
+from ._listener import Listener
+from ._subscription import RedisSubscription
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ..event import ServerSentEvent
-    from ._redis_scripts import Key
+    from ....event import ServerSentEvent
+    from .._scripts import Key
 
 __all__ = ["RedisBroker"]
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import typing as t
 
-from ._memory_state import Incarnation
-from .base import Broker, Subscription
+from ..base import Broker, Subscription
+from ._state import Incarnation
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ..event import ServerSentEvent
+    from ...event import ServerSentEvent
 
 
 class MemoryBroker(Broker):

@@ -1,0 +1,284 @@
+"""One pub/sub connection, as both Redis listeners hold it.
+
+The single-node listener holds one; the cluster listener one per shard, with
+sharded pub/sub (``SSUBSCRIBE``). A connection sends the subscribe and
+unsubscribe commands, counts Redis' confirmations and releases those waiting for
+them, pings Redis when it falls silent, and reads in batches that let other
+greenlets run. Redis confirms one connection's subscribe commands in the order
+they were sent, so counting them per channel tells which confirmation a waiter
+needs, even when the channel is dropped and wanted again before Redis answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import typing as t
+
+import redis
+
+from ._scripts import as_text, decode_announcement
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from ...event import ServerSentEvent
+    from ._scripts import Key
+
+logger = logging.getLogger("flask_sse_push")
+
+#: The name every subscriber connection has in ``CLIENT LIST``.
+SUBSCRIBER_NAME = "flask_sse_push:subscriber"
+#: Replies read in a row before other greenlets may run.
+DISPATCH_BATCH = 128
+#: Channels named in one subscribe command, and handled in one step of a
+#: resubscribe or catch-up: few round trips, and no step holds the worker long.
+BATCH = 500
+#: Seconds to pause between two such steps. Not 0: gevent runs up to 50
+#: ``sleep(0)`` wake-ups in a row before it looks at its timers and sockets, so
+#: steps that yield with ``sleep(0)`` still add up to a long stall.
+RECOVERY_PAUSE = 0.001
+#: Seconds added per channel to a deadline for Redis' confirmations (Redis
+#: confirms a few thousand a second even on a busy host), so no count is too many.
+CONFIRM_ALLOWANCE = 0.002
+#: Seconds of silence before a connection pings Redis, and then gives up.
+HEALTH_INTERVAL = 10.0
+
+_T = t.TypeVar("_T")
+#: Takes a message: its channel name, entry id and event.
+Deliver = t.Callable[[str, "Key", "ServerSentEvent"], None]
+
+
+def paced(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    """``items`` a :data:`BATCH` at a time, pausing :data:`RECOVERY_PAUSE` after each."""
+    for start in range(0, len(items), BATCH):
+        yield items[start : start + BATCH]
+        time.sleep(RECOVERY_PAUSE)
+
+
+def confirm_deadline(base: float, channels: int) -> float:
+    """The :func:`time.monotonic` time by which Redis should confirm ``channels``."""
+    return time.monotonic() + base + channels * CONFIRM_ALLOWANCE
+
+
+class Waiter:
+    """Callers waiting for Redis to confirm ``count`` subscribe commands."""
+
+    def __init__(self, count: int) -> None:
+        self.remaining = count
+        self.failed = False
+        self.done = threading.Event()
+        if count <= 0:
+            self.done.set()
+
+    def confirm(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self.done.set()
+
+    def fail(self) -> None:
+        self.failed = True
+        self.done.set()
+
+
+class _Counts:
+    """One channel on one connection."""
+
+    __slots__ = ("on", "sent", "acked", "leaving", "waiters")
+
+    def __init__(self, waiters: list[tuple[int, Waiter]]) -> None:
+        self.on = False  # the last command sent (or to send once open) is a subscribe
+        self.sent = self.acked = 0  # subscribe commands sent, and confirmed
+        self.leaving = 0  # unsubscribe commands not confirmed yet
+        self.waiters = waiters  # (the confirmation it needs, waiter)
+
+
+class Subscriber:
+    """One pub/sub connection: what was subscribed on it, who waits, and its reader.
+
+    Whichever thread needs a command writes it holding :attr:`lock` (the
+    listener's), as it does to call any method but :meth:`read`: only the
+    thread of this connection reads.
+
+    :param sharded: ``SSUBSCRIBE`` (a cluster shard) rather than ``SUBSCRIBE``.
+    :param commands: the commands that subscribe (or unsubscribe) channel names.
+    :param name_of: a channel name from the Redis channel of a reply.
+    """
+
+    def __init__(
+        self,
+        lock: threading.Lock,
+        *,
+        sharded: bool,
+        commands: Callable[[str, Sequence[str]], list[tuple[str, ...]]],
+        name_of: Callable[[object], str],
+    ) -> None:
+        self.lock = lock
+        self.conn: t.Any = None
+        self.open = False  # commands may be sent
+        self.dead = False  # for good: waiters fail at once
+        self.backend = "Redis Cluster" if sharded else "Redis"
+        self._kinds = (
+            ("smessage", "ssubscribe", "sunsubscribe")
+            if sharded
+            else ("message", "subscribe", "unsubscribe")
+        )
+        self._commands = commands
+        self._name_of = name_of
+        self._counts: dict[str, _Counts] = {}
+        self._awaited: set[str] = set()  # the channels with waiters
+
+    def opened(self, conn: t.Any) -> None:
+        """Count afresh on ``conn``; a waiter kept waits for its first subscribe."""
+        self.conn, self.open = conn, True
+        self._counts = {name: _Counts(self._counts[name].waiters) for name in self._awaited}
+
+    def subscribed(self, name: str) -> bool:
+        counts = self._counts.get(name)
+        return counts is not None and counts.on
+
+    def send(self, names: Sequence[str], *, subscribe: bool = True) -> None:
+        """Subscribe (or unsubscribe) ``names``.
+
+        :raises redis.ConnectionError: the connection is closed.
+        """
+        if not names:
+            return
+        for name in names:
+            counts = self._get(name)
+            counts.on = subscribe
+            counts.sent += subscribe
+            counts.leaving += not subscribe
+        command = self._kinds[1 if subscribe else 2].upper()
+        self._write(self._commands(command, names), command)
+
+    def expect(self, name: str, waiter: Waiter) -> None:
+        """Confirm ``waiter`` once Redis confirmed the last subscribe of ``name``
+        (before the connection is open, its first one)."""
+        counts = self._get(name)
+        target = max(counts.sent, 1)
+        if self.dead:
+            waiter.fail()
+        elif counts.acked >= target:
+            waiter.confirm()
+        else:
+            counts.waiters.append((target, waiter))
+            self._awaited.add(name)
+
+    def lost(self, *, dead: bool = False) -> None:
+        """The connection broke (``dead``: for good); fail the waiters."""
+        self.open = False
+        self.dead = self.dead or dead
+        for name in self._awaited:
+            for _, waiter in self._counts[name].waiters:
+                waiter.fail()
+            self._counts[name].waiters = []
+        self._awaited.clear()
+
+    def _get(self, name: str) -> _Counts:
+        counts = self._counts.get(name)
+        if counts is None:
+            counts = self._counts[name] = _Counts([])
+        return counts
+
+    def _write(self, commands: list[tuple[str, ...]], what: str) -> None:
+        conn = self.conn
+        if conn is None or not self.open or not conn.is_connected:
+            # Never let redis-py reconnect here: the connection's thread owns that.
+            raise redis.ConnectionError("the Redis subscriber connection is closed")
+        try:
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        except Exception as exc:
+            # Also what a send racing the listener's own disconnect raises.
+            raise redis.ConnectionError(f"could not send {what}: {exc}") from exc
+
+    # -- the reader ------------------------------------------------------------------
+
+    def read(
+        self,
+        until: Callable[[], bool],
+        deliver: Deliver,
+        *,
+        deadline: float | None = None,
+        dropped: Callable[[str], None] | None = None,
+    ) -> None:
+        """Read replies until ``until()``; hand each message to ``deliver``.
+
+        :param deadline: the :func:`time.monotonic` time by which ``until()``
+            must be true.
+        :param dropped: called with each channel Redis unsubscribed by itself.
+        :raises redis.RedisError: the connection broke, Redis fell silent, or the
+            deadline passed.
+        """
+        conn = self.conn
+        heard = time.monotonic()
+        pinged = False
+        read = confirmed = 0
+        while not until():
+            if deadline is not None and time.monotonic() > deadline:
+                raise redis.TimeoutError("Redis did not confirm the subscriptions in time")
+            if not conn.is_connected:
+                raise redis.ConnectionError("the Redis subscriber connection was closed")
+            if not conn.can_read(timeout=1.0 if deadline is None else 0.5):
+                if time.monotonic() - heard > HEALTH_INTERVAL:
+                    if pinged:
+                        raise redis.TimeoutError("Redis did not answer PING")
+                    with self.lock:
+                        self._write([("PING",)], "PING")
+                    heard, pinged = time.monotonic(), True
+                continue
+            reply = conn.read_response(push_request=True)
+            heard, pinged = time.monotonic(), False
+            confirmed += self._take(reply, deliver, dropped)
+            read += 1
+            if read % DISPATCH_BATCH == 0:
+                # A backlog is read from the buffer without blocking: let the
+                # streams drain their queues and the other requests run. The
+                # confirmations of thousands of channels (a resubscribe) may
+                # come on several connections at once: those wait for a timer.
+                time.sleep(RECOVERY_PAUSE if confirmed else 0)
+                confirmed = 0
+
+    def _take(self, reply: t.Any, deliver: Deliver, dropped: Callable[[str], None] | None) -> bool:
+        """Handle one reply; return whether it confirmed a subscribe."""
+        if not isinstance(reply, list) or len(reply) < 3:
+            return False  # PONG
+        kind, name = as_text(reply[0]), self._name_of(reply[1])
+        if kind == self._kinds[0]:
+            try:
+                key, event = decode_announcement(as_text(reply[2]))
+            except (ValueError, KeyError, TypeError):
+                logger.warning("Ignoring a malformed message on %s channel %r.", self.backend, name)
+                return False
+            deliver(name, key, event)
+        elif kind in self._kinds:
+            with self.lock:
+                moved = self._confirmed(name, subscribe=kind == self._kinds[1])
+            if moved and dropped is not None:
+                dropped(name)
+        return kind == self._kinds[1]
+
+    def _confirmed(self, name: str, *, subscribe: bool) -> bool:
+        """Count Redis' confirmation of a command; return whether Redis dropped ``name``
+        by itself (its cluster slot moved). The caller holds the lock."""
+        counts = self._counts.get(name)
+        if counts is None:
+            return False
+        moved = False
+        if subscribe:
+            counts.acked += 1
+            waiting = counts.waiters
+            counts.waiters = [(target, w) for target, w in waiting if target > counts.acked]
+            for target, waiter in waiting:
+                if target <= counts.acked:
+                    waiter.confirm()
+            if not counts.waiters:
+                self._awaited.discard(name)
+        elif counts.leaving:
+            counts.leaving -= 1
+        else:
+            counts.on, moved = False, True
+        if not (counts.on or counts.waiters or counts.leaving or counts.acked < counts.sent):
+            del self._counts[name]  # nothing pending
+        return moved

@@ -1,0 +1,1 @@
+"""The broker for a Redis Cluster: its listener (one connection a shard), cursors and scripts."""

@@ -1,0 +1,306 @@
+"""The Redis broker's per-process listener: one subscriber connection for every client.
+
+Each process holds one pub/sub connection (:mod:`.._subscriber`), read by one
+background thread (a greenlet under gunicorn's gevent worker). Channels are
+reference-counted: ``SUBSCRIBE`` goes out for a channel's first local client and
+``UNSUBSCRIBE`` after its last. Announcements fan out to the clients' queues.
+When the connection breaks, the thread reconnects with backoff, resubscribes,
+and catches every client up from the streams.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import typing as t
+
+import redis
+
+from ....exceptions import BrokerError, SubscriptionClosed
+from .._channels import Channel, ListenerBase
+from .._scripts import ZERO, as_text, optional_key
+from .._subscriber import (
+    BATCH,
+    DISPATCH_BATCH,
+    HEALTH_INTERVAL,
+    RECOVERY_PAUSE,
+    SUBSCRIBER_NAME,
+    Subscriber,
+    Waiter,
+    confirm_deadline,
+    paced,
+)
+
+if t.TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ....event import ServerSentEvent
+    from .._scripts import Key
+    from ._subscription import RedisSubscription
+    from .broker import RedisBroker
+
+logger = logging.getLogger("flask_sse_push")
+
+_IDLE, _CONNECTING, _OPEN, _DOWN = "idle", "connecting", "open", "down"
+
+
+class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
+    """This process' one subscriber connection, and the thread that reads it."""
+
+    #: Reconnection delays, in seconds (doubling, with jitter).
+    backoff_min, backoff_max = 0.05, 2.0
+
+    def __init__(self, broker: RedisBroker) -> None:
+        super().__init__()
+        self.broker = broker
+        self.state = _IDLE
+        self.connection = 0  # counts the connections opened
+        # The newest id read here: anything published later has a greater id.
+        self.seen: Key = ZERO
+        self.error = "not connected yet"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: t.Any = None
+        self._pool: t.Any = broker.pool
+        self._subscriber = self._new_subscriber()
+        # Subscriptions made before the first connection: they start where it does.
+        self._joining: list[RedisSubscription] = []
+        self._failures = 0  # failed attempts since the connection was last open
+        # An open connection broke: the next one to open counts as a reconnect.
+        self._lost = False
+
+    def _new_channel(self) -> Channel[RedisSubscription]:
+        return Channel()
+
+    def _new_subscriber(self) -> Subscriber:
+        prefix = self.broker.prefix + "channel:"
+        return Subscriber(
+            self.lock,
+            sharded=False,
+            commands=lambda command, names: [(command, *[prefix + n for n in names])],
+            name_of=lambda raw: as_text(raw)[len(prefix) :],
+        )
+
+    # -- called by request threads -------------------------------------------------
+
+    def attach(self, sub: RedisSubscription) -> Waiter:
+        """Register ``sub``; the waiter is done when Redis confirmed its channels.
+
+        :raises BrokerError: the connection is down and being re-established.
+        """
+        with self.lock:
+            self._start()
+            sub.last = self.seen
+            sub.connection = self.connection
+            if self.state == _CONNECTING:
+                sub.connection += 1  # the one being opened
+                self._joining.append(sub)
+            try:
+                # While connecting, the connection's first SUBSCRIBE confirms them.
+                return self._subscribe([name for name, _ in self._join(sub)])
+            except redis.ConnectionError as exc:
+                failure = exc
+        self.detach(sub)
+        raise BrokerError(
+            f"Could not subscribe on Redis at {self.broker.where()}: {failure}. The broker"
+            " reconnects by itself; check that redis-server is running."
+        ) from failure
+
+    def _start(self) -> None:
+        """Start the thread if idle; the caller holds the lock.
+
+        :raises BrokerError: the connection is down and being re-established.
+        """
+        if self.state == _DOWN:
+            raise BrokerError(
+                f"Redis at {self.broker.where()} is unreachable ({self.error}); the"
+                " broker keeps reconnecting. Check that redis-server is running."
+            )
+        if self.state == _IDLE:
+            self.state = _CONNECTING
+            self._subscriber = self._new_subscriber()
+            self._stop = stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(stop,), name="flask_sse_push-redis", daemon=True
+            )
+            self._thread.start()
+
+    def _connection(
+        self, name: str, channel: Channel[RedisSubscription], *, route: bool = False
+    ) -> Subscriber:
+        return self._subscriber
+
+    # -- the listener thread ---------------------------------------------------------
+
+    def _run(self, stop: threading.Event) -> None:
+        while True:
+            try:
+                self._serve(stop)
+                return  # it returns only when stopped
+            except Exception as exc:  # whatever broke, the cure is to reconnect
+                if stop.is_set():
+                    return
+                # One warning per outage, not one per attempt.
+                log = logger.debug if self._failures else logger.warning
+                log("Redis subscriber connection lost (%s); reconnecting.", exc)
+                self._failures += 1
+                self._mark_down(exc)
+            if stop.wait(self._backoff(self._failures)):
+                return
+
+    def _serve(self, stop: threading.Event) -> None:
+        names = self._open(self._connect(), stop)
+        if names is None:
+            return
+        waiter = self._resubscribe(names, stop)
+        # Messages wait until the catch-up has read what was missed: delivering
+        # a newer one first would make the client skip the older ones.
+        held: list[tuple[str, Key, ServerSentEvent]] = []
+        self._subscriber.read(
+            lambda: stop.is_set() or waiter.done.is_set(),
+            lambda *item: held.append(item),
+            deadline=confirm_deadline(2 * HEALTH_INTERVAL, len(names)),
+        )
+        if stop.is_set():
+            return
+        self._catch_up(names, stop)
+        for count, item in enumerate(held, 1):
+            self._dispatch(*item)
+            if count % DISPATCH_BATCH == 0:
+                time.sleep(RECOVERY_PAUSE)
+        self._subscriber.read(stop.is_set, self._dispatch)
+
+    def _connect(self) -> Key | None:
+        """Connect; name the connection for CLIENT LIST, and return where ids stand."""
+        if self._conn is None:
+            # The pool of the thread the listener runs in (see RedisBroker.client_here).
+            self._pool = self.broker.client_here().connection_pool
+            self._conn = self._pool.get_connection()
+        conn = self._conn
+        if not conn.is_connected:
+            conn.connect()
+        # Not subscribed yet, so plain commands work.
+        clock = ("HGET", self.broker.prefix + "clock", "last")
+        commands = conn.pack_commands([("CLIENT", "SETNAME", SUBSCRIBER_NAME), clock])
+        conn.send_packed_command(commands, check_health=False)
+        conn.read_response(push_request=True)
+        return optional_key(conn.read_response(push_request=True))
+
+    def _open(self, last: Key | None, stop: threading.Event) -> list[str] | None:
+        """Let attach() and detach() use the connection; return the channels to subscribe."""
+        with self.lock:
+            if stop.is_set():
+                return None
+            # From here on a channel not yet resubscribed counts as unsubscribed,
+            # so attach() and detach() may subscribe or drop it meanwhile.
+            self._subscriber.opened(self._conn)
+            names = list(self.channels)
+            self.seen = max(self.seen, last or ZERO)
+            self.connection += 1
+            # Those that joined while connecting start where this connection does.
+            for sub in self._joining:
+                sub.last = max(sub.last, self.seen)
+            self._joining.clear()
+            self.state = _OPEN
+            if self._lost:
+                self._lost = False
+                self.broker.reconnects += 1
+        if self._failures:
+            logger.info("Redis subscriber connection is back after %d attempts.", self._failures)
+            self._failures = 0
+        return names
+
+    def _resubscribe(self, names: Sequence[str], stop: threading.Event) -> Waiter:
+        """Subscribe ``names`` again, a batch per command; return the waiter for them."""
+        subscriber = self._subscriber
+        sent: list[str] = []
+        for batch in paced(names):
+            with self.lock:
+                if stop.is_set():
+                    break
+                # Not those gone, or subscribed again by attach() since.
+                fresh = [n for n in batch if n in self.channels and not subscriber.subscribed(n)]
+                subscriber.send(fresh)
+                sent += fresh
+        with self.lock:
+            waiter = Waiter(len(sent))
+            for name in sent:
+                subscriber.expect(name, waiter)
+        return waiter
+
+    def _dispatch(self, name: str, key: Key, event: ServerSentEvent) -> None:
+        channel = self.channels.get(name)
+        if channel is None:
+            return
+        self.seen = max(self.seen, key)
+        for sub in channel.subs:
+            if not sub.deliver(key, event):
+                self.detach(sub)
+
+    def _catch_up(self, names: Sequence[str], stop: threading.Event) -> None:
+        """Give subscriptions from earlier connections what was published meanwhile.
+
+        Subscriptions are read a batch at a time (each one whole, since its
+        cursor spans all its channels), so a worker with many channels neither
+        sends Redis one huge script call nor stops its other greenlets for long.
+        """
+        subs: dict[int, RedisSubscription] = {}
+        for batch in paced(names):
+            with self.lock:
+                for name in batch:
+                    channel = self.channels.get(name)
+                    for sub in channel.subs if channel is not None else ():
+                        if sub.connection < self.connection:
+                            subs[id(sub)] = sub
+        readers: list[RedisSubscription] = []
+        firsts: dict[str, Key] = {}
+        for sub in subs.values():
+            readers.append(sub)
+            for name in sub.channels:
+                firsts[name] = min(firsts.get(name, sub.last), sub.last)
+            if len(firsts) >= BATCH:
+                self._catch_up_batch(readers, firsts)
+                readers, firsts = [], {}
+                if stop.is_set():
+                    return
+                time.sleep(RECOVERY_PAUSE)
+        if readers:
+            self._catch_up_batch(readers, firsts)
+
+    def _catch_up_batch(self, subs: list[RedisSubscription], firsts: dict[str, Key]) -> None:
+        snapshot = self.broker.read(list(firsts), firsts=firsts)
+        for sub in subs:
+            if not sub.catch_up(snapshot):
+                self.detach(sub)
+
+    def _mark_down(self, exc: BaseException) -> None:
+        with self.lock:
+            self.error = str(exc) or type(exc).__name__
+            self._lost = self._lost or self.state == _OPEN
+            self.state = _DOWN
+            self._joining.clear()
+            self._subscriber.lost()
+            conn = self._conn
+        if conn is not None:
+            conn.disconnect()
+
+    # -- shutdown --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the thread, drop the connection and end every subscription."""
+        with self.lock:
+            self._stop.set()
+            self._subscriber.lost()
+            subs = self._leave_all()
+            self.state = _IDLE
+            self._lost = False
+            conn, self._conn = self._conn, None
+            thread, self._thread = self._thread, None
+        for sub in subs:
+            sub.finish(SubscriptionClosed("broker closed"))
+        if conn is not None:
+            conn.disconnect()
+            self._pool.release(conn)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
