@@ -10,14 +10,15 @@ from flask import Flask, Response, current_app, has_app_context, has_request_con
 from flask.cli import AppGroup
 
 from .brokers import Broker, MemoryBroker, broker_from_url
-from .connections import Ending, StreamInfo
+from .connections import StreamInfo
+from .control import Revocation, end_streams, identity_text, signing_key
 from .cors import check_origins
 from .data import encode_data
 from .event import ServerSentEvent
 from .exceptions import BrokerError
 from .metrics import Metrics, PrometheusMetrics
 from .runtime import EXTENSION_KEY, Hooks, Runtime, Settings, get_runtime
-from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
+from .stream import GeneratorSubscription, StreamItem
 from .validation import check_channel, check_channels, check_published_event
 from .views import make_blueprint, open_stream
 
@@ -194,6 +195,7 @@ class SSEPush:
             max_lifetime=_optional_seconds(app, "SSE_PUSH_MAX_LIFETIME"),
             max_connections=_max_connections(app),
             direct_writes=_flag(app, "SSE_PUSH_DIRECT_WRITES"),
+            control_key=signing_key(app.config.get("SECRET_KEY")),
         )
         cors_origins = check_origins(app.config["SSE_PUSH_CORS_ORIGINS"])
         metrics = PrometheusMetrics(broker) if app.config["SSE_PUSH_PROMETHEUS"] else Metrics()
@@ -344,43 +346,85 @@ class SSEPush:
 
     def revoke(
         self,
-        channel: str,
+        channel: str | None = None,
         predicate: Callable[[StreamInfo], bool] | None = None,
         *,
+        identity: object = None,
         reconnect: bool = False,
     ) -> int:
-        """End the live streams of ``channel`` in this process; return how many.
+        """End the live streams a selector names, in every worker and host that
+        shares the broker; return how many ended in this process.
 
-        :param predicate: only streams whose :class:`StreamInfo` it returns true
-            for, for example ``lambda info: info.identity == user_id``; ``None``
-            ends every stream of the channel.
+        .. code-block:: python
+
+            @app.post("/logout")
+            def logout():
+                sse.revoke(identity=current_user.get_id())
+                logout_user()
+                ...
+
+        :param channel: streams that serve this channel; ``None``: any channel.
+        :param identity: streams whose :meth:`identify` result has this
+            ``str()`` (identities travel between processes as text, so ``7``
+            and ``"7"`` select the same streams); ``None``: any identity.
+        :param predicate: a further test on each stream's :class:`StreamInfo`,
+            such as ``lambda info: info.remote_addr == addr``. A function cannot
+            travel to other processes: with a predicate the call ends streams
+            **in this process only**, as before version 0.3.
         :param reconnect: by default the stream ends for good: its client gets
-            :data:`~flask_sse_push.stream.STOP_ID` as its last event id, the
-            reconnect it makes with it is answered ``204``, and ``EventSource``
-            stops (a new page load starts afresh, through the ``authorize``
-            hooks). With ``True`` the stream ends with a ``retry:`` hint
-            instead and keeps the client's cursor, so it comes back, is
+            :data:`~flask_sse_push.stream.STOP_ID` as its last event id with a
+            short ``retry:``, its one reconnect is answered ``204`` at once, and
+            ``EventSource`` stops (a new page load starts afresh, through the
+            ``authorize`` hooks). With ``True`` the stream ends with the usual
+            ``retry:`` hint and keeps the client's cursor, so it comes back, is
             authorized again, and resumes without loss if it may.
 
-        Streams in other worker processes are not affected: call it in each,
-        for example from a handler of a control channel.
+        Streams of this process end before the call returns; the others as soon
+        as their worker reads the control message from the broker (within
+        milliseconds on a healthy broker). With the in-process broker there is
+        no other worker to reach: the call ends this process' streams.
+
+        :raises TypeError: neither ``channel``, ``identity`` nor ``predicate``
+            was given (to end every stream, revoke each channel).
+        :raises ChannelError: ``channel`` is not a valid channel name.
+        :raises BrokerError: the message to the other workers could not be
+            published; this process' streams have ended already.
+        :raises RuntimeError: no application context is active.
 
         .. versionadded:: 0.1
+        .. versionchanged:: 0.3
+            Ends the matching streams in every worker; ``identity=`` selects
+            streams by user; a stopped client's reconnect comes at once.
         """
-        check_channel(channel)
-        state = _current_state("revoke")
-        if reconnect:
-            ending = Ending(
-                "revoked", closing_chunk("revoked", reconnect_retry(state.settings.retry))
+        if channel is None and identity is None and predicate is None:
+            raise TypeError(
+                "sse.revoke() needs a selector: channel=, identity= or both (for example"
+                " sse.revoke(identity=current_user.get_id())), or a predicate for this"
+                " process' streams."
             )
+        if channel is not None:
+            check_channel(channel)
+        state = _current_state("revoke")
+        revocation = Revocation(channel, identity_text(identity), reconnect)
+        if predicate is not None:
+            local = predicate
+
+            def matches(info: StreamInfo) -> bool:
+                return revocation.matches(info) and local(info)
+
+            ended = end_streams(state, matches, reconnect=reconnect)
         else:
-            ending = Ending("revoked", stop_chunk("revoked"))
-
-        def matches(info: StreamInfo) -> bool:
-            return channel in info.channels and (predicate is None or predicate(info))
-
-        ended = state.registry.end_where(matches, ending)
-        logger.info("SSE revoke: channel=%s ended=%d reconnect=%s", channel, ended, reconnect)
+            ended = end_streams(state, revocation.matches, reconnect=reconnect)
+        logger.info(
+            "SSE revoke: channel=%s identity=%s ended here=%d reconnect=%s everywhere=%s",
+            channel,
+            revocation.identity,
+            ended,
+            reconnect,
+            predicate is None,
+        )
+        if predicate is None and not state.broker.process_local:
+            state.control.send("revoke", revocation.to_json())
         return ended
 
     def stats(self) -> dict[str, t.Any]:
@@ -393,13 +437,17 @@ class SSEPush:
         ``peer gone``, ...), ``overflow_disconnects``, ``replays`` (streams
         resumed from a cursor), ``resets`` (``reset`` events sent),
         ``broker_reconnects`` and ``lag`` (the most events waiting for any one
-        client right now). Counts start when the app is set up; under gunicorn
+        client right now), ``control`` (messages from other workers:
+        ``applied``, and ``ignored`` by reason: ``malformed``, ``forged``,
+        ``stale``, ...). Counts start when the app is set up; under gunicorn
         each worker has its own (see ``SSE_PUSH_PROMETHEUS`` to add them up).
 
         .. versionadded:: 0.1
         """
         state = _current_state("stats")
-        return state.metrics.snapshot(state.broker, state.registry)
+        snapshot = state.metrics.snapshot(state.broker, state.registry)
+        snapshot["control"] = state.control.snapshot()
+        return snapshot
 
     def streams(self) -> list[StreamInfo]:
         """Return the live streams of the current app in this process.
@@ -441,3 +489,39 @@ def _publish_command(channel: str, event: str | None, event_id: str | None, data
         click.echo(state.broker.publish(name, message))
     except BrokerError as exc:
         raise click.ClickException(f"Nothing was published: {exc}") from exc
+
+
+@_cli.command("revoke")
+@click.option("--channel", default=None, help="End the streams of this channel.")
+@click.option("--identity", default=None, help="End the streams of this identity (as text).")
+@click.option(
+    "--reconnect",
+    is_flag=True,
+    help="Let the clients come back (and be authorized again) instead of stopping them.",
+)
+def _revoke_command(channel: str | None, identity: str | None, reconnect: bool) -> None:
+    """End the matching streams in every worker sharing the app's broker.
+
+    Needs a broker that other processes share (SSE_PUSH_BROKER_URL=redis://...).
+    """
+    state = get_runtime(current_app)
+    if channel is None and identity is None:
+        raise click.UsageError("Give --channel, --identity or both.")
+    if channel is not None:
+        try:
+            check_channel(channel)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+    if isinstance(state.broker, MemoryBroker):
+        raise click.ClickException(
+            "This app uses the in-process broker (SSE_PUSH_BROKER_URL is not set), whose"
+            " streams live in the web server's process, which this command cannot reach;"
+            " nothing was revoked. Set SSE_PUSH_BROKER_URL to a Redis URL in the config of"
+            " the web app and of this command, or call sse.revoke() in the web app."
+        )
+    revocation = Revocation(channel, identity, reconnect)
+    try:
+        state.control.send("revoke", revocation.to_json())
+    except BrokerError as exc:
+        raise click.ClickException(f"Nothing was revoked: {exc}") from exc
+    click.echo(f"Revoke sent: channel={channel} identity={identity} reconnect={reconnect}")

@@ -17,6 +17,7 @@ import threading
 import typing as t
 
 from .connections import StreamRegistry
+from .control import ControlPlane
 from .monitor import Monitor
 from .servers import detect, detect_process
 from .servers.base import Server
@@ -49,6 +50,8 @@ class Settings:
     #: ``SSE_PUSH_MAX_CONNECTIONS``; ``None`` takes the server's capacity.
     max_connections: int | None
     direct_writes: bool
+    #: The HMAC key of control messages (see :func:`~flask_sse_push.control.signing_key`).
+    control_key: bytes = b""
 
 
 @dataclasses.dataclass
@@ -82,6 +85,8 @@ class Runtime:
         #: The server this app runs in; the plain fallback until it is known.
         self.server: Server = Server()
         self.monitor = Monitor(self)
+        #: This process' end of the channel that carries revokes between workers.
+        self.control = ControlPlane(self, settings.control_key)
         #: Bound once here: every stream refers to this one object.
         self.offer = self._offer
         self._started = False
@@ -133,6 +138,7 @@ class Runtime:
             self.registry.hangups = HangupWatch(epoll)
         server.watch_shutdown(self.monitor.request_shutdown)
         self.monitor.start()
+        self.control.start()
 
 
 def get_runtime(app: Flask) -> Runtime:

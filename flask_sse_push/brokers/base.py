@@ -141,5 +141,10 @@ class Broker(abc.ABC):
     #: How often this process lost its backend connection and re-established it.
     reconnects: int = 0
 
+    #: True when only this process can reach the broker's subscribers (the
+    #: in-process broker): revokes, presence and deployment stats then need no
+    #: messages between workers, and the runtime starts no control thread.
+    process_local: bool = False
+
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release the broker's resources. Open subscriptions end."""

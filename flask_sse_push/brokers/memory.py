@@ -50,6 +50,8 @@ class MemoryBroker(Broker):
         unread channels are freed.
     """
 
+    process_local = True
+
     def __init__(self, *, history: int = 1000, queue_size: int = 1000) -> None:
         if history < 0 or queue_size < 1:
             raise ValueError(

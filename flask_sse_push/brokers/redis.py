@@ -36,7 +36,7 @@ from redis.retry import Retry
 
 from ..exceptions import BrokerError
 from ..servers import os_lock, os_thread_local, thread_bound_sockets
-from ..validation import check_channel
+from ..validation import check_channel_name
 from ._redis_common import (
     ProcessListener,
     check_names,
@@ -307,7 +307,7 @@ class RedisBroker(Broker):
         return f"{self.prefix}{kind}:{channel}"
 
     def publish(self, channel: str, event: ServerSentEvent) -> str:
-        check_channel(channel)
+        check_channel_name(channel)
         message, fields = entry_fields(event)
         keys = [self._key("stream", channel), self.prefix + "clock", self._key("ids", channel)]
         args = publish_args(self._key("channel", channel), self.history, message, event, fields)
@@ -348,7 +348,7 @@ class RedisBroker(Broker):
     def subscribe(
         self, channels: Sequence[str], *, last_event_id: str | None = None
     ) -> Subscription:
-        names = tuple(dict.fromkeys(check_channel(name) for name in channels))
+        names = tuple(dict.fromkeys(check_channel_name(name) for name in channels))
         listener = self._listeners.get()
         sub = RedisSubscription(listener, check_names(names), self.queue_size)
         start = functools.partial(self._hand_over, sub, last_event_id)

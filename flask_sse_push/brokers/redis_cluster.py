@@ -27,7 +27,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from ..exceptions import BrokerError
-from ..validation import check_channel
+from ..validation import check_channel_name
 from ._cluster_cursor import ChannelRead, decode_positions, foreign_verdict, verdict, wire_id
 from ._cluster_listener import ClusterListener
 from ._cluster_scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
@@ -286,7 +286,7 @@ class RedisClusterBroker(Broker):
     # -- publishing and reading ------------------------------------------------------
 
     def publish(self, channel: str, event: ServerSentEvent) -> str:
-        check_channel(channel)
+        check_channel_name(channel)
         message, fields = entry_fields(event)
         stream, ids, pubsub = keys(self.prefix, channel)
         args = publish_args(pubsub, self.history, message, event, fields)
@@ -341,7 +341,7 @@ class RedisClusterBroker(Broker):
     def subscribe(
         self, channels: Sequence[str], *, last_event_id: str | None = None
     ) -> Subscription:
-        names = tuple(sorted({check_channel(name) for name in channels}))
+        names = tuple(sorted({check_channel_name(name) for name in channels}))
         listener = self._listeners.get()
         sub = ClusterSubscription(listener, check_names(names), self.queue_size)
         start = functools.partial(self._hand_over, sub, last_event_id)
@@ -419,7 +419,7 @@ class RedisClusterBroker(Broker):
         return sub.go_live(first, backlog, begin, through)
 
     def cursor(self, channels: Sequence[str]) -> str:
-        names = sorted({check_channel(name) for name in channels})
+        names = sorted({check_channel_name(name) for name in channels})
         return wire_id(self.tails(names))
 
     def subscriber_count(self) -> int:
