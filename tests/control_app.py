@@ -16,6 +16,15 @@ from flask.typing import ResponseReturnValue
 
 from flask_sse_push import SSEPush
 
+#: Logs ``[what, performance.now(), readyState]`` into ``window.seen``.
+PLAIN_PAGE = """<!doctype html><script>
+window.seen = [];
+const user = new URLSearchParams(location.search).get("user");
+const source = new EventSource("/events?channel=room&user=" + user);
+source.onopen = () => seen.push(["open", performance.now(), source.readyState]);
+source.onerror = () => seen.push(["error", performance.now(), source.readyState]);
+</script>"""
+
 
 def create_app() -> Flask:
     app = Flask(__name__)
@@ -24,7 +33,6 @@ def create_app() -> Flask:
         SSE_PUSH_BROKER_URL=os.environ["SSE_PUSH_BROKER_URL"],
         SSE_PUSH_REDIS_PREFIX=os.environ.get("SSE_PUSH_REDIS_PREFIX", "sse:"),
         SSE_PUSH_KEEPALIVE=1.0,
-        SSE_PUSH_RETRY=100,
     )
     sse = SSEPush(app)
 
@@ -41,6 +49,11 @@ def create_app() -> Flask:
             channel=request.args.get("channel"), identity=request.args.get("identity")
         )
         return jsonify(ended=ended)
+
+    @app.get("/plain")
+    def plain_page() -> ResponseReturnValue:
+        """A page with a plain ``EventSource`` that logs its state changes."""
+        return PLAIN_PAGE
 
     @app.after_request
     def worker_pid(response: Response) -> Response:
