@@ -44,6 +44,8 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_CORS_ORIGINS": None,
     "SSE_PUSH_PROMETHEUS": False,
     "SSE_PUSH_DIRECT_WRITES": True,
+    "SSE_PUSH_PRESENCE_TTL": 15.0,
+    "SSE_PUSH_PRESENCE_EVENTS": None,
 }
 
 
@@ -85,6 +87,18 @@ def _flag(app: Flask, key: str) -> bool:
 
 def _optional_seconds(app: Flask, key: str) -> float | None:
     return None if app.config[key] is None else _positive_number(app, key)
+
+
+def _patterns(app: Flask, key: str) -> tuple[str, ...]:
+    value = app.config[key]
+    if value is None:
+        return ()
+    if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+        raise ValueError(
+            f"{key} must be None or a list of channel patterns such as"
+            f' ["room.*", "lobby"], not {value!r}.'
+        )
+    return tuple(value)
 
 
 def _max_connections(app: Flask) -> int | None:
@@ -167,6 +181,15 @@ class SSEPush:
           waking each stream's greenlet (see
           :mod:`flask_sse_push.servers.fastpath`). A stream whose body a
           middleware wraps, and every other server, takes the ordinary path.
+        - ``SSE_PUSH_PRESENCE_TTL`` (``15.0``): seconds a worker's record of
+          who is connected to it (and of its stats) outlives the worker, on a
+          shared broker; it is renewed every third of that. So a worker killed
+          outright drops out of :meth:`presence` within this time.
+        - ``SSE_PUSH_PRESENCE_EVENTS`` (``None``): channel patterns
+          (``fnmatch``, such as ``["room.*"]``) whose clients get a
+          ``flask-sse-push:join`` event when a stream of the channel opens and
+          ``flask-sse-push:leave`` when one closes, with data
+          ``{"identity": ...}`` (see :mod:`flask_sse_push.presence`).
 
         :raises RuntimeError: the extension is registered on ``app`` already.
 
@@ -196,6 +219,8 @@ class SSEPush:
             max_connections=_max_connections(app),
             direct_writes=_flag(app, "SSE_PUSH_DIRECT_WRITES"),
             control_key=signing_key(app.config.get("SECRET_KEY")),
+            presence_ttl=_positive_number(app, "SSE_PUSH_PRESENCE_TTL"),
+            presence_events=_patterns(app, "SSE_PUSH_PRESENCE_EVENTS"),
         )
         cors_origins = check_origins(app.config["SSE_PUSH_CORS_ORIGINS"])
         metrics = PrometheusMetrics(broker) if app.config["SSE_PUSH_PROMETHEUS"] else Metrics()
@@ -427,8 +452,39 @@ class SSEPush:
             state.control.send("revoke", revocation.to_json())
         return ended
 
-    def stats(self) -> dict[str, t.Any]:
-        """Return what the current app's streams did in this process.
+    def presence(self, channel: str) -> dict[t.Any, int]:
+        """Return who is connected to ``channel`` in every worker sharing the broker.
+
+        A dict from identity (what :meth:`identify` returned; ``None`` for
+        anonymous streams) to its number of open streams there. Identities
+        cross processes as JSON: ``int`` and ``str`` come back as themselves,
+        other values as their ``str()``.
+
+        This worker's streams are counted as they are now; another worker's
+        as of its last record, written within a quarter second of a change.
+        A worker killed without warning drops out within
+        ``SSE_PUSH_PRESENCE_TTL`` seconds. With the in-process broker the
+        process is the deployment. Counts are of streams: with the browser
+        client, which shares one stream among a browser's tabs, a count is a
+        browser, not a tab.
+
+        .. code-block:: python
+
+            @app.get("/rooms/<name>/people")
+            def people(name):
+                return {"people": sorted(map(str, sse.presence(f"room.{name}")))}
+
+        :raises ChannelError: ``channel`` is not a valid channel name.
+        :raises BrokerError: the broker cannot be read.
+        :raises RuntimeError: no application context is active.
+
+        .. versionadded:: 0.3
+        """
+        check_channel(channel)
+        return _current_state("presence").presence.who(channel)
+
+    def stats(self, scope: str = "worker") -> dict[str, t.Any]:
+        """Return what the current app's streams did in this process, or everywhere.
 
         Keys: ``clients_connected``, ``clients_by_channel`` (channel -> open
         streams), ``events_published`` (through :meth:`publish` here),
@@ -440,11 +496,27 @@ class SSEPush:
         client right now), ``control`` (messages from other workers:
         ``applied``, and ``ignored`` by reason: ``malformed``, ``forged``,
         ``stale``, ...). Counts start when the app is set up; under gunicorn
-        each worker has its own (see ``SSE_PUSH_PROMETHEUS`` to add them up).
+        each worker has its own.
+
+        :param scope: ``"worker"`` (the default): this process.
+            ``"deployment"``: every worker sharing the broker, added up from
+            their records (this worker's now, the others' as of their last
+            heartbeat, at most a third of ``SSE_PUSH_PRESENCE_TTL`` old, or a
+            quarter second after a stream came or went), with ``lag`` the
+            largest, and ``workers``: the ``worker``, ``host`` and ``pid`` of
+            each worker counted.
+        :raises ValueError: another ``scope``.
+        :raises BrokerError: ``"deployment"``, and the broker cannot be read.
 
         .. versionadded:: 0.1
+        .. versionchanged:: 0.3
+            The ``scope`` parameter and the ``control`` key.
         """
         state = _current_state("stats")
+        if scope == "deployment":
+            return state.presence.deployment_stats()
+        if scope != "worker":
+            raise ValueError(f'scope must be "worker" or "deployment", not {scope!r}.')
         snapshot = state.metrics.snapshot(state.broker, state.registry)
         snapshot["control"] = state.control.snapshot()
         return snapshot

@@ -19,6 +19,7 @@ import typing as t
 from .connections import StreamRegistry
 from .control import ControlPlane
 from .monitor import Monitor
+from .presence import Presence
 from .servers import detect, detect_process
 from .servers.base import Server
 from .servers.tcp import HangupWatch
@@ -52,6 +53,10 @@ class Settings:
     direct_writes: bool
     #: The HMAC key of control messages (see :func:`~flask_sse_push.control.signing_key`).
     control_key: bytes = b""
+    #: ``SSE_PUSH_PRESENCE_TTL``: seconds a worker's presence record outlives it.
+    presence_ttl: float = 15.0
+    #: ``SSE_PUSH_PRESENCE_EVENTS``: channel patterns that get join and leave events.
+    presence_events: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -87,6 +92,9 @@ class Runtime:
         self.monitor = Monitor(self)
         #: This process' end of the channel that carries revokes between workers.
         self.control = ControlPlane(self, settings.control_key)
+        #: Who is connected here, as the other workers read it from the broker.
+        self.presence = Presence(self, settings.presence_ttl, settings.presence_events)
+        self.control.duties.append(self.presence.tick)
         #: Bound once here: every stream refers to this one object.
         self.offer = self._offer
         self._started = False

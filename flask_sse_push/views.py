@@ -8,6 +8,8 @@ lifetime (a pinned context would also pin whatever it holds, like a DB session).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import typing as t
 
 from flask import Blueprint, Response, current_app, request
@@ -156,6 +158,7 @@ def accept(
         registry.close(live)
         raise
     runtime.metrics.connected(info.channels, replay=info.last_event_id is not None)
+    runtime.presence.opened(info)
     logger.info(
         "SSE stream opened: channels=%s remote=%s resume=%s",
         ",".join(info.channels) or "-",
@@ -199,6 +202,7 @@ def stream_response(runtime: Runtime, live: LiveStream, *, lifetime: float | Non
             closed = True
             reason = live.final_reason()
             metrics.disconnected(live.info.channels, reason)
+            runtime.presence.closed(live.info)
             level = logging.WARNING if reason == "overflow" else logging.INFO
             logger.log(
                 level,
@@ -253,15 +257,19 @@ def health_view() -> tuple[dict[str, t.Any], int]:
     """``200`` when the broker answers, ``503`` with the reason when it does not.
 
     This is for load balancers and orchestrators, not for ``EventSource``: the
-    stream itself never answers 5xx.
+    stream itself never answers 5xx. The answer is the worker's own, and says
+    which worker gave it (``worker``: ``pid``, ``host`` and its ``name`` on the
+    control channel); ``sse.stats(scope="deployment")`` adds up every worker.
     """
     state = _state()
+    # Which worker answered: the figures are this process' own.
+    worker = {"pid": os.getpid(), "host": socket.gethostname(), "name": state.control.name}
     try:
         state.broker.ping()
     except BrokerError as exc:
         logger.warning("Health check: broker unavailable: %s", exc)
-        return {"status": "unavailable", "reason": str(exc)}, 503
-    return {"status": "ok", "clients_connected": len(state.registry)}, 200
+        return {"status": "unavailable", "reason": str(exc), "worker": worker}, 503
+    return {"status": "ok", "clients_connected": len(state.registry), "worker": worker}, 200
 
 
 def make_blueprint(url_prefix: str, cors_origins: list[str] | None = None) -> Blueprint:

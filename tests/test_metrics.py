@@ -88,13 +88,17 @@ class TestHealth:
         SSEPush(app)
         response = app.test_client().get("/events/health")
         assert response.status_code == 200
-        assert response.get_json() == {"status": "ok", "clients_connected": 0}
+        body = response.get_json()
+        assert body.pop("worker")["pid"] == os.getpid()
+        assert body == {"status": "ok", "clients_connected": 0}
 
     def test_503_with_reason_when_the_broker_is_down(self, app: Flask) -> None:
         SSEPush(app, broker=UnreachableBroker())
         response = app.test_client().get("/events/health")
         assert response.status_code == 503
-        assert response.get_json() == {"status": "unavailable", "reason": "no route to broker"}
+        body = response.get_json()
+        assert body.pop("worker")["pid"] == os.getpid()
+        assert body == {"status": "unavailable", "reason": "no route to broker"}
 
     @pytest.mark.integration
     def test_503_then_200_with_a_real_redis(self, app: Flask) -> None:

@@ -18,6 +18,7 @@ if t.TYPE_CHECKING:
     from types import TracebackType
 
     from .handoff import Consumer
+    from .records import WorkerRecords
 
 _S = t.TypeVar("_S", bound="Subscription")
 
@@ -145,6 +146,14 @@ class Broker(abc.ABC):
     #: in-process broker): revokes, presence and deployment stats then need no
     #: messages between workers, and the runtime starts no control thread.
     process_local: bool = False
+
+    def worker_records(self) -> WorkerRecords | None:
+        """Where the workers sharing this broker keep their presence and stats.
+
+        Optional. ``None`` (the default): :meth:`SSEPush.presence` and
+        ``SSEPush.stats(scope="deployment")`` then answer for this process only.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release the broker's resources. Open subscriptions end."""

@@ -46,6 +46,7 @@ from ._redis_common import (
 )
 from ._redis_listener import SUBSCRIBER_NAME as SUBSCRIBER_NAME  # public: CLIENT LIST shows it
 from ._redis_listener import Listener
+from ._redis_records import RECORDS_TAG, RedisWorkerRecords
 from ._redis_scripts import (
     PUBLISH_SCRIPT,
     READ_SCRIPT,
@@ -385,6 +386,9 @@ class RedisBroker(Broker):
         except Exception as exc:
             raise self._error("read the cursor", exc) from exc
         return "0-0" if last is None else as_text(last)
+
+    def worker_records(self) -> RedisWorkerRecords:
+        return RedisWorkerRecords(self.client_here, f"{self.prefix}{{{RECORDS_TAG}}}")
 
     def subscriber_count(self) -> int:
         return self._listeners.count()

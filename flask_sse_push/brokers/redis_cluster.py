@@ -39,6 +39,7 @@ from ._redis_common import (
     open_subscription,
     publish_args,
 )
+from ._redis_records import RECORDS_TAG, RedisWorkerRecords
 from ._redis_scripts import (
     ZERO,
     as_text,
@@ -421,6 +422,9 @@ class RedisClusterBroker(Broker):
     def cursor(self, channels: Sequence[str]) -> str:
         names = sorted({check_channel_name(name) for name in channels})
         return wire_id(self.tails(names))
+
+    def worker_records(self) -> RedisWorkerRecords:
+        return RedisWorkerRecords(lambda: self.client, f"{self.prefix}{{{RECORDS_TAG}}}")
 
     def subscriber_count(self) -> int:
         return self._listeners.count()
