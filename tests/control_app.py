@@ -33,6 +33,7 @@ def create_app() -> Flask:
         SSE_PUSH_BROKER_URL=os.environ["SSE_PUSH_BROKER_URL"],
         SSE_PUSH_REDIS_PREFIX=os.environ.get("SSE_PUSH_REDIS_PREFIX", "sse:"),
         SSE_PUSH_KEEPALIVE=1.0,
+        SSE_PUSH_PRESENCE_TTL=float(os.environ.get("SSE_PUSH_PRESENCE_TTL", "15")),
     )
     sse = SSEPush(app)
 
@@ -49,6 +50,16 @@ def create_app() -> Flask:
             channel=request.args.get("channel"), identity=request.args.get("identity")
         )
         return jsonify(ended=ended)
+
+    @app.get("/presence")
+    def presence() -> ResponseReturnValue:
+        """``[[identity, streams], ...]``: a list keeps int and str identities apart."""
+        found = sse.presence(request.args.get("channel", "default"))
+        return jsonify(sorted(([k, v] for k, v in found.items()), key=repr))
+
+    @app.get("/stats")
+    def stats() -> ResponseReturnValue:
+        return jsonify(sse.stats(scope=request.args.get("scope", "worker")))
 
     @app.get("/plain")
     def plain_page() -> ResponseReturnValue:

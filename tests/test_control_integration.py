@@ -62,7 +62,7 @@ def spread(port: int, path: str, count: int) -> list[SSEClient]:
     """
     share = count // WORKERS
     kept: dict[str, list[SSEClient]] = {}
-    for _ in range(200):
+    for _ in range(400):
         client = SSEClient(port, path)
         pump([client], answered([client]), what="headers")
         assert client.status == 200 and client.worker is not None
@@ -71,6 +71,7 @@ def spread(port: int, path: str, count: int) -> list[SSEClient]:
             mine.append(client)
         else:
             client.close()
+            time.sleep(0.05)  # let the other worker get to its accept
         if len(kept) == WORKERS and all(len(group) == share for group in kept.values()):
             return [client for group in kept.values() for client in group]
     pytest.fail("the streams never spread over both workers")
