@@ -46,6 +46,8 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_DIRECT_WRITES": True,
     "SSE_PUSH_PRESENCE_TTL": 15.0,
     "SSE_PUSH_PRESENCE_EVENTS": None,
+    "SSE_PUSH_PUBLISH_TOKEN": None,
+    "SSE_PUSH_PUBLISH_MAX_BYTES": 1 << 20,
 }
 
 
@@ -99,6 +101,24 @@ def _patterns(app: Flask, key: str) -> tuple[str, ...]:
             f' ["room.*", "lobby"], not {value!r}.'
         )
     return tuple(value)
+
+
+def _token(app: Flask) -> str | None:
+    value = app.config["SSE_PUSH_PUBLISH_TOKEN"]
+    if value is not None and (not isinstance(value, str) or len(value) < 16):
+        raise ValueError(
+            "SSE_PUSH_PUBLISH_TOKEN must be None or a secret string of at least 16"
+            " characters (for example secrets.token_urlsafe(32)), not"
+            f" {'a short string' if isinstance(value, str) else repr(value)}."
+        )
+    return value
+
+
+def _max_bytes(app: Flask) -> int:
+    value = app.config["SSE_PUSH_PUBLISH_MAX_BYTES"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"SSE_PUSH_PUBLISH_MAX_BYTES must be an int >= 1, not {value!r}.")
+    return value
 
 
 def _max_connections(app: Flask) -> int | None:
@@ -190,6 +210,12 @@ class SSEPush:
           ``flask-sse-push:join`` event when a stream of the channel opens and
           ``flask-sse-push:leave`` when one closes, with data
           ``{"identity": ...}`` (see :mod:`flask_sse_push.presence`).
+        - ``SSE_PUSH_PUBLISH_TOKEN`` (``None``): a secret that turns on
+          ``POST <prefix>/publish`` for clients that send it as
+          ``Authorization: Bearer <token>`` (see
+          :mod:`flask_sse_push.publish_http`); at least 16 characters.
+        - ``SSE_PUSH_PUBLISH_MAX_BYTES`` (``1048576``): the largest body that
+          endpoint takes; larger ones get ``413``.
 
         :raises RuntimeError: the extension is registered on ``app`` already.
 
@@ -221,6 +247,8 @@ class SSEPush:
             control_key=signing_key(app.config.get("SECRET_KEY")),
             presence_ttl=_positive_number(app, "SSE_PUSH_PRESENCE_TTL"),
             presence_events=_patterns(app, "SSE_PUSH_PRESENCE_EVENTS"),
+            publish_token=_token(app),
+            publish_max_bytes=_max_bytes(app),
         )
         cors_origins = check_origins(app.config["SSE_PUSH_CORS_ORIGINS"])
         metrics = PrometheusMetrics(broker) if app.config["SSE_PUSH_PROMETHEUS"] else Metrics()
@@ -349,6 +377,27 @@ class SSEPush:
         .. versionadded:: 0.1
         """
         self._hooks.authorizers.append(func)
+        return func
+
+    def authorize_publish(self, func: _F) -> _F:
+        """Register a hook that decides who may publish over HTTP, per channel.
+
+        Registering one turns ``POST <prefix>/publish`` on (see
+        :mod:`flask_sse_push.publish_http`). It is called as
+        ``func(channel) -> bool`` for every channel the request publishes on,
+        with the request context active; if any hook returns false the answer
+        is ``403`` and nothing is published. A hook may also ``abort(401)``.
+        With ``SSE_PUSH_PUBLISH_TOKEN`` set as well, the token is checked first.
+
+        .. code-block:: python
+
+            @sse.authorize_publish
+            def may_publish(channel):
+                return current_user.is_authenticated and current_user.is_admin
+
+        .. versionadded:: 0.3
+        """
+        self._hooks.publish_authorizers.append(func)
         return func
 
     def identify(self, func: _F) -> _F:

@@ -57,6 +57,10 @@ class Settings:
     presence_ttl: float = 15.0
     #: ``SSE_PUSH_PRESENCE_EVENTS``: channel patterns that get join and leave events.
     presence_events: tuple[str, ...] = ()
+    #: ``SSE_PUSH_PUBLISH_TOKEN``: the bearer token of ``POST <prefix>/publish``.
+    publish_token: str | None = None
+    #: ``SSE_PUSH_PUBLISH_MAX_BYTES``: the largest body that endpoint reads.
+    publish_max_bytes: int = 1 << 20
 
 
 @dataclasses.dataclass
@@ -65,6 +69,8 @@ class Hooks:
 
     authorizers: list[Callable[[str], bool]] = dataclasses.field(default_factory=list)
     identify: Callable[[], t.Any] | None = None
+    #: ``func(channel) -> bool`` hooks of ``POST <prefix>/publish``.
+    publish_authorizers: list[Callable[[str], bool]] = dataclasses.field(default_factory=list)
 
 
 class Runtime:

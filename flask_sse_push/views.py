@@ -18,6 +18,7 @@ from .client import client_script_view
 from .connections import StreamInfo
 from .encoding import encode_comment
 from .exceptions import BrokerError, ChannelError
+from .publish_http import publish_view
 from .runtime import get_runtime
 from .servers.base import StreamBody
 from .servers.tcp import tune
@@ -274,7 +275,8 @@ def health_view() -> tuple[dict[str, t.Any], int]:
 
 def make_blueprint(url_prefix: str, cors_origins: list[str] | None = None) -> Blueprint:
     """Return a blueprint serving :func:`stream_view` at ``url_prefix``, its
-    health check at ``/health`` and the browser client at ``/client.js``.
+    health check at ``/health``, the browser client at ``/client.js``, and
+    publishing over HTTP at ``/publish`` (see :mod:`flask_sse_push.publish_http`).
 
     :param cors_origins: origins allowed to open streams from other sites.
     """
@@ -282,6 +284,7 @@ def make_blueprint(url_prefix: str, cors_origins: list[str] | None = None) -> Bl
     blueprint.add_url_rule("", "stream", stream_view, methods=["GET"])
     blueprint.add_url_rule("/health", "health", health_view, methods=["GET"])
     blueprint.add_url_rule("/client.js", "client_js", client_script_view, methods=["GET"])
+    blueprint.add_url_rule("/publish", "publish", publish_view, methods=["POST"])
     if cors_origins:
         from .cors import apply_cors
 

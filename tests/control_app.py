@@ -33,6 +33,8 @@ def create_app() -> Flask:
         SSE_PUSH_BROKER_URL=os.environ["SSE_PUSH_BROKER_URL"],
         SSE_PUSH_REDIS_PREFIX=os.environ.get("SSE_PUSH_REDIS_PREFIX", "sse:"),
         SSE_PUSH_KEEPALIVE=1.0,
+        SSE_PUSH_PUBLISH_TOKEN=os.environ.get("SSE_PUSH_PUBLISH_TOKEN"),
+        SSE_PUSH_PUBLISH_MAX_BYTES=int(os.environ.get("SSE_PUSH_PUBLISH_MAX_BYTES", "1048576")),
         SSE_PUSH_PRESENCE_TTL=float(os.environ.get("SSE_PUSH_PRESENCE_TTL", "15")),
     )
     sse = SSEPush(app)
