@@ -4,7 +4,7 @@ A stream lives in one worker process; :meth:`SSEPush.revoke
 <flask_sse_push.SSEPush.revoke>` must reach all of them. So a revoke travels as
 an ordinary event on the broker, on :data:`CONTROL_CHANNEL`, a name that
 :func:`~flask_sse_push.validation.check_channel` refuses to clients and
-publishers. Each app runtime keeps one :class:`ControlPlane`: a thread (a
+publishers. Each app runtime keeps one ``ControlPlane``: a thread (a
 greenlet under gevent) that subscribes to that channel once the runtime knows
 its server, applies what it reads to the streams of its process, and stops
 when the worker shuts down. No broker needs anything beyond its publish and

@@ -22,7 +22,7 @@ Answers:
 - ``503`` when the broker cannot take the events (some may have been published
   then: their ids are in ``ids``).
 
-The token is compared in constant time (:func:`hmac.compare_digest`).
+The token is compared in constant time (``hmac.compare_digest``).
 """
 
 from __future__ import annotations

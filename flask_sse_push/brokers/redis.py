@@ -60,6 +60,7 @@ from ._redis_scripts import (
 )
 from ._redis_subscription import RedisSubscription
 from .base import Broker, Subscription, reset_event
+from .records import WorkerRecords
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
@@ -387,7 +388,7 @@ class RedisBroker(Broker):
             raise self._error("read the cursor", exc) from exc
         return "0-0" if last is None else as_text(last)
 
-    def worker_records(self) -> RedisWorkerRecords:
+    def worker_records(self) -> WorkerRecords:
         return RedisWorkerRecords(self.client_here, f"{self.prefix}{{{RECORDS_TAG}}}")
 
     def subscriber_count(self) -> int:

@@ -50,6 +50,7 @@ from ._redis_scripts import (
     parse_id,
 )
 from .base import Broker, Subscription, reset_event
+from .records import WorkerRecords
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -423,7 +424,7 @@ class RedisClusterBroker(Broker):
         names = sorted({check_channel_name(name) for name in channels})
         return wire_id(self.tails(names))
 
-    def worker_records(self) -> RedisWorkerRecords:
+    def worker_records(self) -> WorkerRecords:
         return RedisWorkerRecords(lambda: self.client, f"{self.prefix}{{{RECORDS_TAG}}}")
 
     def subscriber_count(self) -> int:
