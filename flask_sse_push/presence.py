@@ -6,8 +6,9 @@ every channel, how many streams each identity has there, and the worker's
 :mod:`flask_sse_push.control`) writes the record within a tick (a quarter of
 a second) of a stream opening or closing, and otherwise every third of
 ``SSE_PUSH_PRESENCE_TTL``, with that TTL. A worker that stops cleanly deletes
-its record; one killed outright leaves it to expire, so its streams drop out of
-:meth:`SSEPush.presence <flask_sse_push.SSEPush.presence>` within ``SSE_PUSH_PRESENCE_TTL`` seconds (15 by default).
+its record; one killed outright leaves it to expire, so its streams drop out
+of :meth:`SSEPush.presence <flask_sse_push.SSEPush.presence>` within
+``SSE_PUSH_PRESENCE_TTL`` seconds (15 by default).
 
 The counts are of streams. With the browser client, which shares one stream
 between the tabs of a browser, a count is a browser (a person at a machine),
