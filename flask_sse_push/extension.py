@@ -18,6 +18,7 @@ from .event import ServerSentEvent
 from .exceptions import BrokerError
 from .metrics import Metrics, PrometheusMetrics
 from .runtime import EXTENSION_KEY, Hooks, Runtime, Settings, get_runtime
+from .session_scope import request_identity, scope_secret, session_key
 from .stream import GeneratorSubscription, StreamItem
 from .validation import check_channel, check_channels, check_published_event
 from .views import make_blueprint, open_stream
@@ -245,6 +246,7 @@ class SSEPush:
             max_connections=_max_connections(app),
             direct_writes=_flag(app, "SSE_PUSH_DIRECT_WRITES"),
             control_key=signing_key(app.config.get("SECRET_KEY")),
+            scope_secret=scope_secret(app.config.get("SECRET_KEY")),
             presence_ttl=_positive_number(app, "SSE_PUSH_PRESENCE_TTL"),
             presence_events=_patterns(app, "SSE_PUSH_PRESENCE_EVENTS"),
             publish_token=_token(app),
@@ -531,6 +533,28 @@ class SSEPush:
         """
         check_channel(channel)
         return _current_state("presence").presence.who(channel)
+
+    def session_key(self) -> str:
+        """Return the current request's session key: the same for every request
+        that :meth:`identify` gives the same identity, different for others.
+
+        An HMAC-SHA256 of the identity keyed by ``SECRET_KEY``, 43 URL-safe
+        characters. The browser client fetches it from
+        ``GET <prefix>/session-key`` to share its stream only among tabs of one
+        session (see :mod:`flask_sse_push.session_scope`); render it into a page
+        to do the same in your own code.
+
+        :raises RuntimeError: no request context is active.
+
+        .. versionadded:: 0.3
+        """
+        if not has_request_context():
+            raise RuntimeError(
+                "SSEPush.session_key() is the key of the current request's user: call it"
+                " in a view or a template."
+            )
+        state = _current_state("session_key")
+        return session_key(state.settings.scope_secret, request_identity(state))
 
     def stats(self, scope: str = "worker") -> dict[str, t.Any]:
         """Return what the current app's streams did in this process, or everywhere.

@@ -61,6 +61,9 @@ class Settings:
     publish_token: str | None = None
     #: ``SSE_PUSH_PUBLISH_MAX_BYTES``: the largest body that endpoint reads.
     publish_max_bytes: int = 1 << 20
+    #: The HMAC key of the session keys (see
+    #: :func:`~flask_sse_push.session_scope.scope_secret`).
+    scope_secret: bytes = b""
 
 
 @dataclasses.dataclass

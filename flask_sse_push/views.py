@@ -22,6 +22,7 @@ from .publish_http import publish_view
 from .runtime import get_runtime
 from .servers.base import StreamBody
 from .servers.tcp import tune
+from .session_scope import session_key_view
 from .stream import STOP_ID, closing_chunk, event_stream, jittered_lifetime, reconnect_retry
 from .validation import check_channels, decode_header_cursor, resume_cursor
 
@@ -275,8 +276,10 @@ def health_view() -> tuple[dict[str, t.Any], int]:
 
 def make_blueprint(url_prefix: str, cors_origins: list[str] | None = None) -> Blueprint:
     """Return a blueprint serving :func:`stream_view` at ``url_prefix``, its
-    health check at ``/health``, the browser client at ``/client.js``, and
-    publishing over HTTP at ``/publish`` (see :mod:`flask_sse_push.publish_http`).
+    health check at ``/health``, the browser client at ``/client.js``,
+    publishing over HTTP at ``/publish`` (see :mod:`flask_sse_push.publish_http`)
+    and the page's session key at ``/session-key`` (see
+    :mod:`flask_sse_push.session_scope`).
 
     :param cors_origins: origins allowed to open streams from other sites.
     """
@@ -285,6 +288,7 @@ def make_blueprint(url_prefix: str, cors_origins: list[str] | None = None) -> Bl
     blueprint.add_url_rule("/health", "health", health_view, methods=["GET"])
     blueprint.add_url_rule("/client.js", "client_js", client_script_view, methods=["GET"])
     blueprint.add_url_rule("/publish", "publish", publish_view, methods=["POST"])
+    blueprint.add_url_rule("/session-key", "session_key", session_key_view, methods=["GET"])
     if cors_origins:
         from .cors import apply_cors
 
