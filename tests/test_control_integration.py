@@ -4,7 +4,11 @@ streams of both workers within a second, and leaves the others alone."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import statistics
+import subprocess
+import sys
 import time
 import typing as t
 import uuid
@@ -19,7 +23,7 @@ from tests.redis_helpers import (
     pump,
     redis_server_fixture,  # noqa: F401 - a pytest fixture
 )
-from tests.servers import Gunicorn, gunicorn
+from tests.servers import ROOT, Gunicorn, gunicorn
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,8 +37,14 @@ TRIALS = 20
 BOUND = 1.0
 
 
+@dataclasses.dataclass
+class Site:
+    server: Gunicorn
+    env: dict[str, str]
+
+
 @pytest.fixture(params=["redis", "cluster"], scope="module")
-def server(request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
+def site(request: pytest.FixtureRequest) -> Iterator[Site]:
     backend = request.getfixturevalue(
         "redis_server" if request.param == "redis" else "redis_cluster"
     )
@@ -43,7 +53,12 @@ def server(request: pytest.FixtureRequest) -> Iterator[Gunicorn]:
         "SSE_PUSH_REDIS_PREFIX": f"ctl-{uuid.uuid4().hex[:8]}:",
     }
     with gunicorn(APP, env=env, workers=WORKERS) as running:
-        yield running
+        yield Site(running, env)
+
+
+@pytest.fixture
+def server(site: Site) -> Gunicorn:
+    return site.server
 
 
 def answered(clients: list[SSEClient]) -> t.Callable[[], bool]:
@@ -143,4 +158,19 @@ def test_revoke_by_channel_reaches_both_workers(server: Gunicorn) -> None:
     kept = spread(server.port, "/events?channel=elsewhere&user=a", 2)
     revoke_from(server, sorted({c.worker or "" for c in targets})[0], channel=channel)
     pump(targets, ended(targets), timeout=BOUND + 2, what="ended")
+    assert_open(kept)
+
+
+def test_the_cli_revokes_in_both_workers(site: Site) -> None:
+    """``flask sse revoke`` from a shell, with the app's config and SECRET_KEY."""
+    targets = spread(site.server.port, "/events?channel=cli-room&user=77", 4)
+    kept = spread(site.server.port, "/events?channel=cli-room&user=78", 2)
+    command = [sys.executable, "-m", "flask", "--app", "tests.control_app:create_app"]
+    done = subprocess.run(
+        [*command, "sse", "revoke", "--channel", "cli-room", "--identity", "77"],
+        cwd=ROOT, env={**os.environ, **site.env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pump(targets, ended(targets), timeout=BOUND + 2, what="the revoked streams to end")
+    assert all(c.last_event_id == STOP_ID for c in targets)
     assert_open(kept)
