@@ -11,11 +11,13 @@ when the worker shuts down. No broker needs anything beyond its publish and
 subscribe.
 
 A message is JSON, signed with an HMAC-SHA256 keyed by the app's
-``SECRET_KEY`` and stamped with the time it was sent. A worker ignores, and
-counts under ``control`` in :meth:`SSEPush.stats`, a message that is not
-JSON, has the wrong fields, carries a wrong signature (``forged``) or is more
-than :data:`MAX_AGE` seconds old or ahead (``stale``, a replay of an old
-message). Nothing a message holds can stop the worker.
+``SECRET_KEY`` and stamped with the time it was sent (see
+:mod:`flask_sse_push.control_messages`). A worker ignores, and counts under
+``control`` in :meth:`SSEPush.stats`, a message that is not JSON, has the
+wrong fields, carries a wrong signature (``forged``) or is more than
+:data:`~flask_sse_push.control_messages.MAX_AGE` seconds old or ahead
+(``stale``, a replay of an old message). Nothing a message holds can stop the
+worker.
 
 Identities travel as text: a selector matches a stream whose
 :attr:`~flask_sse_push.connections.StreamInfo.identity` has the same
@@ -26,9 +28,6 @@ whether ``identify()`` returned ``7`` or ``"7"``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
-import json
 import logging
 import os
 import socket
@@ -40,6 +39,7 @@ import weakref
 
 from .brokers.base import RESET_EVENT
 from .connections import Ending
+from .control_messages import Rejected, seal, unseal
 from .event import ServerSentEvent
 from .exceptions import BrokerError, SubscriptionClosed
 from .stream import closing_chunk, reconnect_retry, stop_chunk
@@ -57,18 +57,12 @@ logger = logging.getLogger("flask_sse_push")
 #: The broker channel control messages travel on; refused to clients.
 CONTROL_CHANNEL = RESERVED_CHANNEL_PREFIX + "control"
 
-#: Seconds a control message stays valid after it was sent (either way, for
-#: clocks of different hosts): an older one is a replay, and is ignored.
-MAX_AGE = 60.0
-
 #: Seconds the control thread waits for a message before it looks at its
 #: other duties (stopping, the presence heartbeat).
 TICK = 0.25
 
 #: Longest wait, in seconds, before subscribing again after the broker failed.
 MAX_BACKOFF = 5.0
-
-_VERSION = 1
 
 
 def identity_text(identity: object) -> str | None:
@@ -127,70 +121,6 @@ def end_streams(runtime: Runtime, matches: Callable[[StreamInfo], bool], *, reco
     return runtime.registry.end_where(matches, Ending("revoked", final))
 
 
-def signing_key(secret: object) -> bytes:
-    """Derive the control messages' HMAC key from the app's ``SECRET_KEY``.
-
-    Without a secret the key is empty: messages are still checked for shape and
-    age, but anyone who can publish on the broker can revoke (as they can
-    already send every client any event).
-    """
-    if secret is None:
-        raw = b""
-    elif isinstance(secret, bytes):
-        raw = secret
-    else:
-        raw = str(secret).encode()
-    return hmac.new(raw, b"flask-sse-push control", hashlib.sha256).digest()
-
-
-def seal(key: bytes, kind: str, body: dict[str, t.Any], origin: str, now: float) -> str:
-    """Return the data of a control message: the signed JSON of ``body``."""
-    message = json.dumps(
-        {"v": _VERSION, "kind": kind, "origin": origin, "sent": now, "body": body},
-        separators=(",", ":"),
-        sort_keys=True,
-    )
-    signature = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
-    return json.dumps({"message": message, "signature": signature}, separators=(",", ":"))
-
-
-class Rejected(Exception):
-    """A control message that is ignored; ``args[0]`` is the counted reason."""
-
-
-def unseal(key: bytes, data: str, now: float) -> tuple[str, str, dict[str, t.Any]]:
-    """Check a control message and return ``(kind, origin, body)``.
-
-    :raises Rejected: ``malformed``, ``forged`` or ``stale``.
-    """
-    try:
-        outer = json.loads(data)
-        message = outer["message"]
-        signature = outer["signature"]
-    except (ValueError, TypeError, KeyError):
-        raise Rejected("malformed") from None
-    if not isinstance(message, str) or not isinstance(signature, str):
-        raise Rejected("malformed")
-    expected = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
-        raise Rejected("forged")
-    try:
-        inner = json.loads(message)
-        kind, origin, sent, body = inner["kind"], inner["origin"], inner["sent"], inner["body"]
-    except (ValueError, TypeError, KeyError):
-        raise Rejected("malformed") from None
-    if not (
-        isinstance(kind, str)
-        and isinstance(origin, str)
-        and isinstance(sent, (int, float))
-        and isinstance(body, dict)
-    ):
-        raise Rejected("malformed")
-    if abs(now - sent) > MAX_AGE:
-        raise Rejected("stale")
-    return kind, origin, body
-
-
 def worker_name() -> str:
     """``host:pid:random``: unique even where containers share a host name and pid."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -200,7 +130,7 @@ class ControlPlane:
     """One app's end of the control channel in this process.
 
     :param runtime: the app's runtime; held weakly, the thread stops once it is gone.
-    :param key: from :func:`signing_key`.
+    :param key: from :func:`~flask_sse_push.control_messages.signing_key`.
     """
 
     def __init__(self, runtime: Runtime, key: bytes) -> None:

@@ -11,7 +11,8 @@ from flask.cli import AppGroup
 
 from .brokers import Broker, MemoryBroker, broker_from_url
 from .connections import StreamInfo
-from .control import Revocation, end_streams, identity_text, signing_key
+from .control import Revocation, end_streams, identity_text
+from .control_messages import signing_key
 from .cors import check_origins
 from .data import encode_data
 from .event import ServerSentEvent

@@ -51,7 +51,7 @@ class Settings:
     #: ``SSE_PUSH_MAX_CONNECTIONS``; ``None`` takes the server's capacity.
     max_connections: int | None
     direct_writes: bool
-    #: The HMAC key of control messages (see :func:`~flask_sse_push.control.signing_key`).
+    #: The HMAC key of control messages (see :func:`~flask_sse_push.control_messages.signing_key`).
     control_key: bytes = b""
     #: ``SSE_PUSH_PRESENCE_TTL``: seconds a worker's presence record outlives it.
     presence_ttl: float = 15.0

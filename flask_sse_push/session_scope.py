@@ -40,7 +40,7 @@ def scope_secret(secret: object) -> bytes:
     """Derive the session keys' HMAC key from the app's ``SECRET_KEY``.
 
     Kept apart from the control messages' key (see
-    :func:`~flask_sse_push.control.signing_key`) by its own label, so a key
+    :func:`~flask_sse_push.control_messages.signing_key`) by its own label, so a key
     handed to a page can never sign a control message.
     """
     if secret is None:

@@ -13,7 +13,8 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 
 from flask_sse_push import ChannelError, ServerSentEvent, SSEPush
-from flask_sse_push.control import CONTROL_CHANNEL, MAX_AGE, seal, signing_key
+from flask_sse_push.control import CONTROL_CHANNEL
+from flask_sse_push.control_messages import MAX_AGE, seal, signing_key
 from flask_sse_push.runtime import get_runtime
 from flask_sse_push.stream import STOP_ID, STOP_RETRY
 from tests.control_helpers import Opened, Worker
