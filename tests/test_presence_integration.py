@@ -55,14 +55,21 @@ def presence(server: Gunicorn, channel: str) -> dict[str, int]:
 
 
 def settle(server: Gunicorn, channel: str, expected: dict[str, int], timeout: float) -> float:
-    """Poll until every worker answers ``expected``; return how long it took."""
+    """Poll until every worker answers ``expected``; return when it first did
+    (``time.monotonic()``) in the run of agreeing answers that ended the wait."""
     start = time.monotonic()
     agreeing = 0
+    since = start
     while time.monotonic() - start < timeout:
-        # Several answers in a row, so both workers are asked.
-        agreeing = agreeing + 1 if presence(server, channel) == expected else 0
-        if agreeing >= 6:
-            return time.monotonic() - start
+        asked = time.monotonic()
+        if presence(server, channel) == expected:
+            if agreeing == 0:
+                since = asked
+            agreeing += 1
+        else:
+            agreeing = 0
+        if agreeing >= 6:  # several answers in a row, so both workers are asked
+            return since
         time.sleep(0.05)
     pytest.fail(f"presence never settled on {expected}: {presence(server, channel)}")
 
@@ -91,8 +98,7 @@ def test_presence_is_exact_and_a_killed_worker_drops_out(server: Gunicorn) -> No
     survivors = {identity: count for identity, count in survivors.items() if count}
     os.kill(int(victim), signal.SIGKILL)
     killed = time.monotonic()
-    settle(server, channel, survivors, timeout=TTL + SLACK + 10)
-    gone = time.monotonic() - killed
+    gone = settle(server, channel, survivors, timeout=TTL + SLACK + 10) - killed
     print(f"\nkilled worker's presence gone after {gone:.2f} s (TTL {TTL} s)")
     assert gone <= TTL + SLACK
     stats = httpx.get(f"{server.url}/stats", params={"scope": "deployment"}, timeout=10).json()
