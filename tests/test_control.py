@@ -189,3 +189,9 @@ def test_memory_broker_revokes_in_process_without_a_thread(app: Flask) -> None:
     with app.app_context():
         assert sse.revoke(channel="room") == 1
     assert stream.ended().last_event_id == STOP_ID
+
+
+def test_the_cli_refuses_the_in_process_broker(app: Flask) -> None:
+    SSEPush(app)
+    result = FlaskCliRunner(app).invoke(args=["sse", "revoke", "--identity", "1"])
+    assert result.exit_code == 1 and "in-process broker" in result.output
