@@ -174,6 +174,9 @@ PUBLIC_NAMES = [
     "flask_sse_push.validation.MAX_EVENT_ID_LENGTH",
     "flask_sse_push.validation.RESERVED_ID_PREFIX",
     "flask_sse_push.validation.RESERVED_EVENT_TYPES",
+    "flask_sse_push.validation.RESERVED_EVENT_PREFIX",
+    "flask_sse_push.validation.RESERVED_CHANNEL_PREFIX",
+    "flask_sse_push.brokers.records.WorkerRecords",
     "flask_sse_push.servers.gunicorn.GeventWorker",
     "flask_sse_push.pytest_plugin.sse_stream",
 ]

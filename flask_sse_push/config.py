@@ -92,6 +92,25 @@ class Key:
         return value > self.minimum if self.above else value >= self.minimum
 
 
+def _patterns(value: object) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise ValueError(
+            "SSE_PUSH_PRESENCE_EVENTS must be None or a list of channel patterns such as"
+            f' ["room.*", "lobby"], not {value!r}.'
+        )
+    return tuple(value)
+
+
+def _token(value: object) -> str:
+    if not isinstance(value, str) or len(value) < 16:
+        shown = "a short string" if isinstance(value, str) else repr(value)
+        raise ValueError(
+            "SSE_PUSH_PUBLISH_TOKEN must be None or a secret string of at least 16"
+            f" characters (for example secrets.token_urlsafe(32)), not {shown}."
+        )
+    return value
+
+
 def _origins(value: object) -> list[str]:
     # Imported here: cors.py needs Flask, and the table itself does not.
     from .cors import check_origins
@@ -214,6 +233,45 @@ KEYS: tuple[Key, ...] = (
         " from another site (needs the `cors` extra); others get `403`",
         optional=True,
         check=_origins,
+    ),
+    Key(
+        "SSE_PUSH_PRESENCE_TTL",
+        float,
+        15.0,
+        help="seconds a worker's record of who is connected to it (and of its stats) outlives"
+        " the worker on a shared broker; renewed every third of that, so a worker killed"
+        " outright drops out of `sse.presence()` within this time",
+        unit="seconds",
+        minimum=0,
+        above=True,
+    ),
+    Key(
+        "SSE_PUSH_PRESENCE_EVENTS",
+        list,
+        None,
+        help='channel patterns (`fnmatch`, such as `["room.*"]`) whose clients get a'
+        " `flask-sse-push:join` event when a stream of the channel opens and"
+        ' `flask-sse-push:leave` when one closes, with data `{"identity": ...}`',
+        optional=True,
+        check=_patterns,
+    ),
+    Key(
+        "SSE_PUSH_PUBLISH_TOKEN",
+        str,
+        None,
+        help="a secret of at least 16 characters that turns on `POST <prefix>/publish` for"
+        " clients sending it as `Authorization: Bearer <token>` (see"
+        " [From any language](publishing.md#from-any-language-post-eventspublish))",
+        optional=True,
+        check=_token,
+    ),
+    Key(
+        "SSE_PUSH_PUBLISH_MAX_BYTES",
+        int,
+        1 << 20,
+        help="the largest body `POST <prefix>/publish` reads; larger ones get `413`",
+        unit="bytes",
+        minimum=1,
     ),
     Key(
         "SSE_PUSH_PROMETHEUS",

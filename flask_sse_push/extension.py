@@ -12,20 +12,20 @@ from flask.cli import AppGroup
 
 from .brokers import Broker, MemoryBroker, broker_from_url
 from .config import load as load_config
-from .connections import Ending, StreamInfo
+from .connections import StreamInfo
+from .control import Revocation, end_streams, identity_text
+from .control_messages import signing_key
 from .data import encode_data
 from .event import ServerSentEvent
 from .exceptions import BrokerError
 from .metrics import Metrics, PrometheusMetrics
 from .runtime import EXTENSION_KEY, Hooks, Runtime, Settings, get_runtime
+from .session_scope import request_identity, scope_secret, session_key
 from .stream import (
     STOP_ID,
     GeneratorSubscription,
     StreamItem,
     check_source,
-    closing_chunk,
-    reconnect_retry,
-    stop_chunk,
 )
 from .validation import check_channel, check_channels, check_published_event
 from .views import make_blueprint, open_stream, request_last_event_id
@@ -116,6 +116,12 @@ class SSEPush:
             max_connections=config["SSE_PUSH_MAX_CONNECTIONS"],
             direct_writes=config["SSE_PUSH_DIRECT_WRITES"],
             max_streams_per_client=config["SSE_PUSH_MAX_STREAMS_PER_CLIENT"],
+            control_key=signing_key(app.config.get("SECRET_KEY")),
+            scope_secret=scope_secret(app.config.get("SECRET_KEY")),
+            presence_ttl=config["SSE_PUSH_PRESENCE_TTL"],
+            presence_events=tuple(config["SSE_PUSH_PRESENCE_EVENTS"] or ()),
+            publish_token=config["SSE_PUSH_PUBLISH_TOKEN"],
+            publish_max_bytes=config["SSE_PUSH_PUBLISH_MAX_BYTES"],
         )
         cors_origins = config["SSE_PUSH_CORS_ORIGINS"]
         metrics = PrometheusMetrics(broker) if config["SSE_PUSH_PROMETHEUS"] else Metrics()
@@ -260,6 +266,27 @@ class SSEPush:
         self._hooks.authorizers.append(func)
         return func
 
+    def authorize_publish(self, func: _F) -> _F:
+        """Register a hook that decides who may publish over HTTP, per channel.
+
+        Registering one turns ``POST <prefix>/publish`` on (see :doc:`publishing`
+        for its requests and answers). It is called as
+        ``func(channel) -> bool`` for every channel the request publishes on,
+        with the request context active; if any hook returns false the answer
+        is ``403`` and nothing is published. A hook may also ``abort(401)``.
+        With ``SSE_PUSH_PUBLISH_TOKEN`` set as well, the token is checked first.
+
+        .. code-block:: python
+
+            @sse.authorize_publish
+            def may_publish(channel):
+                return current_user.is_authenticated and current_user.is_admin
+
+        .. versionadded:: 0.1
+        """
+        self._hooks.publish_authorizers.append(func)
+        return func
+
     def identify(self, func: _F) -> _F:
         """Register ``func() -> object`` to label each stream, for :meth:`revoke`.
 
@@ -280,66 +307,144 @@ class SSEPush:
 
     def revoke(
         self,
-        channel: str,
+        channel: str | None = None,
         predicate: Callable[[StreamInfo], bool] | None = None,
         *,
         identity: object = None,
         reconnect: bool = False,
     ) -> int:
-        """End the live streams of ``channel`` in this process; return how many.
+        """End the live streams a selector names, in every worker and host that
+        shares the broker; return how many ended in this process.
 
         .. code-block:: python
 
-            sse.revoke("orders", identity=user.id)
+            @app.post("/logout")
+            def logout():
+                sse.revoke(identity=current_user.get_id())
+                logout_user()
+                ...
 
-        :param predicate: only streams whose :class:`StreamInfo` it returns true
-            for, for example ``lambda info: info.started_at < cutoff``; ``None``
-            ends every stream of the channel. A predicate that ends no stream
-            while streams of the channel have identities all of one type, which
-            no ``identity ==`` could match if given another, logs a warning
-            (once per process).
-        :param identity: only streams whose :meth:`identify` identity is this,
-            compared as text: ``7`` matches ``"7"`` (Flask-Login's
-            ``get_id()`` returns a ``str``, ``user.id`` is often an ``int``).
+        :param channel: streams that serve this channel; ``None``: any channel.
+        :param identity: streams whose :meth:`identify` result has this
+            ``str()`` (identities travel between processes as text, so ``7``
+            and ``"7"`` select the same streams); ``None``: any identity.
+        :param predicate: a further test on each stream's :class:`StreamInfo`,
+            such as ``lambda info: info.remote_addr == addr``. A function cannot
+            travel to other processes: with a predicate the call ends streams
+            **in this process only**. A predicate that ends no stream while
+            streams of the channel have identities all of one type, which no
+            ``identity ==`` could match if given another, logs a warning (once
+            per process).
         :param reconnect: by default the stream ends for good: its client gets
-            :data:`~flask_sse_push.stream.STOP_ID` as its last event id, the
-            reconnect it makes with it is answered ``204``, and ``EventSource``
-            stops (a new page load starts afresh, through the ``authorize``
-            hooks). With ``True`` the stream ends with a ``retry:`` hint
-            instead and keeps the client's cursor, so it comes back, is
+            :data:`~flask_sse_push.stream.STOP_ID` as its last event id with a
+            short ``retry:``, its one reconnect is answered ``204`` at once, and
+            ``EventSource`` stops (a new page load starts afresh, through the
+            ``authorize`` hooks). With ``True`` the stream ends with the usual
+            ``retry:`` hint and keeps the client's cursor, so it comes back, is
             authorized again, and resumes without loss if it may.
 
-        Streams in other worker processes are not affected: call it in each,
-        for example from a handler of a control channel.
+        Streams of this process end before the call returns; the others as soon
+        as their worker reads the control message from the broker (within
+        milliseconds on a healthy broker). With the in-process broker there is
+        no other worker to reach: the call ends this process' streams.
+
+        :raises TypeError: neither ``channel``, ``identity`` nor ``predicate``
+            was given (to end every stream, revoke each channel).
+        :raises ChannelError: ``channel`` is not a valid channel name.
+        :raises BrokerError: the message to the other workers could not be
+            published; this process' streams have ended already.
+        :raises RuntimeError: no application context is active.
+
+        .. versionadded:: 0.1
+        """
+        if channel is None and identity is None and predicate is None:
+            raise TypeError(
+                "sse.revoke() needs a selector: channel=, identity= or both (for example"
+                " sse.revoke(identity=current_user.get_id())), or a predicate for this"
+                " process' streams."
+            )
+        if channel is not None:
+            check_channel(channel)
+        state = _current_state("revoke")
+        revocation = Revocation(channel, identity_text(identity), reconnect)
+        if predicate is not None:
+            local = predicate
+
+            def matches(info: StreamInfo) -> bool:
+                return revocation.matches(info) and local(info)
+
+            ended = end_streams(state, matches, reconnect=reconnect)
+            if not ended and channel is not None and not state.identity_hint_logged:
+                _warn_about_identity_types(state, channel)
+        else:
+            ended = end_streams(state, revocation.matches, reconnect=reconnect)
+        logger.info(
+            "SSE revoke: channel=%s identity=%s ended here=%d reconnect=%s everywhere=%s",
+            channel,
+            revocation.identity,
+            ended,
+            reconnect,
+            predicate is None,
+        )
+        if predicate is None and not state.broker.process_local:
+            state.control.send("revoke", revocation.to_json())
+        return ended
+
+    def presence(self, channel: str) -> dict[t.Any, int]:
+        """Return who is connected to ``channel`` in every worker sharing the broker.
+
+        A dict from identity (what :meth:`identify` returned; ``None`` for
+        anonymous streams) to its number of open streams there. Identities
+        cross processes as JSON: ``int`` and ``str`` come back as themselves,
+        other values as their ``str()``.
+
+        This worker's streams are counted as they are now; another worker's
+        as of its last record, written within a quarter second of a change.
+        A worker killed without warning drops out within
+        ``SSE_PUSH_PRESENCE_TTL`` seconds. With the in-process broker the
+        process is the deployment. Counts are of streams: with the browser
+        client, which shares one stream among a browser's tabs, a count is a
+        browser, not a tab.
+
+        .. code-block:: python
+
+            @app.get("/rooms/<name>/people")
+            def people(name):
+                return {"people": sorted(map(str, sse.presence(f"room.{name}")))}
+
+        :raises ChannelError: ``channel`` is not a valid channel name.
+        :raises BrokerError: the broker cannot be read.
+        :raises RuntimeError: no application context is active.
 
         .. versionadded:: 0.1
         """
         check_channel(channel)
-        state = _current_state("revoke")
-        if reconnect:
-            ending = Ending(
-                "revoked", closing_chunk("revoked", reconnect_retry(state.settings.retry))
+        return _current_state("presence").presence.who(channel)
+
+    def session_key(self) -> str:
+        """Return the current request's session key: the same for every request
+        that :meth:`identify` gives the same identity, different for others.
+
+        An HMAC-SHA256 of the identity keyed by ``SECRET_KEY``, 43 URL-safe
+        characters. The browser client fetches it from
+        ``GET <prefix>/session-key`` to share its stream only among tabs of one
+        session (see :doc:`users`); render it into a page
+        to do the same in your own code.
+
+        :raises RuntimeError: no request context is active.
+
+        .. versionadded:: 0.1
+        """
+        if not has_request_context():
+            raise RuntimeError(
+                "SSEPush.session_key() is the key of the current request's user: call it"
+                " in a view or a template."
             )
-        else:
-            ending = Ending("revoked", stop_chunk("revoked"))
+        state = _current_state("session_key")
+        return session_key(state.settings.scope_secret, request_identity(state))
 
-        wanted = None if identity is None else str(identity)
-
-        def matches(info: StreamInfo) -> bool:
-            return (
-                channel in info.channels
-                and (wanted is None or str(info.identity) == wanted and info.identity is not None)
-                and (predicate is None or predicate(info))
-            )
-
-        ended = state.registry.end_where(matches, ending)
-        if not ended and predicate is not None and not state.identity_hint_logged:
-            _warn_about_identity_types(state, channel)
-        logger.info("SSE revoke: channel=%s ended=%d reconnect=%s", channel, ended, reconnect)
-        return ended
-
-    def stats(self) -> dict[str, t.Any]:
-        """Return what the current app's streams did in this process.
+    def stats(self, scope: str = "worker") -> dict[str, t.Any]:
+        """Return what the current app's streams did in this process, or everywhere.
 
         Keys: ``clients_connected``, ``clients_by_channel`` (channel -> open
         streams), ``events_published`` (through :meth:`publish` here),
@@ -349,15 +454,33 @@ class SSEPush:
         resumed from a cursor), ``resets`` (``reset`` events sent),
         ``broker_reconnects``, ``broker_problem`` (why the last broker check,
         by the health endpoint or at the worker's start, found that the broker
-        cannot work, such as missing Redis ACL rights; ``None`` while it passes)
-        and ``lag`` (the most events waiting for any one client right now).
-        Counts start when the app is set up; under gunicorn each worker has its
-        own (see ``SSE_PUSH_PROMETHEUS`` to add them up).
+        cannot work, such as missing Redis ACL rights; ``None`` while it passes),
+        ``lag`` (the most events waiting for any one client right now) and
+        ``control`` (messages from other workers:
+        ``applied``, and ``ignored`` by reason: ``malformed``, ``forged``,
+        ``stale``, ...). Counts start when the app is set up; under gunicorn
+        each worker has its own.
+
+        :param scope: ``"worker"`` (the default): this process.
+            ``"deployment"``: every worker sharing the broker, added up from
+            their records (this worker's now, the others' as of their last
+            heartbeat, at most a third of ``SSE_PUSH_PRESENCE_TTL`` old, or a
+            quarter second after a stream came or went), with ``lag`` the
+            largest, and ``workers``: the ``worker``, ``host`` and ``pid`` of
+            each worker counted.
+        :raises ValueError: another ``scope``.
+        :raises BrokerError: ``"deployment"``, and the broker cannot be read.
 
         .. versionadded:: 0.1
         """
         state = _current_state("stats")
-        return state.metrics.snapshot(state.broker, state.registry)
+        if scope == "deployment":
+            return state.presence.deployment_stats()
+        if scope != "worker":
+            raise ValueError(f'scope must be "worker" or "deployment", not {scope!r}.')
+        snapshot = state.metrics.snapshot(state.broker, state.registry)
+        snapshot["control"] = state.control.snapshot()
+        return snapshot
 
     def streams(self) -> list[StreamInfo]:
         """Return the live streams of the current app in this process.
@@ -432,3 +555,39 @@ def _publish_command(channel: str, event: str | None, event_id: str | None, data
         click.echo(state.broker.publish(name, message))
     except BrokerError as exc:
         raise click.ClickException(f"Nothing was published: {exc}") from exc
+
+
+@_cli.command("revoke")
+@click.option("--channel", default=None, help="End the streams of this channel.")
+@click.option("--identity", default=None, help="End the streams of this identity (as text).")
+@click.option(
+    "--reconnect",
+    is_flag=True,
+    help="Let the clients come back (and be authorized again) instead of stopping them.",
+)
+def _revoke_command(channel: str | None, identity: str | None, reconnect: bool) -> None:
+    """End the matching streams in every worker sharing the app's broker.
+
+    Needs a broker that other processes share (SSE_PUSH_BROKER_URL=redis://...).
+    """
+    state = get_runtime(current_app)
+    if channel is None and identity is None:
+        raise click.UsageError("Give --channel, --identity or both.")
+    if channel is not None:
+        try:
+            check_channel(channel)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+    if isinstance(state.broker, MemoryBroker):
+        raise click.ClickException(
+            "This app uses the in-process broker (SSE_PUSH_BROKER_URL is not set), whose"
+            " streams live in the web server's process, which this command cannot reach;"
+            " nothing was revoked. Set SSE_PUSH_BROKER_URL to a Redis URL in the config of"
+            " the web app and of this command, or call sse.revoke() in the web app."
+        )
+    revocation = Revocation(channel, identity, reconnect)
+    try:
+        state.control.send("revoke", revocation.to_json())
+    except BrokerError as exc:
+        raise click.ClickException(f"Nothing was revoked: {exc}") from exc
+    click.echo(f"Revoke sent: channel={channel} identity={identity} reconnect={reconnect}")

@@ -19,8 +19,10 @@ import threading
 import typing as t
 
 from .connections import StreamRegistry
+from .control import ControlPlane
 from .exceptions import BrokerError
 from .monitor import Monitor
+from .presence import Presence
 from .servers import detect, detect_process
 from .servers.base import Server
 from .servers.tcp import HangupWatch
@@ -55,6 +57,20 @@ class Settings:
     #: ``SSE_PUSH_MAX_STREAMS_PER_CLIENT``; ``None`` derives it (:func:`client_share`).
     max_streams_per_client: int | None = None
 
+    #: The HMAC key of control messages (see :func:`~flask_sse_push.control_messages.signing_key`).
+    control_key: bytes = b""
+    #: ``SSE_PUSH_PRESENCE_TTL``: seconds a worker's presence record outlives it.
+    presence_ttl: float = 15.0
+    #: ``SSE_PUSH_PRESENCE_EVENTS``: channel patterns that get join and leave events.
+    presence_events: tuple[str, ...] = ()
+    #: ``SSE_PUSH_PUBLISH_TOKEN``: the bearer token of ``POST <prefix>/publish``.
+    publish_token: str | None = None
+    #: ``SSE_PUSH_PUBLISH_MAX_BYTES``: the largest body that endpoint reads.
+    publish_max_bytes: int = 1 << 20
+    #: The HMAC key of the session keys (see
+    #: :func:`~flask_sse_push.session_scope.scope_secret`).
+    scope_secret: bytes = b""
+
 
 #: Streams one client may hold by default, where the worker has room for many.
 DEFAULT_CLIENT_SHARE = 16
@@ -78,6 +94,8 @@ class Hooks:
 
     authorizers: list[Callable[[str], bool]] = dataclasses.field(default_factory=list)
     identify: Callable[[], t.Any] | None = None
+    #: ``func(channel) -> bool`` hooks of ``POST <prefix>/publish``.
+    publish_authorizers: list[Callable[[str], bool]] = dataclasses.field(default_factory=list)
 
 
 class Runtime:
@@ -116,6 +134,11 @@ class Runtime:
         self.proxy_hint_logged = False
         #: Whether the hint about identity types was logged (see ``SSEPush.revoke``).
         self.identity_hint_logged = False
+        #: This process' end of the channel that carries revokes between workers.
+        self.control = ControlPlane(self, settings.control_key)
+        #: Who is connected here, as the other workers read it from the broker.
+        self.presence = Presence(self, settings.presence_ttl, settings.presence_events)
+        self.control.duties.append(self.presence.tick)
         #: Bound once here: every stream refers to this one object.
         self.offer = self._offer
         self._started = False
@@ -198,6 +221,7 @@ class Runtime:
             self.registry.hangups = HangupWatch(epoll)
         server.watch_shutdown(self.monitor.request_shutdown)
         self.monitor.start()
+        self.control.start()
         # Off the request path: an unreachable broker may take its connect timeout.
         server.spawn(self._check_at_start)
 

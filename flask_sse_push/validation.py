@@ -42,6 +42,11 @@ INVALID_CURSOR = RESERVED_ID_PREFIX + "invalid"
 #: clients take for connection state changes.
 RESERVED_EVENT_TYPES = frozenset({"reset", "open", "error"})
 
+#: Event types starting with this are the library's own (the presence events
+#: ``flask-sse-push:join`` and ``flask-sse-push:leave``); a publisher may not
+#: use them, so a client can trust them.
+RESERVED_EVENT_PREFIX = "flask-sse-push:"
+
 #: What RFC 9110 section 5.5 forbids in a header value besides CR, LF and NUL:
 #: the other C0 controls except HTAB, and DEL. Servers refuse such a request
 #: (gunicorn answers ``400`` before the app runs), so an id holding one could
@@ -53,11 +58,40 @@ _HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HTTP_WHITESPACE = " \t"
 
 
-def check_channel(name: object) -> str:
-    """Return ``name`` if it is an allowed channel name, else raise :class:`ChannelError`."""
+#: Channel names starting with this carry the library's own messages between
+#: workers (see :doc:`users`): no client may stream them and no
+#: application may publish on them, so nobody outside the deployment's own
+#: workers can send or read a control message through the library.
+RESERVED_CHANNEL_PREFIX = "flask-sse-push:"
+
+
+def check_channel_name(name: object) -> str:
+    """Return ``name`` if a broker can carry it, else raise :class:`ChannelError`.
+
+    What brokers check: the form only. Names starting with
+    :data:`RESERVED_CHANNEL_PREFIX` pass here (the library's control channel
+    travels on the brokers) but not through :func:`check_channel`.
+    """
     if not isinstance(name, str) or CHANNEL_PATTERN.fullmatch(name) is None:
         raise ChannelError(
             f"Invalid channel name {name!r}: use 1 to 128 characters from A-Z a-z 0-9 _ . : -"
+        )
+    return name
+
+
+def check_channel(name: object) -> str:
+    """Return ``name`` if clients may stream it and applications publish on it.
+
+    :raises ChannelError: the name has the wrong form (see
+        :func:`check_channel_name`) or starts with :data:`RESERVED_CHANNEL_PREFIX`.
+    """
+    check_channel_name(name)
+    assert isinstance(name, str)
+    if name.startswith(RESERVED_CHANNEL_PREFIX):
+        raise ChannelError(
+            f"Invalid channel name {name!r}: names starting with"
+            f" {RESERVED_CHANNEL_PREFIX!r} are reserved for the library's messages"
+            " between workers. Choose another name."
         )
     return name
 
@@ -189,10 +223,13 @@ def check_published_event(event: ServerSentEvent) -> ServerSentEvent:
     :class:`ServerSentEvent` constructor checks that); this adds what would
     break a client later.
 
-    :raises ValueError: the type is one of :data:`RESERVED_EVENT_TYPES`, or the
+    :raises ValueError: the type is one of :data:`RESERVED_EVENT_TYPES` or starts
+        with :data:`RESERVED_EVENT_PREFIX`, or the
         id fails :func:`check_published_id`; the message names the field.
     """
-    if event.event in RESERVED_EVENT_TYPES:
+    if event.event in RESERVED_EVENT_TYPES or (
+        event.event is not None and event.event.startswith(RESERVED_EVENT_PREFIX)
+    ):
         raise ValueError(
             f"Event field 'event' {event.event!r} is reserved:"
             f" {_type_reason(event.event)}. Choose another event type."
@@ -205,4 +242,6 @@ def check_published_event(event: ServerSentEvent) -> ServerSentEvent:
 def _type_reason(name: str) -> str:
     if name == "reset":
         return "the library sends it to tell clients they missed events"
+    if name.startswith(RESERVED_EVENT_PREFIX):
+        return "the library sends the types of this prefix (presence events)"
     return f"EventSource dispatches it to its own on{name} handler"

@@ -8,6 +8,8 @@ lifetime (a pinned context would also pin whatever it holds, like a DB session).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import typing as t
 
 from flask import Blueprint, Response, current_app, request
@@ -16,9 +18,11 @@ from .client import client_script_view
 from .connections import TOO_MANY, StreamInfo
 from .encoding import encode_comment
 from .exceptions import BrokerError, ChannelError
+from .publish_http import publish_view
 from .runtime import get_runtime
 from .servers.base import StreamBody
 from .servers.tcp import tune
+from .session_scope import session_key_view
 from .stream import STOP_ID, closing_chunk, event_stream, jittered_lifetime, reconnect_retry
 from .validation import check_channels, decode_header_cursor, resume_cursor
 
@@ -175,6 +179,7 @@ def accept(
         registry.close(live)
         raise
     runtime.metrics.connected(info.channels, replay=info.last_event_id is not None)
+    runtime.presence.opened(info)
     logger.info(
         "SSE stream opened: channels=%s remote=%s resume=%s",
         ",".join(info.channels) or "-",
@@ -218,6 +223,7 @@ def stream_response(runtime: Runtime, live: LiveStream, *, lifetime: float | Non
             closed = True
             reason = live.final_reason()
             metrics.disconnected(live.info.channels, reason)
+            runtime.presence.closed(live.info)
             level = logging.WARNING if reason == "overflow" else logging.INFO
             logger.log(
                 level,
@@ -278,17 +284,25 @@ def health_view() -> tuple[dict[str, t.Any], int]:
     hosts and users.
 
     This is for load balancers and orchestrators, not for ``EventSource``: the
-    stream itself never answers 5xx.
+    stream itself never answers 5xx. The answer is the worker's own, and says
+    which worker gave it (``worker``: ``pid``, ``host`` and its ``name`` on the
+    control channel); ``sse.stats(scope="deployment")`` adds up every worker.
     """
     state = _state()
+    # Which worker answered: the figures are this process' own.
+    worker = {"pid": os.getpid(), "host": socket.gethostname(), "name": state.control.name}
     if state.check_broker() is not None:
-        return {"status": "unavailable"}, 503
-    return {"status": "ok", "clients_connected": len(state.registry)}, 200
+        # The reason names hosts and users: it goes to the log and stats(), not here.
+        return {"status": "unavailable", "worker": worker}, 503
+    return {"status": "ok", "clients_connected": len(state.registry), "worker": worker}, 200
 
 
 def make_blueprint(url_prefix: str, cors_origins: list[str] | None = None) -> Blueprint:
     """Return a blueprint serving :func:`stream_view` at ``url_prefix``, its
-    health check at ``/health`` and the browser client at ``/client.js``.
+    health check at ``/health``, the browser client at ``/client.js``,
+    publishing over HTTP at ``/publish`` (see :mod:`flask_sse_push.publish_http`)
+    and the page's session key at ``/session-key`` (see
+    :mod:`flask_sse_push.session_scope`).
 
     :param cors_origins: origins allowed to open streams from other sites.
     """
@@ -296,6 +310,8 @@ def make_blueprint(url_prefix: str, cors_origins: list[str] | None = None) -> Bl
     blueprint.add_url_rule("", "stream", stream_view, methods=["GET"])
     blueprint.add_url_rule("/health", "health", health_view, methods=["GET"])
     blueprint.add_url_rule("/client.js", "client_js", client_script_view, methods=["GET"])
+    blueprint.add_url_rule("/publish", "publish", publish_view, methods=["POST"])
+    blueprint.add_url_rule("/session-key", "session_key", session_key_view, methods=["GET"])
     if cors_origins:
         from .cors import apply_cors
 

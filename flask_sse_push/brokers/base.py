@@ -18,6 +18,7 @@ if t.TYPE_CHECKING:
     from types import TracebackType
 
     from .handoff import Consumer
+    from .records import WorkerRecords
 
 _S = t.TypeVar("_S", bound="Subscription")
 
@@ -147,12 +148,25 @@ class Broker(abc.ABC):
             the message. The message may name hosts and users: it is for the
             log and :meth:`SSEPush.stats`, not for clients.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         self.ping()
 
     #: How often this process lost its backend connection and re-established it.
     reconnects: int = 0
+
+    #: True when only this process can reach the broker's subscribers (the
+    #: in-process broker): revokes, presence and deployment stats then need no
+    #: messages between workers, and the runtime starts no control thread.
+    process_local: bool = False
+
+    def worker_records(self) -> WorkerRecords | None:
+        """Where the workers sharing this broker keep their presence and stats.
+
+        Optional. ``None`` (the default): :meth:`SSEPush.presence` and
+        ``SSEPush.stats(scope="deployment")`` then answer for this process only.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release the broker's resources. Open subscriptions end."""

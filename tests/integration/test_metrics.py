@@ -29,7 +29,9 @@ class TestHealth:
         client = app.test_client()
         down = client.get("/events/health")
         assert down.status_code == 503
-        assert down.get_json() == {"status": "unavailable"}
+        body = down.get_json()
+        assert body.pop("worker")["pid"] == os.getpid()
+        assert body == {"status": "unavailable"}
         with app.app_context():
             assert "redis" in app.extensions["sse_push"].metrics.broker_problem.lower()
         with RedisServer(port):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import typing as t
 
 import prometheus_client
@@ -83,13 +84,17 @@ class TestHealth:
         SSEPush(app)
         response = app.test_client().get("/events/health")
         assert response.status_code == 200
-        assert response.get_json() == {"status": "ok", "clients_connected": 0}
+        body = response.get_json()
+        assert body.pop("worker")["pid"] == os.getpid()
+        assert body == {"status": "ok", "clients_connected": 0}
 
     def test_503_and_the_reason_in_stats_when_the_broker_is_down(self, app: Flask) -> None:
         sse = SSEPush(app, broker=UnreachableBroker())
         response = app.test_client().get("/events/health")
         assert response.status_code == 503
-        assert response.get_json() == {"status": "unavailable"}
+        body = response.get_json()
+        assert body.pop("worker")["pid"] == os.getpid()
+        assert body == {"status": "unavailable"}
         with app.app_context():
             assert sse.stats()["broker_problem"] == "no route to broker"
 

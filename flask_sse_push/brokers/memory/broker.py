@@ -47,6 +47,8 @@ class MemoryBroker(Broker):
     .. versionadded:: 0.1
     """
 
+    process_local = True
+
     def __init__(self, *, history: int = 1000, queue_size: int = 1000) -> None:
         if history < 0 or queue_size < 1:
             raise ValueError(

@@ -27,8 +27,9 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from ....exceptions import BrokerError
-from ....validation import check_channel
+from ....validation import check_channel_name
 from ...base import Broker, Subscription, reset_event
+from ...records import WorkerRecords
 from .._acl import RIGHTS_SCRIPT, refused_message, rights_args
 from .._common import (
     ProcessListener,
@@ -37,6 +38,7 @@ from .._common import (
     open_subscription,
     publish_args,
 )
+from .._records import RECORDS_TAG, RedisWorkerRecords
 from .._scripts import (
     ZERO,
     as_text,
@@ -299,7 +301,7 @@ class RedisClusterBroker(Broker):
     # -- publishing and reading ------------------------------------------------------
 
     def publish(self, channel: str, event: ServerSentEvent) -> str:
-        check_channel(channel)
+        check_channel_name(channel)
         message, fields = entry_fields(event)
         stream, ids, pubsub = keys(self.prefix, channel)
         args = publish_args(pubsub, self.history, message, event, fields)
@@ -354,7 +356,7 @@ class RedisClusterBroker(Broker):
     def subscribe(
         self, channels: Sequence[str], *, last_event_id: str | None = None
     ) -> Subscription:
-        names = tuple(sorted({check_channel(name) for name in channels}))
+        names = tuple(sorted({check_channel_name(name) for name in channels}))
         listener = self._listeners.get()
         sub = ClusterSubscription(listener, check_names(names), self.queue_size)
         start = functools.partial(self._hand_over, sub, last_event_id)
@@ -432,8 +434,11 @@ class RedisClusterBroker(Broker):
         return [newest] * len(names), reads, verdicts
 
     def cursor(self, channels: Sequence[str]) -> str:
-        names = sorted({check_channel(name) for name in channels})
+        names = sorted({check_channel_name(name) for name in channels})
         return wire_id(self.tails(names))
+
+    def worker_records(self) -> WorkerRecords:
+        return RedisWorkerRecords(lambda: self.client, f"{self.prefix}{{{RECORDS_TAG}}}")
 
     def subscriber_count(self) -> int:
         return self._listeners.count()
@@ -482,7 +487,7 @@ class RedisClusterBroker(Broker):
         :raises BrokerError: a master cannot be reached, or refuses the user
             ACL rights; the message names the commands and the node.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         self.ping()
         args = rights_args(self.needed_commands())

@@ -36,8 +36,9 @@ from redis.retry import Retry
 
 from ....exceptions import BrokerError
 from ....servers import os_lock, os_thread_local, thread_bound_sockets
-from ....validation import check_channel
+from ....validation import check_channel_name
 from ...base import Broker, Subscription, reset_event
+from ...records import WorkerRecords
 from .._acl import RIGHTS_SCRIPT, refused_message, rights_args
 from .._common import (
     ProcessListener,
@@ -46,6 +47,7 @@ from .._common import (
     open_subscription,
     publish_args,
 )
+from .._records import RECORDS_TAG, RedisWorkerRecords
 from .._scripts import (
     PUBLISH_SCRIPT,
     READ_SCRIPT,
@@ -350,7 +352,7 @@ class RedisBroker(Broker):
             rights; the message names the commands refused and the ``ACL
             SETUSER`` that grants them.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         self.ping()
         try:
@@ -373,7 +375,7 @@ class RedisBroker(Broker):
         return f"{self.prefix}{kind}:{channel}"
 
     def publish(self, channel: str, event: ServerSentEvent) -> str:
-        check_channel(channel)
+        check_channel_name(channel)
         message, fields = entry_fields(event)
         keys = [self._key("stream", channel), self.prefix + "clock", self._key("ids", channel)]
         args = publish_args(self._key("channel", channel), self.history, message, event, fields)
@@ -414,7 +416,7 @@ class RedisBroker(Broker):
     def subscribe(
         self, channels: Sequence[str], *, last_event_id: str | None = None
     ) -> Subscription:
-        names = tuple(dict.fromkeys(check_channel(name) for name in channels))
+        names = tuple(dict.fromkeys(check_channel_name(name) for name in channels))
         listener = self._listeners.get()
         sub = RedisSubscription(listener, check_names(names), self.queue_size)
         start = functools.partial(self._hand_over, sub, last_event_id)
@@ -451,6 +453,9 @@ class RedisBroker(Broker):
         except Exception as exc:
             raise self._error("read the cursor", exc) from exc
         return "0-0" if last is None else as_text(last)
+
+    def worker_records(self) -> WorkerRecords:
+        return RedisWorkerRecords(self.client_here, f"{self.prefix}{{{RECORDS_TAG}}}")
 
     def subscriber_count(self) -> int:
         return self._listeners.count()
