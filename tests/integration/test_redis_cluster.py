@@ -345,6 +345,7 @@ from gevent import monkey; monkey.patch_all()
 import json, sys, time
 import gevent
 from gevent.threadpool import ThreadPool
+from flask_sse_push import ServerSentEvent
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker
 broker = RedisClusterBroker.from_url(sys.argv[1], prefix=sys.argv[2])
 sub = broker.subscribe(["t0", "t1", "t2"])
