@@ -178,6 +178,8 @@ class StreamRegistry:
         self._checked: dict[LiveStream, None] = {}
         #: ``time.monotonic()`` when shutdown began, or ``None``.
         self.shutdown_at: float | None = None
+        #: Why every stream is refused (the server cannot run one), or ``None``.
+        self.refusal: str | None = None
         #: ``time.monotonic()`` of the last look at every socket's TCP state.
         self._peers_checked = 0.0
 
@@ -193,6 +195,8 @@ class StreamRegistry:
         """Accept a stream, or return why not (the worker is full or stopping)."""
         if self.shutdown_at is not None:
             return "server shutting down"
+        if self.refusal is not None:
+            return self.refusal
         with self._lock:
             limit = self.max_connections
             if limit is not None and len(self._streams) >= limit:

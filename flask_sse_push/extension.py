@@ -17,6 +17,7 @@ from .event import ServerSentEvent
 from .exceptions import BrokerError
 from .metrics import Metrics, PrometheusMetrics
 from .runtime import EXTENSION_KEY, Hooks, Runtime, Settings, get_runtime
+from .servers import FAMILIES
 from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
 from .validation import check_channel, check_channels, check_published_event
 from .views import make_blueprint, open_stream
@@ -43,6 +44,7 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_CORS_ORIGINS": None,
     "SSE_PUSH_PROMETHEUS": False,
     "SSE_PUSH_DIRECT_WRITES": True,
+    "SSE_PUSH_SERVER": "detect",
 }
 
 
@@ -84,6 +86,18 @@ def _flag(app: Flask, key: str) -> bool:
 
 def _optional_seconds(app: Flask, key: str) -> float | None:
     return None if app.config[key] is None else _positive_number(app, key)
+
+
+def _server_family(app: Flask) -> str:
+    value = app.config["SSE_PUSH_SERVER"]
+    if value is None:
+        return "detect"
+    if not isinstance(value, str) or value.lower() not in FAMILIES:
+        raise ValueError(
+            f"SSE_PUSH_SERVER must be one of {', '.join(repr(name) for name in FAMILIES)},"
+            f" not {value!r}."
+        )
+    return value.lower()
 
 
 def _max_connections(app: Flask) -> int | None:
@@ -166,7 +180,17 @@ class SSEPush:
           waking each stream's greenlet (see
           :mod:`flask_sse_push.servers.fastpath`). A stream whose body a
           middleware wraps, and every other server, takes the ordinary path.
+        - ``SSE_PUSH_SERVER`` (``"detect"``): the server family that runs the
+          app, which sets the stream capacity, how a client that left is found
+          and how shutdown is learned: ``"detect"`` recognizes it, or one of
+          ``"gunicorn"``, ``"uwsgi"``, ``"granian"``, ``"waitress"``,
+          ``"werkzeug"`` (``flask run``), ``"gevent"`` (another server in a
+          monkey-patched process), ``"plain"`` (assume nothing). The choice is
+          logged at INFO when the first request arrives (a gunicorn worker:
+          when it loads the app).
 
+        :raises ValueError: a key has a value of the wrong type or range; the
+            message gives the allowed values.
         :raises RuntimeError: the extension is registered on ``app`` already.
 
         .. versionadded:: 0.1
@@ -194,6 +218,7 @@ class SSEPush:
             max_lifetime=_optional_seconds(app, "SSE_PUSH_MAX_LIFETIME"),
             max_connections=_max_connections(app),
             direct_writes=_flag(app, "SSE_PUSH_DIRECT_WRITES"),
+            server=_server_family(app),
         )
         cors_origins = check_origins(app.config["SSE_PUSH_CORS_ORIGINS"])
         metrics = PrometheusMetrics(broker) if app.config["SSE_PUSH_PROMETHEUS"] else Metrics()

@@ -122,8 +122,26 @@ class Server:
         """Run an application's source so that :meth:`Task.cancel` stops it as soon as possible."""
         return ThreadTask(target)
 
-    def watch_shutdown(self, callback: Callable[[], None]) -> None:
-        """Have ``callback`` run (in a signal handler) when the server starts to stop."""
+    def watch_shutdown(
+        self, callback: Callable[[], None], open_streams: Callable[[], int] | None = None
+    ) -> None:
+        """Have ``callback`` run (in a signal handler) when the server starts to stop.
+
+        :param open_streams: how many streams are still open; a server that
+            exits as soon as the callback returns waits (briefly) for them to
+            write their last bytes.
+        """
+
+    def refusal(self) -> str | None:
+        """Return why no stream can run on this server as it is configured, and how to
+        fix it; ``None`` when streams can run. Logged once; every stream is then
+        answered ``200`` with ``retry:``."""
+        return None
+
+    def shutdown_note(self) -> str | None:
+        """Return what bounds a shutdown with open streams, where the server gives the
+        application no way to learn of it; logged once at startup."""
+        return None
 
     def stopping(self) -> bool:
         """Return whether the server has started to stop; polled by the monitor."""

@@ -10,6 +10,7 @@ is closed at its next item after its client leaves.
 
 from __future__ import annotations
 
+import socket
 import typing as t
 
 from .base import Server
@@ -23,9 +24,11 @@ if t.TYPE_CHECKING:
 class Waitress(Server):
     """waitress: a fixed pool of ``threads`` (4 by default).
 
-    It does not expose the client socket. It notices a client that left only
-    while it reads ahead on the connection (``channel_request_lookahead`` > 0),
-    or when a write fails.
+    Its environ gives the connection's channel (through the bound method
+    ``waitress.client_disconnected``), whose ``socket`` is the client's: the
+    monitor watches it for the client's FIN, so a client that left is released
+    within a second whatever ``channel_request_lookahead`` is. (waitress's own
+    check only notices it while reading ahead, with a lookahead above 0.)
     """
 
     name = "waitress"
@@ -44,6 +47,13 @@ class Waitress(Server):
     def gone_check(self, environ: t.Mapping[str, t.Any]) -> Callable[[], bool] | None:
         check = environ.get("waitress.client_disconnected")
         return check if callable(check) else None
+
+    def socket(self, environ: t.Mapping[str, t.Any]) -> SocketLike | None:
+        if not str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1"):
+            return None
+        channel = getattr(environ.get("waitress.client_disconnected"), "__self__", None)
+        sock = getattr(channel, "socket", None)
+        return sock if isinstance(sock, socket.socket) else None
 
 
 class Werkzeug(Server):
