@@ -154,7 +154,7 @@ class SSEPush:
           client that acknowledges nothing for keepalive + send timeout (it
           vanished without a FIN) is dropped too, and that sum is set as
           ``TCP_USER_TIMEOUT`` (Linux). Enforced where the server exposes the
-          socket (gunicorn, ``flask run``).
+          socket (gunicorn, uWSGI, waitress, ``flask run``; not Granian).
         - ``SSE_PUSH_MAX_LIFETIME`` (``600.0``): seconds after which a channel
           stream ends (at 80-100 %, at random) with a ``retry:`` hint, so the
           client reconnects, resumes, and may land on another worker. ``None``:

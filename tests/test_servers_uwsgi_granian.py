@@ -20,7 +20,7 @@ import pytest
 
 from tests.lifecycle_app import LOG_VARIABLE, environment
 from tests.raw_client import RawStream, pump
-from tests.servers import Gunicorn, granian, stop, uwsgi, waitress
+from tests.servers import Gunicorn, flask_run, granian, stop, uwsgi, waitress
 from tests.test_example_app import _check_countdown, _read
 
 if t.TYPE_CHECKING:
@@ -42,8 +42,9 @@ MODES: dict[str, tuple[str, ...]] = {
 #: less a quarter (Granian: 512 blocking threads by default).
 CAPACITY = {"uwsgi-gevent": 18, "uwsgi-threads": 6, "uwsgi-threads-master": 6, "granian": 384}
 
-#: Modes that tell the application of their shutdown.
-TELLS_SHUTDOWN = ("uwsgi-gevent", "granian")
+#: Servers that tell the application of their shutdown (waitress and ``flask run``
+#: once their main loop has come round, at most a second after the first request).
+TELLS_SHUTDOWN = ("uwsgi-gevent", "granian", "waitress", "flask-run")
 
 
 @contextlib.contextmanager
@@ -61,6 +62,9 @@ def serve(
             yield server
     elif kind == "waitress":
         with waitress(app, env=env, extra_args=extra_args) as server:
+            yield server
+    elif kind == "flask-run":
+        with flask_run(f"{app}()", env=env, extra_args=extra_args) as server:
             yield server
     else:
         args = MODES.get(kind, ()) + extra_args
@@ -247,17 +251,20 @@ def test_a_blocked_source_is_closed_when_its_client_leaves_under_uwsgi_gevent() 
 _CLOSED = re.compile(rb": closed: server shutting down\n\nretry: (\d+)\n\n$")
 
 
-@pytest.mark.parametrize("kind", list(MODES))
+@pytest.mark.parametrize("kind", [*MODES, "waitress", "flask-run"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_shutdown_with_three_open_streams_exits_within_five_seconds(
     kind: str, sig: int, record_property: Callable[[str, object], None]
 ) -> None:
     """Faults 1, 3 and 5: Granian never stopped with streams open (SIGTERM or
     SIGINT); uWSGI's gevent loop without ``--master`` did not stop in 40 s; streams
-    were cut without the closed line and a spread ``retry:``."""
+    were cut without the closed line and a spread ``retry:`` (waitress, ``flask
+    run`` and uWSGI threads alike)."""
     with serve(kind, environment(SSE_PUSH_KEEPALIVE=15.0)) as server:
         streams = [_opened(server) for _ in range(3)]
         try:
+            if kind == "flask-run":
+                time.sleep(1.0)  # its loop comes round every 0.5 s
             started = time.monotonic()
             server.process.send_signal(sig)
             server.process.wait(10)

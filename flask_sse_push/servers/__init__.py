@@ -5,6 +5,7 @@
 - :mod:`.threaded`: waitress and Werkzeug's development server;
 - :mod:`.uwsgi`: uWSGI, in its threads mode and its gevent loop engine;
 - :mod:`.granian`: Granian's WSGI interface;
+- :mod:`.relay`: shutdown signals where the server's main loop runs Python;
 - :mod:`.gevent`: what any gevent server shares (killable sources);
 - :mod:`.base`: the interface, which is also the plain fallback.
 
