@@ -18,9 +18,11 @@ import typing as t
 import httpx
 import pytest
 
+from tests.browser_helpers import chromium
 from tests.lifecycle_app import LOG_VARIABLE, environment
 from tests.raw_client import RawStream, pump
 from tests.servers import Gunicorn, flask_run, granian, stop, uwsgi, waitress
+from tests.test_browser import assert_full_countdown
 from tests.test_example_app import _check_countdown, _read
 
 if t.TYPE_CHECKING:
@@ -113,6 +115,25 @@ def test_the_countdown_demo_runs(kind: str) -> None:
         status, events = _read(f"{server.url}/api/sse")
         assert status == 200
         _check_countdown([(e.event, e.data, e.id) for e in events])
+
+
+@pytest.mark.parametrize("kind", ["uwsgi-gevent", "uwsgi-threads", "granian"])
+def test_the_countdown_demo_runs_in_chromium(kind: str) -> None:
+    """Fault 1: in Chromium the countdown still said "connecting" after 21.9 s."""
+    from playwright.sync_api import expect
+
+    with (
+        serve(kind, {"COUNTDOWN_INTERVAL": "0.2"}, app="example_app:create_app") as server,
+        chromium() as browser,
+    ):
+        page = browser.new_page()
+        page.goto(server.url)
+        expect(page.locator("#push-state")).to_have_text("open")
+        page.click("#connect")
+        items = page.locator("#messages li")
+        expect(items).to_have_count(9, timeout=10_000)
+        expect(page.locator("#state")).to_have_text("closed")
+        assert_full_countdown(items.all_text_contents())
 
 
 @pytest.mark.parametrize("kind", list(MODES))
