@@ -10,6 +10,7 @@ the fault of issue "every server Flask is deployed on" it guards against.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import time
@@ -304,6 +305,22 @@ def test_shutdown_with_three_open_streams_exits_within_five_seconds(
             for stream in streams:
                 stream.close()
             stop(server.process)
+
+
+def test_a_graceful_reload_of_a_uwsgi_gevent_worker_ends_its_streams_at_once() -> None:
+    """A reloading worker (SIGHUP) waits for every running request: for open
+    streams, until uWSGI's reload mercy (60 s) ran out."""
+    with serve("uwsgi-gevent", environment(SSE_PUSH_KEEPALIVE=15.0)) as server:
+        streams = [_opened(server) for _ in range(3)]
+        try:
+            worker = _stats(server)["pid"]
+            os.kill(worker, signal.SIGHUP)
+            assert pump(streams, lambda: all(s.done for s in streams), 5)
+            assert all(_CLOSED.search(stream.body) for stream in streams)
+            _wait_for(lambda: _stats(server)["pid"] != worker, 10, 0.2)  # a new worker serves
+        finally:
+            for stream in streams:
+                stream.close()
 
 
 # -- uWSGI's gevent loop without monkey patching --------------------------------
