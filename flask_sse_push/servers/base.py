@@ -89,6 +89,10 @@ class Server:
     threaded = False
     #: How to let the server hold more connections, for warnings.
     more_room = "give the server more threads or connections"
+    #: Whether a stream that ended by itself has its connection shut down at once
+    #: (so the reconnect may land on another worker). Not where the server may
+    #: still hold unsent bytes of the response when it closes the body.
+    cut_when_finished = True
 
     def threads(self) -> int | None:
         """Return how many requests the server handles at once, if it is bounded by threads."""

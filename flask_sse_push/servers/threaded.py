@@ -44,6 +44,8 @@ class Waitress(Server):
     name = "waitress"
     threaded = True
     more_room = "raise waitress's threads"
+    #: Its main loop sends what a request thread wrote, after the body is closed.
+    cut_when_finished = False
 
     def __init__(self, environ: t.Mapping[str, t.Any]) -> None:
         channel = getattr(environ.get("waitress.client_disconnected"), "__self__", None)
