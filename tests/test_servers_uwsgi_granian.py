@@ -331,7 +331,8 @@ def test_a_graceful_reload_of_a_uwsgi_gevent_worker_ends_its_streams_at_once() -
 
 def test_uwsgi_gevent_without_monkey_patching_refuses_streams_and_says_why() -> None:
     """Fault 1: ``uwsgi --http … --gevent 1000`` froze the whole worker on one
-    waiting stream, and the library logged nothing."""
+    waiting stream, and the library logged nothing; without ``--master`` neither
+    SIGTERM nor SIGINT stopped it in 40 s."""
     env = {**environment(SSE_PUSH_KEEPALIVE=15.0), LOG_VARIABLE: "1"}
     with serve("uwsgi-unpatched", env, extra_args=("--gevent", "100"), http="--http") as server:
         streams = [RawStream(server.port, "/events?channel=x") for _ in range(2)]
@@ -347,6 +348,10 @@ def test_uwsgi_gevent_without_monkey_patching_refuses_streams_and_says_why() -> 
             reply = httpx.post(f"{server.url}/publish", json=published, timeout=5)
             assert reply.status_code == 200
             assert server.output().count("Add --gevent-monkey-patch") == 1
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)  # no --master: uWSGI's worker itself
+            server.process.wait(10)
+            assert time.monotonic() - started < 5
         finally:
             for stream in streams:
                 stream.close()
