@@ -158,6 +158,14 @@ def test_a_publish_reaches_an_open_stream_within_a_second(
         stream.close()
 
 
+@pytest.mark.parametrize("kind", list(MODES))
+def test_a_waiting_stream_gets_keepalives(kind: str) -> None:
+    with serve(kind, environment(SSE_PUSH_KEEPALIVE=0.5)) as server:
+        stream = _opened(server)
+        assert pump([stream], lambda: stream.body.count(b": keepalive\n\n") >= 2, 5)
+        stream.close()
+
+
 # -- the cap comes from the server, and ordinary requests get through ----------
 
 
