@@ -27,11 +27,12 @@ client left).
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import importlib
 import logging
+import os
 import signal
-import socket
 import time
 import typing as t
 
@@ -95,12 +96,18 @@ class FdSocket:
             self.family = sock.family
 
     @contextlib.contextmanager
-    def _borrowed(self) -> t.Iterator[socket.socket]:
-        sock = socket.socket(fileno=self.fd)
+    def _borrowed(self) -> t.Iterator[_socket.socket]:
+        # The C socket type: gevent's would register it with the hub. It sets
+        # the descriptor non-blocking when a default timeout is set, and uWSGI's
+        # threads write to it blocking: that flag is put back.
+        blocking = os.get_blocking(self.fd)
+        sock = _socket.socket(fileno=self.fd)
         try:
             yield sock
         finally:
             sock.detach()
+            if os.get_blocking(self.fd) != blocking:
+                os.set_blocking(self.fd, blocking)
 
     def fileno(self) -> int:
         return self.fd
