@@ -111,6 +111,18 @@ def _token(value: object) -> str:
     return value
 
 
+def _server_family(value: object) -> str:
+    # Imported here: the table itself needs no server code.
+    from .servers import FAMILIES
+
+    if not isinstance(value, str) or value.lower() not in FAMILIES:
+        raise ValueError(
+            f"SSE_PUSH_SERVER must be one of {', '.join(repr(name) for name in FAMILIES)},"
+            f" not {value!r}."
+        )
+    return value.lower()
+
+
 def _origins(value: object) -> list[str]:
     # Imported here: cors.py needs Flask, and the table itself does not.
     from .cors import check_origins
@@ -272,6 +284,16 @@ KEYS: tuple[Key, ...] = (
         help="the largest body `POST <prefix>/publish` reads; larger ones get `413`",
         unit="bytes",
         minimum=1,
+    ),
+    Key(
+        "SSE_PUSH_SERVER",
+        str,
+        "detect",
+        help="the server family that carries the streams: `detect` (the default) finds it from"
+        " the WSGI environ and the process; or `gunicorn`, `uwsgi`, `granian`, `waitress`,"
+        " `werkzeug` (`flask run`), `gevent`, `plain`. One INFO line at startup names the"
+        " server and the capacity chosen (see [Deploying](deploying.md))",
+        check=_server_family,
     ),
     Key(
         "SSE_PUSH_PROMETHEUS",

@@ -202,6 +202,8 @@ class StreamRegistry:
         self._checked: dict[LiveStream, None] = {}
         #: ``time.monotonic()`` when shutdown began, or ``None``.
         self.shutdown_at: float | None = None
+        #: Why every stream is refused (the server cannot run one), or ``None``.
+        self.refusal: str | None = None
         #: ``time.monotonic()`` of the last look at every socket's TCP state.
         self._peers_checked = 0.0
 
@@ -218,6 +220,8 @@ class StreamRegistry:
         or the client has its share of it)."""
         if self.shutdown_at is not None:
             return "server shutting down"
+        if self.refusal is not None:
+            return self.refusal
         key = client_key(info)
         with self._lock:
             limit = self.max_connections

@@ -122,6 +122,7 @@ class SSEPush:
             presence_events=tuple(config["SSE_PUSH_PRESENCE_EVENTS"] or ()),
             publish_token=config["SSE_PUSH_PUBLISH_TOKEN"],
             publish_max_bytes=config["SSE_PUSH_PUBLISH_MAX_BYTES"],
+            server=config["SSE_PUSH_SERVER"],
         )
         cors_origins = config["SSE_PUSH_CORS_ORIGINS"]
         metrics = PrometheusMetrics(broker) if config["SSE_PUSH_PROMETHEUS"] else Metrics()

@@ -70,6 +70,8 @@ class Settings:
     #: The HMAC key of the session keys (see
     #: :func:`~flask_sse_push.session_scope.scope_secret`).
     scope_secret: bytes = b""
+    #: ``SSE_PUSH_SERVER``: a server family of :data:`~flask_sse_push.servers.FAMILIES`.
+    server: str = "detect"
 
 
 #: Streams one client may hold by default, where the worker has room for many.
@@ -179,14 +181,24 @@ class Runtime:
     def start_in_process(self) -> None:
         """Start now if this process is a server worker that can be recognized
         before any request (a gunicorn worker); otherwise at the first request."""
-        server = detect_process()
+        server = detect_process(self.settings.server)
         if server is not None:
             self.start(server)
 
     def start_for(self, environ: Mapping[str, t.Any]) -> None:
         """Start for the server that handles ``environ``; called before every request."""
         if not self._started:
-            self.start(detect(environ))
+            family = self.settings.server
+            server = detect(environ, family)
+            if server is None:
+                logger.warning(
+                    "SSE_PUSH_SERVER is %r, but this request is not served by it; streams"
+                    " run as on an unrecognized server (no capacity, no socket). Set"
+                    " SSE_PUSH_SERVER to the server that runs the app, or to 'detect'.",
+                    family,
+                )
+                server = Server()
+            self.start(server)
 
     def start(self, server: Server) -> None:
         """Bind to ``server``: take its capacity, warn about what a stream costs
@@ -210,16 +222,31 @@ class Runtime:
                 capacity,
                 server.more_room,
             )
+        logger.info(
+            "flask_sse_push serves streams on %s (SSE_PUSH_SERVER=%s); capacity: %s.",
+            server.name,
+            self.settings.server,
+            "no limit"
+            if self.registry.max_connections is None
+            else f"{self.registry.max_connections} stream(s) per worker process",
+        )
+        refusal = server.refusal()
+        if refusal is not None:
+            logger.error(refusal)
+            self.registry.refusal = server.name
         self.registry.max_per_client = client_share(
             self.settings.max_streams_per_client, self.registry.max_connections
         )
         warning = server.cost_warning(self.registry.max_connections, self.app_target())
         if warning is not None:
             logger.warning(warning)
+        note = server.shutdown_note()
+        if note is not None:
+            logger.warning(note)
         epoll = server.epoll()
         if epoll is not None:
             self.registry.hangups = HangupWatch(epoll)
-        server.watch_shutdown(self.monitor.request_shutdown)
+        server.watch_shutdown(self.monitor.request_shutdown, self.registry.__len__)
         self.monitor.start()
         self.control.start()
         # Off the request path: an unreachable broker may take its connect timeout.

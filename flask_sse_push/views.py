@@ -217,7 +217,7 @@ def stream_response(runtime: Runtime, live: LiveStream, *, lifetime: float | Non
         nonlocal closed
         subscription.close()
         registry.close(live)
-        if live.finished:
+        if live.finished and runtime.server.cut_when_finished:
             live.cut_connection()
         if not closed:
             closed = True

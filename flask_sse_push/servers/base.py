@@ -89,6 +89,10 @@ class Server:
     threaded = False
     #: How to let the server hold more connections, for warnings.
     more_room = "give the server more threads or connections"
+    #: Whether a stream that ended by itself has its connection shut down at once
+    #: (so the reconnect may land on another worker). Not where the server may
+    #: still hold unsent bytes of the response when it closes the body.
+    cut_when_finished = True
 
     def threads(self) -> int | None:
         """Return how many requests the server handles at once, if it is bounded by threads."""
@@ -122,8 +126,26 @@ class Server:
         """Run an application's source so that :meth:`Task.cancel` stops it as soon as possible."""
         return ThreadTask(target)
 
-    def watch_shutdown(self, callback: Callable[[], None]) -> None:
-        """Have ``callback`` run (in a signal handler) when the server starts to stop."""
+    def watch_shutdown(
+        self, callback: Callable[[], None], open_streams: Callable[[], int] | None = None
+    ) -> None:
+        """Have ``callback`` run (in a signal handler) when the server starts to stop.
+
+        :param open_streams: how many streams are still open; a server that
+            exits as soon as the callback returns waits (briefly) for them to
+            write their last bytes.
+        """
+
+    def refusal(self) -> str | None:
+        """Return why no stream can run on this server as it is configured, and how to
+        fix it; ``None`` when streams can run. Logged once; every stream is then
+        answered ``200`` with ``retry:``."""
+        return None
+
+    def shutdown_note(self) -> str | None:
+        """Return what bounds a shutdown with open streams, where the server gives the
+        application no way to learn of it; logged once at startup."""
+        return None
 
     def stopping(self) -> bool:
         """Return whether the server has started to stop; polled by the monitor."""

@@ -106,7 +106,9 @@ class _Gunicorn:
             return None
         return t.cast("SocketLike", sock)
 
-    def watch_shutdown(self, callback: Callable[[], None]) -> None:
+    def watch_shutdown(
+        self, callback: Callable[[], None], open_streams: Callable[[], int] | None = None
+    ) -> None:
         chain_shutdown_handlers(callback)
 
     def stopping(self) -> bool:

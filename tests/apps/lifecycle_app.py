@@ -92,10 +92,13 @@ def create_app() -> Flask:
             sock = stream.socket
             if sock is None:
                 continue
-            entry = {"SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)}
-            for name in REPORTED_OPTIONS:
-                if hasattr(socket, name):
-                    entry[name] = sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
+            try:
+                entry = {"SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)}
+                for name in REPORTED_OPTIONS:
+                    if hasattr(socket, name):
+                        entry[name] = sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
+            except OSError:  # the server closed it already (waitress, on the client's EOF)
+                continue
             options.append(entry)
         return jsonify(
             pid=os.getpid(),

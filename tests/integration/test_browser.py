@@ -22,7 +22,14 @@ import httpx
 import pytest
 
 from tests.apps.env_app import environment
-from tests.support.browser_helpers import CHROMIUM, CHROMIUM_ARGS, StaticPage, chromium
+from tests.support.browser_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    StaticPage,
+    assert_full_countdown,
+    chromium,
+    countdown_patterns,
+)
 from tests.support.servers import ROOT, Gunicorn, RedisServer, start_gunicorn, stop
 
 if t.TYPE_CHECKING:
@@ -40,33 +47,6 @@ INTERVAL = 1.0 if WRITE_SCREENSHOT else 0.2
 
 #: Where ``SSE_PUSH_WRITE_SCREENSHOT=1`` saves the page after a full countdown.
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
-
-_RANDOM = "[a-z0-9]{5}"
-_TIMESTAMP = '"timestamp": "[^"]+"'
-
-
-def countdown_patterns() -> list[re.Pattern[str]]:
-    """What each list item must read, in order: ``[lastEventId] type: data``."""
-    patterns = [
-        rf'\[1\] \{{"id": 1, "message": "Hello, world!", {_TIMESTAMP}\}}',
-        rf"\[{_RANDOM}0\] update: bye-bye",
-        r"\[100\] hi: hi",
-    ]
-    for n in range(1, 6):
-        # The message's own id field repeats its event id.
-        message = f"hi,这是第 {n} 条消息。"
-        patterns.append(
-            rf'\[({_RANDOM}{n})\] \{{"id": "\1", "message": "{message}", {_TIMESTAMP}\}}'
-        )
-    patterns.append(r"\[9999\] end: 结束通信。")
-    return [re.compile(pattern) for pattern in patterns]
-
-
-def assert_full_countdown(items: list[str]) -> None:
-    patterns = countdown_patterns()
-    assert len(items) == len(patterns), items
-    for item, pattern in zip(items, patterns, strict=True):
-        assert pattern.fullmatch(item), f"{item!r} does not match {pattern.pattern!r}"
 
 
 def stream_requests(log: str) -> int:

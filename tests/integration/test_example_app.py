@@ -15,7 +15,7 @@ import pytest
 from httpx_sse import ServerSentEvent as Received
 from httpx_sse import connect_sse
 
-from tests.support.countdown import check_countdown
+from tests.support.countdown import check_countdown, read_sse
 from tests.support.servers import Gunicorn, gunicorn
 
 if t.TYPE_CHECKING:
@@ -28,30 +28,17 @@ def server() -> Iterator[Gunicorn]:
         yield running
 
 
-def _read(url: str, headers: dict[str, str] | None = None) -> tuple[int, list[Received]]:
-    with (
-        httpx.Client(timeout=10) as client,
-        connect_sse(client, "GET", url, headers=headers or {}) as source,
-    ):
-        status = source.response.status_code
-        if status != 200:
-            return status, []
-        # httpx-sse yields a retry-only block as an empty message; browsers,
-        # following the spec, fire nothing for it.
-        return status, [e for e in source.iter_sse() if e.data or e.retry is None]
-
-
 @pytest.mark.integration
 class TestUnderGunicorn:
     def test_countdown_read_by_a_real_sse_client(self, server: Gunicorn) -> None:
-        status, events = _read(f"{server.url}/api/sse")
+        status, events = read_sse(f"{server.url}/api/sse")
         assert status == 200
         check_countdown([(e.event, e.data, e.id) for e in events])
 
     def test_resume_with_last_event_id_has_no_repeats(self, server: Gunicorn) -> None:
-        _, full = _read(f"{server.url}/api/sse")
+        _, full = read_sse(f"{server.url}/api/sse")
         third_message = full[5]
-        _, resumed = _read(f"{server.url}/api/sse", {"Last-Event-ID": third_message.id})
+        _, resumed = read_sse(f"{server.url}/api/sse", {"Last-Event-ID": third_message.id})
         assert [json.loads(e.data)["message"] for e in resumed[:2]] == [
             "hi,这是第 4 条消息。",
             "hi,这是第 5 条消息。",
@@ -59,7 +46,7 @@ class TestUnderGunicorn:
         assert [e.id for e in resumed[2:]] == ["9999"]
 
     def test_reconnect_after_end_is_204(self, server: Gunicorn) -> None:
-        status, events = _read(f"{server.url}/api/sse", {"Last-Event-ID": "9999"})
+        status, events = read_sse(f"{server.url}/api/sse", {"Last-Event-ID": "9999"})
         assert (status, events) == (204, [])
 
     def test_publish_reaches_another_open_stream(self, server: Gunicorn) -> None:

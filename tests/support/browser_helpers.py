@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import re
 import threading
 import typing as t
 
@@ -89,3 +90,31 @@ class StaticPage:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(10)
+
+
+_RANDOM = "[a-z0-9]{5}"
+_TIMESTAMP = '"timestamp": "[^"]+"'
+
+
+def countdown_patterns() -> list[re.Pattern[str]]:
+    """What each list item must read, in order: ``[lastEventId] type: data``."""
+    patterns = [
+        rf'\[1\] \{{"id": 1, "message": "Hello, world!", {_TIMESTAMP}\}}',
+        rf"\[{_RANDOM}0\] update: bye-bye",
+        r"\[100\] hi: hi",
+    ]
+    for n in range(1, 6):
+        # The message's own id field repeats its event id.
+        message = f"hi,这是第 {n} 条消息。"
+        patterns.append(
+            rf'\[({_RANDOM}{n})\] \{{"id": "\1", "message": "{message}", {_TIMESTAMP}\}}'
+        )
+    patterns.append(r"\[9999\] end: 结束通信。")
+    return [re.compile(pattern) for pattern in patterns]
+
+
+def assert_full_countdown(items: list[str]) -> None:
+    patterns = countdown_patterns()
+    assert len(items) == len(patterns), items
+    for item, pattern in zip(items, patterns, strict=True):
+        assert pattern.fullmatch(item), f"{item!r} does not match {pattern.pattern!r}"

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import re
 
+import httpx
+from httpx_sse import ServerSentEvent as Received
+from httpx_sse import connect_sse
+
 RANDOM_ID = re.compile(r"[a-z0-9]{6}")
 
 
@@ -25,3 +29,17 @@ def check_countdown(events: list[tuple[str, str, str]]) -> None:
         assert body["id"] == event_id
         assert body["message"] == f"hi,这是第 {n} 条消息。"
     assert end == ("end", "结束通信。", "9999")
+
+
+def read_sse(url: str, headers: dict[str, str] | None = None) -> tuple[int, list[Received]]:
+    """GET ``url`` as an SSE stream: its status and its events, read to the end."""
+    with (
+        httpx.Client(timeout=10) as client,
+        connect_sse(client, "GET", url, headers=headers or {}) as source,
+    ):
+        status = source.response.status_code
+        if status != 200:
+            return status, []
+        # httpx-sse yields a retry-only block as an empty message; browsers,
+        # following the spec, fire nothing for it.
+        return status, [e for e in source.iter_sse() if e.data or e.retry is None]

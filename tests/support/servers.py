@@ -1,4 +1,5 @@
-"""Real servers for integration tests: gunicorn, waitress, flask run, redis-server, on 127.0.0.1.
+"""Real servers for integration tests: gunicorn, waitress, flask run, uWSGI, Granian and
+redis-server, on 127.0.0.1.
 
 Every server gets a free port, is waited for until it accepts connections, and
 is stopped (and waited for) when the ``with`` block ends.
@@ -191,6 +192,75 @@ def flask_run(
         *extra_args,
     ]  # fmt: skip
     server = _start("flask-run", command, port, env)
+    try:
+        yield server
+    finally:
+        stop(server.process)
+
+
+def _need(module: str, install: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        missing(f"{module} (pip install {install})")
+
+
+#: uWSGI from the pyuwsgi wheel. Its ``uwsgi`` script re-executes the base
+#: interpreter on a reload, outside the virtualenv: it is run through this one.
+UWSGI = [sys.executable, "-c", "import sys, pyuwsgi; sys.exit(pyuwsgi.run())"]
+
+
+@contextlib.contextmanager
+def uwsgi(
+    app: str = "example_app:create_app()",
+    *,
+    env: Mapping[str, str] | None = None,
+    extra_args: tuple[str, ...] = ("--threads", "8"),
+    http: str = "--http-socket",
+) -> Iterator[Gunicorn]:
+    """Run uWSGI serving ``app`` (``module:factory()``) for the ``with`` block.
+
+    :param extra_args: the mode: ``--threads N``, or ``--gevent N`` (with
+        ``--gevent-monkey-patch`` or without), ``--master``, ...
+    :param http: ``--http-socket`` (the worker speaks HTTP itself) or ``--http``
+        (uWSGI's HTTP router process in front of the worker).
+    """
+    _need("pyuwsgi", "pyuwsgi")
+    port = free_port()
+    command = [
+        *UWSGI,
+        http, f"127.0.0.1:{port}",
+        "--module", app,
+        "--need-app",
+        "--disable-logging",
+        *extra_args,
+    ]  # fmt: skip
+    server = _start("uwsgi", command, port, env)
+    try:
+        yield server
+    finally:
+        stop(server.process)
+
+
+@contextlib.contextmanager
+def granian(
+    factory: str = "example_app:create_app",
+    *,
+    env: Mapping[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[Gunicorn]:
+    """Run ``granian --interface wsgi --factory factory`` for the ``with`` block."""
+    _need("granian", "granian")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "granian",
+        "--interface", "wsgi",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        *extra_args,
+        "--factory", factory,
+    ]  # fmt: skip
+    server = _start("granian", command, port, env)
     try:
         yield server
     finally:
