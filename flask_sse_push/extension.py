@@ -9,7 +9,7 @@ import click
 from flask import Flask, Response, current_app, has_app_context, has_request_context, request
 from flask.cli import AppGroup
 
-from .brokers import Broker, MemoryBroker, broker_from_url
+from .brokers import Broker, MemoryBroker, ReplayBudget, broker_from_url
 from .connections import Ending, StreamInfo
 from .cors import check_origins
 from .data import encode_data
@@ -36,6 +36,8 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_RETRY": None,
     "SSE_PUSH_HISTORY": 1000,
     "SSE_PUSH_QUEUE_SIZE": 1000,
+    "SSE_PUSH_REPLAY_MAX_EVENTS": 1000,
+    "SSE_PUSH_REPLAY_MAX_BYTES": 1024 * 1024,
     "SSE_PUSH_REDIS_PREFIX": "sse:",
     "SSE_PUSH_SEND_TIMEOUT": 30.0,
     "SSE_PUSH_MAX_LIFETIME": 600.0,
@@ -73,6 +75,19 @@ def _retry(app: Flask) -> int | None:
             f"SSE_PUSH_RETRY must be None or an int number of milliseconds >= 0, not {value!r}."
         )
     return None if value is None else int(value)
+
+
+def _replay_budget(app: Flask) -> ReplayBudget:
+    bounds = []
+    for key in ("SSE_PUSH_REPLAY_MAX_EVENTS", "SSE_PUSH_REPLAY_MAX_BYTES"):
+        value = app.config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"{key} must be an int >= 1, not {value!r}. It bounds what one resume"
+                " replays; a deep resume past it gets a reset instead of the rest."
+            )
+        bounds.append(value)
+    return ReplayBudget(*bounds)
 
 
 def _flag(app: Flask, key: str) -> bool:
@@ -133,6 +148,11 @@ class SSEPush:
         - ``SSE_PUSH_RETRY`` (``None``): milliseconds sent as ``retry:`` on connect.
         - ``SSE_PUSH_HISTORY`` (``1000``): events kept per channel for replay.
         - ``SSE_PUSH_QUEUE_SIZE`` (``1000``): events a client may fall behind by.
+        - ``SSE_PUSH_REPLAY_MAX_EVENTS`` (``1000``) and ``SSE_PUSH_REPLAY_MAX_BYTES``
+          (``1048576``, the events' wire size): the most one resume replays, over
+          all its channels. Past either, the client gets the events that fit,
+          then a ``reset`` with reason ``"budget"``. Redis is read in pages of a
+          few hundred entries, so a deep resume never blocks it.
         - ``SSE_PUSH_REDIS_PREFIX`` (``"sse:"``): namespace of the Redis keys.
         - ``SSE_PUSH_SEND_TIMEOUT`` (``30.0``): seconds a write to a client may
           go without progress (one piece of at most 64 KiB not taken) before
@@ -186,6 +206,7 @@ class SSEPush:
                 history=int(app.config["SSE_PUSH_HISTORY"]),
                 queue_size=int(app.config["SSE_PUSH_QUEUE_SIZE"]),
                 redis_prefix=app.config["SSE_PUSH_REDIS_PREFIX"],
+                replay_budget=_replay_budget(app),
             )
         settings = Settings(
             keepalive=_positive_number(app, "SSE_PUSH_KEEPALIVE"),

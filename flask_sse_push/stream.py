@@ -41,11 +41,19 @@ KEEPALIVE = encode_comment("keepalive").encode()
 StreamItem: t.TypeAlias = "ServerSentEvent | str | t.Mapping[str, t.Any]"
 
 
-def first_chunk(retry: int | None) -> bytes:
-    """The chunk sent before any event, so headers and ``onopen`` happen at once."""
-    if retry is not None:
-        return encode_retry(retry).encode()
-    return encode_comment("connected").encode()
+def first_chunk(retry: int | None, start_id: str | None = None) -> bytes:
+    """The chunk sent before any event, so headers and ``onopen`` happen at once.
+
+    With ``start_id`` (:attr:`Subscription.start_id`) it also sets the client's
+    last event id: an ``id:`` field in a block without data changes the last
+    event ID string at dispatch without firing an event (WHATWG HTML, "dispatch
+    the event", steps 1-2). So a stream that ends for any reason before its
+    first event still leaves the client a cursor to resume from.
+    """
+    chunk = encode_retry(retry) if retry is not None else encode_comment("connected")
+    if start_id is not None:
+        chunk += f"id: {start_id}\n\n"
+    return chunk.encode()
 
 
 def closing_chunk(reason: str, retry: int | None) -> bytes:
@@ -126,7 +134,7 @@ def event_stream(
     writer = None
     try:
         live.write_started = time.monotonic()
-        yield first_chunk(retry)
+        yield first_chunk(retry, subscription.start_id)
         # Only now: the server has written the headers and the first chunk.
         writer = live.writer
         if writer is not None and not subscription.set_consumer(writer):

@@ -288,7 +288,7 @@ class TestCapacity:
             assert sse.broker.subscriber_count() == 2
         open_[0].close()
         accepted = client.get("/events")
-        assert next(_chunks(accepted)) == b": connected\n\n"
+        assert next(_chunks(accepted)).startswith(b": connected\n\n")
         accepted.close()
         open_[1].close()
 

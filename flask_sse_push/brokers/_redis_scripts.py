@@ -77,7 +77,7 @@ local seq = 0
 local top_ms, top_seq = parse(top)
 if ms <= top_ms then ms, seq = top_ms, top_seq + 1 end
 local id = string.format('%d-%d', ms, seq)
-redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], id, 'prev', prev, unpack(ARGV, 6))
+redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], id, 'prev', prev, 'before', top, unpack(ARGV, 6))
 if last then
   redis.call('HSET', clock, 'last', id)
 else
@@ -90,9 +90,9 @@ return id
 )
 
 # KEYS: clock, n streams, n id hashes. ARGV: n, look up a user id ("1"/"0"),
-# the user id, then a first id per stream ("" skips it). A user id found in a
-# hash replaces every first id. Returns last, since, the found entry id, then
-# each stream's entries.
+# the user id, the most entries to read per stream ("" for all), then a first
+# id per stream ("" skips it). A user id found in a hash replaces every first
+# id. Returns last, since, the found entry id, then each stream's entries.
 READ_SCRIPT = (
     _LUA_HELPERS
     + """
@@ -106,16 +106,19 @@ if ARGV[2] == '1' then
   end
 end
 local out = {clock[1], clock[2], found}
+local count = ARGV[4]
 for i = 1, n do
-  local first = ARGV[3 + i]
+  local first = ARGV[4 + i]
   if found then
     local f_ms, f_seq = parse(found)
     first = string.format('%d-%d', f_ms, f_seq + 1)
   end
   if first == '' then
     out[3 + i] = {}
-  else
+  elseif count == '' then
     out[3 + i] = redis.call('XRANGE', KEYS[1 + i], first, '+')
+  else
+    out[3 + i] = redis.call('XRANGE', KEYS[1 + i], first, '+', 'COUNT', count)
   end
 end
 return out
@@ -173,11 +176,17 @@ def optional_key(value: object) -> Key | None:
 
 
 class Entry(t.NamedTuple):
-    """One event as read from a stream."""
+    """One event as read from a stream.
+
+    ``prev`` is the stream's newest entry when it was added; ``before`` (the
+    Redis broker only) the newest id under the prefix then, ``None`` in entries
+    of releases that did not record it.
+    """
 
     key: Key
     prev: Key
     event: ServerSentEvent
+    before: Key | None = None
 
 
 def decode_entry(raw: t.Any) -> Entry:
@@ -194,7 +203,13 @@ def decode_entry(raw: t.Any) -> Entry:
     )
     key = parse_id(entry_id)
     assert key is not None
-    return Entry(key, parse_id(fields.get("prev", "0-0")) or ZERO, event)
+    before = fields.get("before")
+    return Entry(
+        key,
+        parse_id(fields.get("prev", "0-0")) or ZERO,
+        event,
+        None if before is None else parse_id(before),
+    )
 
 
 def decode_announcement(payload: str) -> tuple[Key, ServerSentEvent]:
@@ -226,11 +241,27 @@ class Snapshot(t.NamedTuple):
         """The newest id issued under the prefix, ``0-0`` if none."""
         return self.last or ZERO
 
-    def known(self, cursor: Key) -> bool:
-        """Whether ``cursor`` was issued by this data set (no restart lost it)."""
+    def known(self, cursor: Key, channels: Iterable[str] = ()) -> bool:
+        """Whether ``cursor`` was issued by this data set (no restart lost it).
+
+        It must lie between the first and the newest id issued. And every entry
+        records the newest id issued before it (``before``): the first entry
+        after ``cursor`` on any of ``channels`` must have been added after it.
+        One added after a lower id shows the data set never issued ``cursor``:
+        Redis came back from a snapshot older than it, and what was published
+        between the snapshot and the restart is gone.
+        """
         if cursor == ZERO:
             return True
-        return self.since is not None and self.since <= cursor <= self.head
+        if self.since is None or not self.since <= cursor <= self.head:
+            return False
+        for name in channels:
+            for entry in self.entries.get(name, ()):
+                if entry.key > cursor:
+                    if entry.before is not None and entry.before < cursor:
+                        return False
+                    break
+        return True
 
     def gap_after(self, cursor: Key, channels: Iterable[str]) -> bool:
         """Whether an entry newer than ``cursor`` was trimmed from a stream.

@@ -28,8 +28,9 @@ from redis.exceptions import RedisClusterException
 
 from ..exceptions import BrokerError
 from ..validation import check_channel
-from ._cluster_cursor import ChannelRead, decode_positions, foreign_verdict, verdict, wire_id
+from ._cluster_cursor import ChannelRead, wire_id
 from ._cluster_listener import ClusterListener
+from ._cluster_replay import hand_over
 from ._cluster_scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
 from ._cluster_subscription import ClusterSubscription
 from ._redis_common import (
@@ -46,15 +47,14 @@ from ._redis_scripts import (
     entry_fields,
     format_id,
     optional_key,
-    parse_id,
 )
-from .base import Broker, Subscription, reset_event
+from ._replay import ReplayBudget
+from .base import Broker, Subscription
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from ..event import ServerSentEvent
-    from ._cluster_subscription import Item
     from ._redis_scripts import Key
 
 __all__ = ["SCHEMES", "RedisClusterBroker"]
@@ -126,6 +126,9 @@ class RedisClusterBroker(Broker):
     :param socket_timeout: seconds to connect to a node and to wait for a reply.
     :param max_connections: commands in flight at once in this process, so
         pooled connections per node; more callers wait up to 20 s.
+    :param replay_budget: how much one resume may replay; each channel is read
+        in pages, and past the budget the client gets what fits, then a
+        ``reset`` (reason ``"budget"``).
 
     .. versionadded:: 0.2
     """
@@ -141,8 +144,10 @@ class RedisClusterBroker(Broker):
         socket_timeout: float = 5.0,
         connection_kwargs: Mapping[str, t.Any] | None = None,
         max_connections: int = 4,
+        replay_budget: ReplayBudget | None = None,
     ) -> None:
         check_sizes("RedisClusterBroker", history, queue_size)
+        self.replay_budget = (replay_budget or ReplayBudget()).check()
         if "{" in prefix or "}" in prefix:
             raise ValueError(
                 f"SSE_PUSH_REDIS_PREFIX {prefix!r} contains a brace; with Redis Cluster the"
@@ -173,6 +178,7 @@ class RedisClusterBroker(Broker):
         socket_timeout: float = 5.0,
         connect_timeout: float = 3.0,
         max_connections: int = 4,
+        replay_budget: ReplayBudget | None = None,
     ) -> RedisClusterBroker:
         """Connect lazily to the cluster at ``url``: ``redis+cluster://host:port[,host:port...]``.
 
@@ -206,6 +212,7 @@ class RedisClusterBroker(Broker):
             socket_timeout=socket_timeout,
             connection_kwargs=subscriber_options,
             max_connections=max_connections,
+            replay_budget=replay_budget,
         )
         broker.seeds = ",".join(f"{host}:{port}" for host, port in seeds)
         return broker
@@ -298,17 +305,24 @@ class RedisClusterBroker(Broker):
         return event.id if event.id is not None else as_text(entry_id)
 
     def read_channel(
-        self, channel: str, first: Key | None, user_id: str | None = None
+        self,
+        channel: str,
+        first: Key | None,
+        user_id: str | None = None,
+        count: int | None = None,
     ) -> ChannelRead:
         """Read ``channel``'s newest id and its entries from ``first`` on (inclusive), atomically.
 
         If ``user_id`` is one of the channel's user-supplied ids, read from its entry instead.
+
+        :param count: the most entries to read; ``None``: all.
         """
         stream, ids, _ = keys(self.prefix, channel)
         args = [
             "" if first is None else format_id(first),
             "0" if user_id is None else "1",
             user_id or "",
+            "" if count is None else count,
         ]
         try:
             with self._slot("read the history") as local:
@@ -355,68 +369,7 @@ class RedisClusterBroker(Broker):
 
     def _hand_over(self, sub: ClusterSubscription, last_event_id: str | None) -> bool:
         """Replay after ``last_event_id`` into ``sub``, then switch it to live events."""
-        names = sub.channels
-        if last_event_id is None:
-            tails = self.tails(names)
-            return sub.go_live([], [], tails, tails)
-        positions = decode_positions(last_event_id, len(names))
-        plain = parse_id(last_event_id)
-        exact = [True] * len(names)
-        user_id = None
-        if positions is None:
-            if plain is not None:
-                positions = [plain] * len(names)
-                exact = [len(names) == 1] * len(names)
-            else:
-                user_id = last_event_id
-        starts: list[Key | None] = list(positions) if positions else [None] * len(names)
-        reads = [
-            self.read_channel(name, start, user_id)
-            for name, start in zip(names, starts, strict=True)
-        ]
-        if user_id is not None:
-            found = [read.found for read in reads if read.found is not None]
-            if found:
-                # The entry of the user id is the position on its channel, a time elsewhere.
-                newest = max(found)
-                starts = [newest] * len(names)
-                exact = [read.found is not None for read in reads]
-                if len(names) > 1:
-                    reads = [
-                        read if read.found is not None else self.read_channel(name, newest)
-                        for name, read in zip(names, reads, strict=True)
-                    ]
-        verdicts = []
-        for start, read, is_exact in zip(starts, reads, exact, strict=True):
-            if start is None:
-                verdicts.append("unknown")
-            elif plain is not None and len(names) == 1:
-                verdicts.append(foreign_verdict(start, read))
-            else:
-                verdicts.append(verdict(start, read, strict=is_exact))
-        if plain is not None and len(names) > 1 and positions is not None:
-            # A plain id over several channels must be one of theirs.
-            if not any(
-                start is not None and verdict(start, read, strict=True) == "ok"
-                for start, read in zip(starts, reads, strict=True)
-            ):
-                verdicts = ["unknown"] * len(names)
-        through = [read.tail or ZERO for read in reads]
-        backlog: list[Item] = []
-        begin = list(through)
-        for i, (name, start, read) in enumerate(zip(names, starts, reads, strict=True)):
-            if verdicts[i] == "ok" and start is not None:
-                backlog += [(name, e.key, e.event) for e in read.entries if e.key > start]
-                # A plain id from elsewhere may lie beyond this channel's newest
-                # entry: the client then has everything up to that entry.
-                begin[i] = min(start, through[i])
-        backlog.sort(key=lambda item: item[1])
-        first = []
-        bad = [v for v in verdicts if v != "ok"]
-        if bad:
-            reason = "unknown" if "unknown" in bad else "expired"
-            first.append(reset_event(last_event_id, wire_id(through), reason))
-        return sub.go_live(first, backlog, begin, through)
+        return hand_over(self, sub, last_event_id)
 
     def cursor(self, channels: Sequence[str]) -> str:
         names = sorted({check_channel(name) for name in channels})
