@@ -135,12 +135,18 @@ def decode_summary(text: str) -> Key | None:
         return None
 
 
+#: How far (ms) a position taken from elsewhere may lie ahead of a shard's clock:
+#: shards' clocks disagree a little. Further ahead, it was never issued.
+CLOCK_SLACK_MS = 60_000
+
+
 class ChannelRead(t.NamedTuple):
-    """One channel's stream, read atomically on its shard."""
+    """One channel's stream, read atomically on its shard, and that shard's clock (ms)."""
 
     tail: Key | None
     found: Key | None
     entries: list[Entry]
+    clock: int | None = None
 
 
 def verdict(start: Key, read: ChannelRead, *, strict: bool) -> str:
@@ -158,9 +164,16 @@ def verdict(start: Key, read: ChannelRead, *, strict: bool) -> str:
         if prev > start:
             return "expired"
         return "ok" if prev == start or not strict else "unknown"
-    if start == ZERO or read.tail == start or (not strict and (read.tail or ZERO) <= start):
+    if start == ZERO or read.tail == start:
+        return "ok"
+    if not strict and (read.tail or ZERO) <= start and not _ahead(start, read):
         return "ok"
     return "unknown"
+
+
+def _ahead(start: Key, read: ChannelRead) -> bool:
+    """Whether ``start`` lies further ahead of the shard's clock than clocks disagree."""
+    return read.clock is not None and start[0] > read.clock + CLOCK_SLACK_MS
 
 
 def foreign_verdict(start: Key, read: ChannelRead) -> str:

@@ -74,6 +74,9 @@ if last and newer(last, top) then top = last end
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local seq = 0
+-- A new data set (none, or flushed) starts past this millisecond: an id an
+-- earlier one issued in it would otherwise come again, for another event.
+if not last then ms = ms + 1 end
 local top_ms, top_seq = parse(top)
 if ms <= top_ms then ms, seq = top_ms, top_seq + 1 end
 local id = string.format('%d-%d', ms, seq)

@@ -330,7 +330,10 @@ class RedisClusterBroker(Broker):
         except ERRORS as exc:
             raise self._error("read the history", exc) from exc
         return ChannelRead(
-            optional_key(raw[0]), optional_key(raw[1]), [decode_entry(e) for e in raw[2] or ()]
+            optional_key(raw[0]),
+            optional_key(raw[1]),
+            [decode_entry(e) for e in raw[2] or ()],
+            int(raw[3]) if len(raw) > 3 else None,
         )
 
     def read_channels(self, firsts: Mapping[str, Key]) -> dict[str, ChannelRead]:
