@@ -164,6 +164,9 @@ def main() -> int:
         ]  # fmt: skip
         app = procs.start("gunicorn", command, env={"SSE_PUSH_BROKER_URL": url})
         app.wait_for_port(port)
+        deadline = time.monotonic() + 30
+        while not children(app.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
         worker = children(app.pid)[0]
         time.sleep(1.0)
         stop = threading.Event()
