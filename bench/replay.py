@@ -14,13 +14,18 @@ probe event published every 20 ms to another stream of the same worker (how
 long Redis and the worker stalled everyone else); and the worker's peak RSS
 growth (``VmHWM``).
 
-Usage: ``python bench/replay.py [wide|deep] [--concurrent N]``.
+``memory`` runs ``wide`` on the in-memory broker, in this process: how long
+``subscribe()`` holds the broker's lock (every publisher of the worker waits that
+long) and the peak RSS growth while the replay is drained and encoded.
+
+Usage: ``python bench/replay.py [wide|deep|memory] [--concurrent N]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import threading
@@ -32,7 +37,7 @@ from procs import ROOT, Processes, children, free_port, redis_server
 
 sys.path.insert(0, str(ROOT))
 
-from flask_sse_push import ServerSentEvent  # noqa: E402
+from flask_sse_push import MemoryBroker, ServerSentEvent  # noqa: E402
 from flask_sse_push.brokers._redis_common import publish_args  # noqa: E402
 from flask_sse_push.brokers._redis_scripts import entry_fields  # noqa: E402
 from flask_sse_push.brokers.redis import RedisBroker  # noqa: E402
@@ -140,11 +145,46 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
+def memory(concurrent: int) -> dict[str, t.Any]:
+    """The ``wide`` resume on a :class:`MemoryBroker` in this process."""
+    broker = MemoryBroker(history=1000)
+    channels = [f"c{n:03d}" for n in range(100)]
+    start = broker.cursor(channels)
+    for n in range(1000):
+        for channel in channels:
+            broker.publish(channel, ServerSentEvent(f"{PAYLOAD}{channel}{n}"))
+    rss_before = peak_rss(os.getpid())
+    locked = []
+    results = []
+    subs = []
+    for _ in range(concurrent):
+        started = time.perf_counter()
+        subs.append(broker.subscribe(channels, last_event_id=start))
+        locked.append(time.perf_counter() - started)
+    for sub in subs:
+        events = sub.get(0)
+        body = b"".join([event.encode() for event in events])
+        results.append({"events": len(events), "bytes": len(body)})
+        del events, body
+    for sub in subs:
+        sub.close()
+    return {
+        "scenario": "memory",
+        "concurrent": concurrent,
+        "requests": results,
+        "longest_subscribe_ms": round(max(locked) * 1000, 1),
+        "peak_rss_growth_mib": round((peak_rss(os.getpid()) - rss_before) / 2**20, 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=["wide", "deep"], default="wide", nargs="?")
+    parser.add_argument("scenario", choices=["wide", "deep", "memory"], default="wide", nargs="?")
     parser.add_argument("--concurrent", type=int, default=1)
     options = parser.parse_args()
+    if options.scenario == "memory":
+        print(json.dumps(memory(options.concurrent), indent=2))
+        return 0
     if options.scenario == "wide":
         channels, per_channel, history = [f"c{n:03d}" for n in range(100)], 1000, 1000
     else:

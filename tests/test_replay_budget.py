@@ -13,7 +13,7 @@ import typing as t
 
 import pytest
 
-from flask_sse_push import Broker, MemoryBroker, ServerSentEvent
+from flask_sse_push import Broker, MemoryBroker, ServerSentEvent, SSEPush
 from flask_sse_push.brokers import ReplayBudget
 from flask_sse_push.brokers._replay import PAGE_ENTRIES, complete_part, page_count
 from flask_sse_push.brokers.redis import RedisBroker
@@ -29,6 +29,8 @@ from tests.servers import ROOT, gunicorn
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from flask import Flask
 
     from tests.cluster_helpers import RedisCluster
     from tests.servers import RedisServer
@@ -256,3 +258,42 @@ def test_a_100_channel_resume_from_0_0_is_bounded_on_gunicorn(
     kinds = [event.event for event in client.events]
     assert kinds.count("message") == 1000
     assert kinds[1000] == "reset" and json.loads(client.events[1000].data)["reason"] == "budget"
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def test_the_config_keys_set_the_budget_of_the_streams(app: Flask) -> None:
+    app.config.update(SSE_PUSH_REPLAY_MAX_EVENTS=3, SSE_PUSH_REPLAY_MAX_BYTES=10_000)
+    sse = SSEPush(app)
+    with app.app_context():
+        start = sse.cursor("default")
+        for n in range(10):
+            sse.publish(str(n))
+    response = app.test_client().get("/events", headers={"Last-Event-ID": start})
+    chunks = iter(t.cast("t.Iterable[bytes]", response.response))
+    body = b""
+    while b"event: reset" not in body:
+        body += next(chunks)
+    response.close()
+    assert [line for line in body.split(b"\n") if line.startswith(b"data: ")][:3] == [
+        b"data: 0",
+        b"data: 1",
+        b"data: 2",
+    ]
+    assert b'"reason": "budget"' in body
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("SSE_PUSH_REPLAY_MAX_EVENTS", 0),
+        ("SSE_PUSH_REPLAY_MAX_EVENTS", "1000"),
+        ("SSE_PUSH_REPLAY_MAX_BYTES", -1),
+        ("SSE_PUSH_REPLAY_MAX_BYTES", True),
+    ],
+)
+def test_bad_budget_keys_are_refused_at_init(app: Flask, key: str, value: object) -> None:
+    app.config[key] = value
+    with pytest.raises(ValueError, match=key):
+        SSEPush(app)
