@@ -72,6 +72,48 @@ def test_a_redis_restored_from_an_older_snapshot_resets_cursors_it_lost(prefix: 
             broker.close()
 
 
+def test_a_restore_is_seen_even_when_only_other_channels_were_published_since(
+    prefix: str,
+) -> None:
+    """The resumed channel has nothing after the lost cursor: the restart's hole tells."""
+    with RedisServer() as server:
+        broker = RedisBroker.from_url(server.url, prefix=prefix)
+        ids = [broker.publish("orders", ServerSentEvent(str(n))) for n in range(1, 11)]
+        admin = redis.Redis.from_url(server.url)
+        admin.save()
+        admin.close()
+        ids += [broker.publish("orders", ServerSentEvent(str(n))) for n in range(11, 21)]
+        broker.close()
+        server.stop(signal.SIGKILL)
+        server.start()
+        broker = RedisBroker.from_url(server.url, prefix=prefix)
+        try:
+            broker.publish("elsewhere", ServerSentEvent("after the restart"))
+            got = first_events(broker, ["orders"], ids[14])
+            assert [event.event for event in got] == ["reset"]
+            assert first_events(broker, ["orders"], ids[9]) == []  # held: nothing after it
+        finally:
+            broker.close()
+
+
+def test_a_restart_that_kept_everything_resets_nobody(prefix: str) -> None:
+    """With the append-only file every write survives: the hole is empty of issued ids."""
+    with RedisServer(persist=True) as server:
+        broker = RedisBroker.from_url(server.url, prefix=prefix)
+        ids = [broker.publish("orders", ServerSentEvent(str(n))) for n in range(1, 6)]
+        broker.close()
+        server.stop()
+        server.start()
+        broker = RedisBroker.from_url(server.url, prefix=prefix)
+        try:
+            broker.publish("orders", ServerSentEvent("6"))
+            got = first_events(broker, ["orders"], ids[2])
+            assert [event.data for event in got] == ["4", "5", "6"]
+            assert first_events(broker, ["orders", "other"], ids[4])[0].data == "6"
+        finally:
+            broker.close()
+
+
 def test_a_flushed_redis_resets_every_cursor(prefix: str) -> None:
     with RedisServer() as server:
         broker = RedisBroker.from_url(server.url, prefix=prefix)

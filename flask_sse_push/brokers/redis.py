@@ -52,6 +52,7 @@ from ._redis_scripts import (
     Snapshot,
     as_text,
     decode_entry,
+    decode_holes,
     entry_fields,
     format_id,
     optional_key,
@@ -360,10 +361,16 @@ class RedisBroker(Broker):
         ]
         raw = self._run_script("read the history", self._read_script, keys, args)
         entries = {
-            name: [decode_entry(item) for item in raw[3 + i] or ()]
+            name: [decode_entry(item) for item in raw[4 + i] or ()]
             for i, name in enumerate(channels)
         }
-        return Snapshot(optional_key(raw[0]), optional_key(raw[1]), optional_key(raw[2]), entries)
+        return Snapshot(
+            optional_key(raw[0]),
+            optional_key(raw[1]),
+            optional_key(raw[2]),
+            entries,
+            decode_holes(raw[3]),
+        )
 
     def subscribe(
         self, channels: Sequence[str], *, last_event_id: str | None = None
