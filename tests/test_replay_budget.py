@@ -15,7 +15,13 @@ import pytest
 
 from flask_sse_push import Broker, MemoryBroker, ServerSentEvent, SSEPush
 from flask_sse_push.brokers import ReplayBudget
-from flask_sse_push.brokers._replay import PAGE_ENTRIES, complete_part, page_count
+from flask_sse_push.brokers._replay import (
+    FIRST_PAGE,
+    PAGE_BYTES,
+    PAGE_ENTRIES,
+    complete_part,
+    page_count,
+)
 from flask_sse_push.brokers.redis import RedisBroker
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker
 from tests.cluster_helpers import redis_cluster_fixture  # noqa: F401 - a pytest fixture
@@ -209,6 +215,15 @@ def test_pages_stay_small_whatever_the_channel_count() -> None:
     for channels in (1, 7, 100, 1000):
         count = page_count(channels, ReplayBudget())
         assert count >= 1 and (count * channels <= PAGE_ENTRIES or count == 1)
+
+
+def test_pages_of_large_events_read_fewer_entries() -> None:
+    """The first page is small; later ones hold about PAGE_BYTES of event data."""
+    budget = ReplayBudget(events=100_000)
+    assert page_count(1, budget) == FIRST_PAGE
+    assert page_count(1, budget, entry_bytes=100) == PAGE_ENTRIES
+    assert page_count(1, budget, entry_bytes=64 * 1024) == PAGE_BYTES // (64 * 1024)
+    assert page_count(4, budget, entry_bytes=10 * 1024 * 1024) == 1
 
 
 @pytest.mark.parametrize("bad", [ReplayBudget(events=0), ReplayBudget(bytes=0)])

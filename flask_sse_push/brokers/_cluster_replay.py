@@ -11,7 +11,7 @@ import typing as t
 
 from ._cluster_cursor import decode_positions, foreign_verdict, plain_start, verdict, wire_id
 from ._redis_scripts import ZERO
-from ._replay import BUDGET_REASON, Spending, complete_part, page_count
+from ._replay import BUDGET_REASON, Spending, complete_part, mean_size, page_count
 from .base import reset_event
 
 if t.TYPE_CHECKING:
@@ -128,6 +128,8 @@ def _replay(
             backlog.append((names[indexes[at]], key, event))
         if bound is None:
             return backlog, False
+        size = mean_size([event for _, _, event in complete])
+        count = page_count(len(names), broker.replay_budget, size)
         for i in indexes:
             position = positions[i] = max(positions[i], bound)
             reads[i] = broker.read_channel(names[i], (position[0], position[1] + 1), None, count)

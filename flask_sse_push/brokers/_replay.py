@@ -32,6 +32,11 @@ _T = t.TypeVar("_T")
 #: of one page short.
 PAGE_ENTRIES = 256
 
+#: Bytes of event data one page should read, once the first page showed how
+#: large the events are; and the entries per channel of that first page.
+PAGE_BYTES = 256 * 1024
+FIRST_PAGE = 16
+
 #: The reason of the ``reset`` that ends a replay cut short by its budget.
 BUDGET_REASON = "budget"
 
@@ -77,12 +82,28 @@ class Spending:
         return True
 
 
-def page_count(channels: int, budget: ReplayBudget) -> int:
+def page_count(channels: int, budget: ReplayBudget, entry_bytes: int | None = None) -> int:
     """Entries to read per channel in one page, for a stream of ``channels`` channels.
+
+    :param entry_bytes: the mean data size of the entries of the page before;
+        ``None`` for the first page, which is kept small as the size is unknown.
 
     One more than the budget is never needed: the budget would be exceeded.
     """
-    return max(1, min(budget.events + 1, PAGE_ENTRIES // max(1, channels)))
+    channels = max(1, channels)
+    count = PAGE_ENTRIES // channels
+    if entry_bytes is None:
+        count = min(count, FIRST_PAGE)
+    else:
+        count = min(count, PAGE_BYTES // (max(1, entry_bytes) * channels))
+    return max(1, min(budget.events + 1, count))
+
+
+def mean_size(events: Sequence[ServerSentEvent]) -> int | None:
+    """The mean data size of ``events``, to size the next page; ``None`` for none."""
+    if not events:
+        return None
+    return sum(len(event.data) for event in events) // len(events)
 
 
 def complete_part(

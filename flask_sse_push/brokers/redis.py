@@ -59,7 +59,14 @@ from ._redis_scripts import (
     parse_id,
 )
 from ._redis_subscription import RedisSubscription
-from ._replay import BUDGET_REASON, ReplayBudget, Spending, complete_part, page_count
+from ._replay import (
+    BUDGET_REASON,
+    ReplayBudget,
+    Spending,
+    complete_part,
+    mean_size,
+    page_count,
+)
 from .base import Broker, Subscription, reset_event
 
 if t.TYPE_CHECKING:
@@ -429,6 +436,8 @@ class RedisBroker(Broker):
                         return sub.go_live(backlog, head)
                     cursor = bound
                     firsts = dict.fromkeys(names, cursor)
+                    size = mean_size([event for _, _, event in complete])
+                    count = page_count(len(names), self.replay_budget, size)
                     snapshot = self.read(names, firsts=firsts, count=count)
                     continue
             backlog.append(reset_event(last_event_id, format_id(head), reason))
