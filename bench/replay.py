@@ -24,6 +24,7 @@ Usage: ``python bench/replay.py [wide|deep|memory] [--concurrent N]``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import socket
@@ -76,8 +77,13 @@ def stream(port: int, path: str, last_event_id: str | None, until: float) -> soc
     return sock
 
 
-def resume(port: int, path: str, cursor: str, result: dict[str, t.Any]) -> None:
-    """One deep resume: read until the replay is over (a reset, or 10 s of quiet)."""
+def resume(port: int, path: str, cursor: str) -> dict[str, t.Any]:
+    """One deep resume: read until the replay is over (a reset, or 10 s of quiet).
+
+    Run in a process of its own, so that reading megabytes does not delay the
+    probe, which measures the server's stalls, not this one's.
+    """
+    result: dict[str, t.Any] = {}
     sock = stream(port, path, cursor, 120)
     sock.settimeout(10.0)
     started = last = time.monotonic()
@@ -97,6 +103,7 @@ def resume(port: int, path: str, cursor: str, result: dict[str, t.Any]) -> None:
     result["events"] = body.count(b"\ndata: ") + body.count(b"\r\ndata: ")
     result["bytes"] = len(body)
     result["reset"] = b"event: reset" in body
+    return result
 
 
 def probe(port: int, url: str, stop: threading.Event, delays: list[float]) -> None:
@@ -219,14 +226,11 @@ def main() -> int:
         admin.slowlog_reset()
         admin.config_resetstat()
         rss_before = peak_rss(worker)
-        results: list[dict[str, t.Any]] = [{} for _ in range(options.concurrent)]
-        threads = [
-            threading.Thread(target=resume, args=(port, path, cursor, result)) for result in results
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(300)
+        with concurrent.futures.ProcessPoolExecutor(options.concurrent) as pool:
+            # Start the readers' processes before the measured part.
+            list(pool.map(time.sleep, [0.5] * options.concurrent))
+            futures = [pool.submit(resume, port, path, cursor) for _ in range(options.concurrent)]
+            results = [future.result(300) for future in futures]
         time.sleep(1.0)
         stop.set()
         prober.join(30)
