@@ -202,13 +202,20 @@ def test_a_user_without_the_info_right_still_publishes_and_resumes(prefix: str) 
     """The restart check runs INFO inside the publish script; without the right, it is skipped."""
     with RedisServer() as server:
         admin = redis.Redis.from_url(server.url)
-        admin.execute_command(
-            "ACL", "SETUSER", "limited", "on", ">pw", "~*", "&*", "+@all", "-info"
+        admin.acl_setuser(
+            "limited",
+            enabled=True,
+            passwords=["+pw"],
+            keys=["*"],
+            channels=["*"],
+            commands=["+@all", "-info"],
         )
         admin.close()
         url = f"redis://limited:pw@127.0.0.1:{server.port}/0"
         broker = RedisBroker.from_url(url, prefix=prefix)
         try:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                broker.client.info()
             ids = [broker.publish("orders", ServerSentEvent(str(n))) for n in range(3)]
             assert [event.data for event in first_events(broker, ["orders"], ids[0])] == ["1", "2"]
         finally:
