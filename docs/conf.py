@@ -177,6 +177,7 @@ PUBLIC_NAMES = [
     "flask_sse_push.validation.RESERVED_EVENT_PREFIX",
     "flask_sse_push.validation.RESERVED_CHANNEL_PREFIX",
     "flask_sse_push.brokers.records.WorkerRecords",
+    "flask_sse_push.brokers.ReplayBudget",
     "flask_sse_push.servers.gunicorn.GeventWorker",
     "flask_sse_push.pytest_plugin.sse_stream",
 ]

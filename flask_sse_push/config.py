@@ -177,6 +177,25 @@ KEYS: tuple[Key, ...] = (
         minimum=0,
     ),
     Key(
+        "SSE_PUSH_REPLAY_MAX_EVENTS",
+        int,
+        1000,
+        help="events one resume replays at most; a client further behind gets the oldest"
+        " events that fit, then a `reset` with reason `budget` (see"
+        " [the replay budget](reconnect.md#the-replay-budget))",
+        unit="events",
+        minimum=1,
+    ),
+    Key(
+        "SSE_PUSH_REPLAY_MAX_BYTES",
+        int,
+        1 << 20,
+        help="wire bytes one resume replays at most, with the same end as"
+        " `SSE_PUSH_REPLAY_MAX_EVENTS`",
+        unit="bytes",
+        minimum=1,
+    ),
+    Key(
         "SSE_PUSH_QUEUE_SIZE",
         int,
         1000,

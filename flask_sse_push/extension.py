@@ -10,7 +10,7 @@ import click
 from flask import Flask, Response, current_app, has_app_context, has_request_context, request
 from flask.cli import AppGroup
 
-from .brokers import Broker, MemoryBroker, broker_from_url
+from .brokers import Broker, MemoryBroker, ReplayBudget, broker_from_url
 from .config import load as load_config
 from .connections import StreamInfo
 from .control import Revocation, end_streams, identity_text
@@ -107,6 +107,9 @@ class SSEPush:
                 history=config["SSE_PUSH_HISTORY"],
                 queue_size=config["SSE_PUSH_QUEUE_SIZE"],
                 redis_prefix=config["SSE_PUSH_REDIS_PREFIX"],
+                replay_budget=ReplayBudget(
+                    config["SSE_PUSH_REPLAY_MAX_EVENTS"], config["SSE_PUSH_REPLAY_MAX_BYTES"]
+                ),
             )
         settings = Settings(
             keepalive=config["SSE_PUSH_KEEPALIVE"],

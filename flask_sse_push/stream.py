@@ -41,18 +41,28 @@ KEEPALIVE = encode_comment("keepalive").encode()
 StreamItem: t.TypeAlias = "ServerSentEvent | str | t.Mapping[str, t.Any]"
 
 
-def first_chunk(retry: int | None, keepalive: float) -> bytes:
+def first_chunk(retry: int | None, keepalive: float, start_id: str | None = None) -> bytes:
     """The chunk sent before any event, so headers and ``onopen`` happen at once.
 
-    It ends with a ``: keepalive <ms>`` comment, ignored by ``EventSource``: it
-    tells ``client.js`` how long the stream may stay silent before it can take the
-    connection for dead.
+    Its first block ends with a ``: keepalive <ms>`` comment, ignored by
+    ``EventSource``: it tells ``client.js`` how long the stream may stay silent
+    before it can take the connection for dead.
+
+    With ``start_id`` (:attr:`Subscription.start_id`) it also sets the client's
+    last event id: an ``id:`` field in a block without data changes the last
+    event ID string at dispatch without firing an event (WHATWG HTML, "dispatch
+    the event", steps 1-2). So a stream that ends for any reason before its
+    first event still leaves the client a cursor to resume from.
     """
     announce = f"keepalive {round(keepalive * 1000)}"
     if retry is not None:
         # One block: a comment line may sit in any block, and is ignored there.
-        return (encode_retry(retry).removesuffix("\n") + encode_comment(announce)).encode()
-    return encode_comment(f"connected\n{announce}").encode()
+        chunk = encode_retry(retry).removesuffix("\n") + encode_comment(announce)
+    else:
+        chunk = encode_comment(f"connected\n{announce}")
+    if start_id is not None:
+        chunk += f"id: {start_id}\n\n"
+    return chunk.encode()
 
 
 def closing_chunk(reason: str, retry: int | None) -> bytes:
@@ -142,7 +152,7 @@ def event_stream(
     writer = None
     try:
         live.write_started = time.monotonic()
-        yield first_chunk(retry, keepalive)
+        yield first_chunk(retry, keepalive, subscription.start_id)
         # Only now: the server has written the headers and the first chunk.
         writer = live.writer
         if writer is not None and not subscription.set_consumer(writer):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typing as t
 
+from ._replay import ReplayBudget
 from .base import Broker, Subscription
 from .handoff import Consumer
 from .memory import MemoryBroker
@@ -16,7 +17,14 @@ if t.TYPE_CHECKING:
     from .redis import RedisBroker
     from .redis_cluster import RedisClusterBroker
 
-__all__ = ["Broker", "Consumer", "MemoryBroker", "Subscription", "broker_from_url"]
+__all__ = [
+    "Broker",
+    "Consumer",
+    "MemoryBroker",
+    "ReplayBudget",
+    "Subscription",
+    "broker_from_url",
+]
 
 
 def broker_from_url(
@@ -25,6 +33,7 @@ def broker_from_url(
     history: int = 1000,
     queue_size: int = 1000,
     redis_prefix: str = "sse:",
+    replay_budget: ReplayBudget | None = None,
 ) -> Broker:
     """Return the broker that ``SSE_PUSH_BROKER_URL`` names.
 
@@ -36,11 +45,18 @@ def broker_from_url(
     :param history: events kept per channel for replay.
     :param queue_size: events a client may fall behind by before it is dropped.
     :param redis_prefix: namespace for every Redis key and channel.
+    :param replay_budget: how much one resume may replay (see :class:`ReplayBudget`).
     """
     if url is None or url == "memory://":
-        return MemoryBroker(history=history, queue_size=queue_size)
+        return MemoryBroker(history=history, queue_size=queue_size, replay_budget=replay_budget)
     broker_class = _redis_broker_class(url)
-    return broker_class.from_url(url, history=history, queue_size=queue_size, prefix=redis_prefix)
+    return broker_class.from_url(
+        url,
+        history=history,
+        queue_size=queue_size,
+        prefix=redis_prefix,
+        replay_budget=replay_budget,
+    )
 
 
 def _redis_broker_class(url: str) -> type[RedisBroker] | type[RedisClusterBroker]:

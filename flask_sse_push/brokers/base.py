@@ -32,8 +32,11 @@ def reset_event(last_event_id: str, head_id: str, reason: str) -> ServerSentEven
     Its id is the newest id the broker knows, so the client's next reconnect
     resumes from here instead of getting another reset.
 
-    :param reason: ``"unknown"`` when the broker never issued the id, ``"expired"``
-        when the events after it have left the history.
+    :param reason: ``"unknown"`` when the broker never issued the id or cannot
+        show it still holds what followed it (a restart from an older
+        snapshot), ``"expired"`` when the events after it have left the
+        history, ``"budget"`` when the replay was cut at its budget (the events
+        before this one are the start of what was missed).
     """
     data = json.dumps({"last_event_id": last_event_id, "reason": reason})
     return ServerSentEvent(data, event=RESET_EVENT, id=head_id)
@@ -46,6 +49,14 @@ class Subscription(abc.ABC):
 
     .. versionadded:: 0.1
     """
+
+    #: For a subscription made without a cursor: the broker's cursor for its
+    #: channels when it subscribed (what :meth:`Broker.cursor` would have
+    #: returned), or ``None``. The stream sends it as ``id:`` before any event,
+    #: so a client whose stream ends before its first event (lifetime, shutdown,
+    #: a dropped connection) still comes back with a cursor and misses nothing
+    #: published while it was away.
+    start_id: str | None = None
 
     @abc.abstractmethod
     def get(self, timeout: float | None = None) -> list[ServerSentEvent]:

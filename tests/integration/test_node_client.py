@@ -13,91 +13,25 @@ Needs ``node`` and ``npm ci --prefix tests/node`` (CI runs it).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import queue
-import shutil
-import subprocess
-import threading
-import time
 import typing as t
 
 import httpx
 import pytest
 
 from tests.apps.lifecycle_app import environment
-from tests.support.servers import ROOT, Gunicorn, gunicorn, missing
+from tests.support.node_client import node_client
+from tests.support.servers import Gunicorn, gunicorn
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
+    pass
 
 pytestmark = pytest.mark.integration
 
 APP = "tests.apps.lifecycle_app:create_app()"
-NODE_DIR = ROOT / "tests" / "node"
 #: The access log shows each request's status and the Last-Event-ID it carried.
 LOG_FORMAT = "%(r)s %(s)s <%({last-event-id}i)s>"
 CONFIG = environment(SSE_PUSH_MAX_LIFETIME=1.0, SSE_PUSH_RETRY=1500, SSE_PUSH_KEEPALIVE=5.0)
-
-
-def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        missing("node (Node.js 18 or later)")
-    if not (NODE_DIR / "node_modules" / "eventsource").is_dir():
-        missing("the Node eventsource package (run: npm ci --prefix tests/node)")
-    return node
-
-
-class NodeClient:
-    """``tests/node/listen.js`` in a subprocess, its JSON lines read in the background."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process = process
-        self.lines: queue.Queue[dict[str, t.Any] | None] = queue.Queue()
-        self.seen: list[dict[str, t.Any]] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(json.loads(line))
-        self.lines.put(None)
-
-    def next(self, kind: str, timeout: float = 10.0) -> dict[str, t.Any]:
-        """Return the next record of ``kind``, failing on the client's exit or a timeout."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                record = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if record is None:
-                raise AssertionError(f"the client exited; it saw {self.seen}")
-            self.seen.append(record)
-            if record["kind"] == kind:
-                return record
-        raise AssertionError(f"no {kind} within {timeout} s; the client saw {self.seen}")
-
-
-@contextlib.contextmanager
-def node_client(url: str, count: int, last_event_id: str | None = None) -> Iterator[NodeClient]:
-    args = [_node(), "listen.js", url, str(count)]
-    if last_event_id is not None:
-        args.append(last_event_id)
-    process = subprocess.Popen(args, cwd=NODE_DIR, stdout=subprocess.PIPE, text=True)
-    client = NodeClient(process)
-    try:
-        yield client
-        assert process.wait(10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        client.reader.join(10)
-        assert process.stdout is not None
-        process.stdout.close()
 
 
 def _publish(server: Gunicorn, data: str, event_id: str | None = None) -> str:

@@ -12,7 +12,12 @@ import pytest
 
 from flask_sse_push import ServerSentEvent
 from flask_sse_push.brokers import broker_from_url
-from flask_sse_push.brokers.redis.cluster._cursor import decode_positions, encode_positions, wire_id
+from flask_sse_push.brokers.redis.cluster._cursor import (
+    decode_positions,
+    encode_positions,
+    plain_start,
+    wire_id,
+)
 from flask_sse_push.brokers.redis.cluster._scripts import keys
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker, parse_cluster_url
 from tests.support.redis_helpers import reconnecting_clients, take
@@ -34,10 +39,16 @@ def test_composite_cursor_round_trips() -> None:
     assert len(encode_positions(positions[:1] * 2)) < 30
 
 
-def test_a_cursor_too_long_for_last_event_id_falls_back_to_the_oldest_position() -> None:
-    """Hundreds of channels: the oldest position, plain, so a resume repeats but never skips."""
+def test_a_cursor_too_long_for_last_event_id_falls_back_to_a_unique_summary() -> None:
+    """Hundreds of channels: the oldest position, so a resume repeats but never skips,
+    and a tag that differs for every event of the stream, so ids never repeat."""
     positions = [(1796007962771 - n * 1000, n) for n in range(100)] + [(0, 0)]
-    assert wire_id(positions) == "1796007863771-99"
+    summary = wire_id(positions)
+    assert summary.startswith("~~") and len(summary) <= 256
+    assert plain_start(summary) == (1796007863771, 99)
+    assert decode_positions(summary, len(positions)) is None
+    later = [*positions[:-1], (1796007962999, 0)]  # the quiet channel's first event
+    assert wire_id(later) != summary and plain_start(wire_id(later)) == (1796007863771, 99)
     assert len(wire_id(positions[:5])) <= 256 and wire_id(positions[:5]).startswith("~")
 
 

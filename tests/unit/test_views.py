@@ -52,17 +52,34 @@ class TestHeaders:
         response.close()
 
     def test_first_chunk_comes_before_any_event(self, app: Flask, sse: SSEPush) -> None:
-        """onopen fires at once, without waiting for a publish; the chunk tells
-        the keepalive interval in milliseconds, in a comment."""
+        """onopen fires at once, without waiting for a publish; the chunk tells the
+        keepalive interval in milliseconds, in a comment, and the cursor of now."""
+        with app.app_context():
+            sse.publish("before")
+            cursor = sse.cursor("default")
         response = app.test_client().get("/events")
-        assert next(_chunks(response)) == b": connected\n: keepalive 50\n\n"
+        assert (
+            next(_chunks(response)) == f": connected\n: keepalive 50\n\nid: {cursor}\n\n".encode()
+        )
         response.close()
 
     def test_first_chunk_carries_retry_when_configured(self, app: Flask) -> None:
         app.config.update(SSE_PUSH_RETRY=2500, SSE_PUSH_KEEPALIVE=15.0)
-        SSEPush(app)
+        sse = SSEPush(app)
+        with app.app_context():
+            cursor = sse.cursor("default")
         response = app.test_client().get("/events")
-        assert next(_chunks(response)) == b"retry: 2500\n: keepalive 15000\n\n"
+        assert (
+            next(_chunks(response))
+            == f"retry: 2500\n: keepalive 15000\n\nid: {cursor}\n\n".encode()
+        )
+        response.close()
+
+    def test_a_resumed_stream_keeps_the_cursor_it_came_with(self, app: Flask, sse: SSEPush) -> None:
+        with app.app_context():
+            cursor = sse.publish("before")
+        response = app.test_client().get("/events", headers={"Last-Event-ID": cursor})
+        assert next(_chunks(response)) == b": connected\n: keepalive 50\n\n"
         response.close()
 
 

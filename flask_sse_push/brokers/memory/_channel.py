@@ -131,6 +131,7 @@ class Mailbox(Subscription):
         "_closed",
         "consumer",
         "_deferred",
+        "start_id",
     )
 
     def __init__(self, broker: Incarnation, channels: Sequence[str], limit: int):
@@ -145,6 +146,7 @@ class Mailbox(Subscription):
         self._closed: SubscriptionClosed | None = None
         self.consumer: Consumer | None = None
         self._deferred = False  # this mailbox's own hand-off job is deferred
+        self.start_id: str | None = None
 
     def put(self, event: ServerSentEvent) -> bool:
         """Queue ``event``; return False, queueing nothing, if the client is full."""

@@ -15,6 +15,9 @@ client that missed nothing, never let one skip events unseen.
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
 import os
 import secrets
 import threading
@@ -22,6 +25,7 @@ import time
 import typing as t
 
 from ...exceptions import SubscriptionClosed
+from .._replay import BUDGET_REASON, ReplayBudget, Spending
 from ..base import reset_event
 from ._channel import Channel, Mailbox
 
@@ -66,9 +70,12 @@ class Incarnation:
     unless said otherwise.
     """
 
-    def __init__(self, history: int, queue_size: int) -> None:
+    def __init__(
+        self, history: int, queue_size: int, replay_budget: ReplayBudget | None = None
+    ) -> None:
         self.history = history
         self.queue_size = queue_size
+        self.replay_budget = replay_budget or ReplayBudget()
         self.epoch = new_epoch()
         self._lock = threading.Lock()
         self._seq = 0
@@ -138,6 +145,8 @@ class Incarnation:
             states = [self._channel(name) for name in mailbox.channels]
             if last_event_id is not None:
                 self._replay(mailbox, states, last_event_id)
+            else:
+                mailbox.start_id = self._id(self._seq)
             for state in states:
                 state.queued[mailbox] = None
             self._count += 1
@@ -150,9 +159,26 @@ class Incarnation:
         elif any(state.trimmed_through > seq for state in states):
             reason = "expired"
         else:
-            backlog = [entry for state in states for entry in state.history if entry[0] > seq]
-            backlog.sort(key=lambda entry: entry[0])
-            mailbox._items.extend(event for _, event in backlog)
+            # Each history is in seq order: merge lazily from the cursor on, so
+            # the work (under the lock) and the memory are the budget's, not
+            # the histories'.
+            spending = Spending(self.replay_budget)
+            after = [
+                itertools.islice(
+                    state.history,
+                    bisect.bisect_right(state.history, seq, key=lambda entry: entry[0]),
+                    None,
+                )
+                for state in states
+                if state.history and state.history[-1][0] > seq
+            ]
+            items = mailbox._items
+            for _, event in heapq.merge(*after, key=lambda entry: entry[0]):
+                if not spending.take(event):
+                    # What fits was sent; the reset moves the cursor to now.
+                    items.append(reset_event(last_event_id, self._id(self._seq), BUDGET_REASON))
+                    return
+                items.append(event)
             return
         mailbox._items.append(reset_event(last_event_id, self._id(self._seq), reason))
 

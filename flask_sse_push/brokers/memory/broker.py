@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import typing as t
 
+from .._replay import ReplayBudget
 from ..base import Broker, Subscription
 from ._state import Incarnation
 
@@ -43,13 +44,21 @@ class MemoryBroker(Broker):
     :param history: events kept per channel for replay.
     :param queue_size: events a client may fall behind by before it is
         disconnected (it then resumes through the replay).
+    :param replay_budget: how much one resume may replay; past it the client
+        gets what fits, then a ``reset`` (reason ``"budget"``).
 
     .. versionadded:: 0.1
     """
 
     process_local = True
 
-    def __init__(self, *, history: int = 1000, queue_size: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        history: int = 1000,
+        queue_size: int = 1000,
+        replay_budget: ReplayBudget | None = None,
+    ) -> None:
         if history < 0 or queue_size < 1:
             raise ValueError(
                 "MemoryBroker needs history >= 0 and queue_size >= 1"
@@ -57,7 +66,11 @@ class MemoryBroker(Broker):
             )
         self.history = history
         self.queue_size = queue_size
-        self._incarnations = {os.getpid(): Incarnation(history, queue_size)}
+        self.replay_budget = (replay_budget or ReplayBudget()).check()
+        self._incarnations = {os.getpid(): self._incarnation()}
+
+    def _incarnation(self) -> Incarnation:
+        return Incarnation(self.history, self.queue_size, self.replay_budget)
 
     def _here(self) -> Incarnation:
         """This process' state, made afresh on first use after a fork.
@@ -73,7 +86,7 @@ class MemoryBroker(Broker):
         if state is None:
             # setdefault is atomic: threads racing here all get one winner,
             # which every later dict holds too.
-            state = self._incarnations.setdefault(pid, Incarnation(self.history, self.queue_size))
+            state = self._incarnations.setdefault(pid, self._incarnation())
             self._incarnations = {pid: state}
         return state
 

@@ -63,9 +63,34 @@ end
 
 # KEYS: stream, clock, ids. ARGV: pub/sub channel, history, message, has user
 # id ("1"/"0"), user id, then the entry's field/value pairs.
+#
+# The clock also records the Redis run it last saw (``run``, INFO's run_id). The
+# first publish of a new run (a restart, a restore, a promoted replica) adds a
+# *hole* to ``holes`` (the 16 newest are kept): the newest id the data set had,
+# and the id issued now. No id between the two was issued by what Redis holds
+# now: a cursor in there was lost with the writes the restart did not keep.
+# Without the right to run INFO (a restricted ACL user) the check is skipped.
 PUBLISH_SCRIPT = (
     LUA_PUBLISH_HELPERS
     + """
+local function note_restart(clock, last, id)
+  local ok, info = pcall(redis.call, 'INFO', 'server')
+  if not ok or type(info) ~= 'string' then return end
+  local run = string.match(info, 'run_id:(%x+)')
+  if not run then return end
+  local seen = redis.call('HGET', clock, 'run')
+  if seen == run then return end
+  redis.call('HSET', clock, 'run', run)
+  if not seen or not last then return end
+  local kept = {last .. ':' .. id}
+  local holes = redis.call('HGET', clock, 'holes')
+  if holes then
+    for hole in string.gmatch(holes, '[^ ]+') do
+      if #kept < 16 then kept[#kept + 1] = hole end
+    end
+  end
+  redis.call('HSET', clock, 'holes', table.concat(kept, ' '))
+end
 local stream, clock, ids = KEYS[1], KEYS[2], KEYS[3]
 local prev = newest_id(stream)
 local top = prev
@@ -74,15 +99,19 @@ if last and newer(last, top) then top = last end
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local seq = 0
+-- A new data set (none, or flushed) starts past this millisecond: an id an
+-- earlier one issued in it would otherwise come again, for another event.
+if not last then ms = ms + 1 end
 local top_ms, top_seq = parse(top)
 if ms <= top_ms then ms, seq = top_ms, top_seq + 1 end
 local id = string.format('%d-%d', ms, seq)
-redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], id, 'prev', prev, unpack(ARGV, 6))
+redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], id, 'prev', prev, 'before', top, unpack(ARGV, 6))
 if last then
   redis.call('HSET', clock, 'last', id)
 else
   redis.call('HSET', clock, 'last', id, 'since', id)
 end
+note_restart(clock, last, id)
 remember_user_id(stream, ids, id)
 redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[3])
 return id
@@ -90,14 +119,15 @@ return id
 )
 
 # KEYS: clock, n streams, n id hashes. ARGV: n, look up a user id ("1"/"0"),
-# the user id, then a first id per stream ("" skips it). A user id found in a
-# hash replaces every first id. Returns last, since, the found entry id, then
-# each stream's entries.
+# the user id, the most entries to read per stream ("" for all), then a first
+# id per stream ("" skips it). A user id found in a hash replaces every first
+# id. Returns last, since, the found entry id, the holes (see PUBLISH_SCRIPT),
+# then each stream's entries.
 READ_SCRIPT = (
     _LUA_HELPERS
     + """
 local n = tonumber(ARGV[1])
-local clock = redis.call('HMGET', KEYS[1], 'last', 'since')
+local clock = redis.call('HMGET', KEYS[1], 'last', 'since', 'holes')
 local found = false
 if ARGV[2] == '1' then
   for i = 1, n do
@@ -105,17 +135,20 @@ if ARGV[2] == '1' then
     if hit and (not found or newer(hit, found)) then found = hit end
   end
 end
-local out = {clock[1], clock[2], found}
+local out = {clock[1], clock[2], found, clock[3]}
+local count = ARGV[4]
 for i = 1, n do
-  local first = ARGV[3 + i]
+  local first = ARGV[4 + i]
   if found then
     local f_ms, f_seq = parse(found)
     first = string.format('%d-%d', f_ms, f_seq + 1)
   end
   if first == '' then
-    out[3 + i] = {}
+    out[4 + i] = {}
+  elseif count == '' then
+    out[4 + i] = redis.call('XRANGE', KEYS[1 + i], first, '+')
   else
-    out[3 + i] = redis.call('XRANGE', KEYS[1 + i], first, '+')
+    out[4 + i] = redis.call('XRANGE', KEYS[1 + i], first, '+', 'COUNT', count)
   end
 end
 return out
@@ -173,11 +206,30 @@ def optional_key(value: object) -> Key | None:
 
 
 class Entry(t.NamedTuple):
-    """One event as read from a stream."""
+    """One event as read from a stream.
+
+    ``prev`` is the stream's newest entry when it was added; ``before`` (the
+    Redis broker only) the newest id under the prefix then, ``None`` in entries
+    of releases that did not record it.
+    """
 
     key: Key
     prev: Key
     event: ServerSentEvent
+    before: Key | None = None
+
+
+def decode_holes(raw: object) -> tuple[tuple[Key, Key], ...]:
+    """Decode the clock's ``holes`` field, ``"<low>:<high> ..."``; ``None`` is none."""
+    if raw is None:
+        return ()
+    holes = []
+    for hole in as_text(raw).split():
+        low, _, high = hole.partition(":")
+        low_key, high_key = parse_id(low), parse_id(high)
+        if low_key is not None and high_key is not None:
+            holes.append((low_key, high_key))
+    return tuple(holes)
 
 
 def decode_entry(raw: t.Any) -> Entry:
@@ -194,7 +246,13 @@ def decode_entry(raw: t.Any) -> Entry:
     )
     key = parse_id(entry_id)
     assert key is not None
-    return Entry(key, parse_id(fields.get("prev", "0-0")) or ZERO, event)
+    before = fields.get("before")
+    return Entry(
+        key,
+        parse_id(fields.get("prev", "0-0")) or ZERO,
+        event,
+        None if before is None else parse_id(before),
+    )
 
 
 def decode_announcement(payload: str) -> tuple[Key, ServerSentEvent]:
@@ -214,23 +272,48 @@ def decode_announcement(payload: str) -> tuple[Key, ServerSentEvent]:
 
 
 class Snapshot(t.NamedTuple):
-    """What one atomic read returned."""
+    """What one atomic read returned.
+
+    ``holes`` are ranges of ids (exclusive) that the data set Redis holds never
+    issued: each lies between the newest id before a restart and the first one
+    after it.
+    """
 
     last: Key | None
     since: Key | None
     found: Key | None
     entries: dict[str, list[Entry]]
+    holes: tuple[tuple[Key, Key], ...] = ()
 
     @property
     def head(self) -> Key:
         """The newest id issued under the prefix, ``0-0`` if none."""
         return self.last or ZERO
 
-    def known(self, cursor: Key) -> bool:
-        """Whether ``cursor`` was issued by this data set (no restart lost it)."""
+    def known(self, cursor: Key, channels: Iterable[str] = ()) -> bool:
+        """Whether ``cursor`` was issued by this data set (no restart lost it).
+
+        It must lie between the first and the newest id issued. And every entry
+        records the newest id issued before it (``before``): the first entry
+        after ``cursor`` on any of ``channels`` must have been added after it.
+        One added after a lower id shows the data set never issued ``cursor``:
+        Redis came back from a snapshot older than it, and what was published
+        between the snapshot and the restart is gone. A cursor in one of the
+        :attr:`holes` is as lost, whatever channel it came from.
+        """
         if cursor == ZERO:
             return True
-        return self.since is not None and self.since <= cursor <= self.head
+        if self.since is None or not self.since <= cursor <= self.head:
+            return False
+        if any(low < cursor < high for low, high in self.holes):
+            return False
+        for name in channels:
+            for entry in self.entries.get(name, ()):
+                if entry.key > cursor:
+                    if entry.before is not None and entry.before < cursor:
+                        return False
+                    break
+        return True
 
     def gap_after(self, cursor: Key, channels: Iterable[str]) -> bool:
         """Whether an entry newer than ``cursor`` was trimmed from a stream.

@@ -11,8 +11,18 @@ as the shards' clocks agree. So a stream of several channels resumes from a
 
 with one position per channel, in sorted channel-name order, each
 ``<base - ms, base 36>-<seq, base 36>``, or empty for "nothing yet" (``0-0``).
-A stream of one channel keeps plain entry ids. Anything else a client sends
-is checked like any input: it resumes nothing and gets a ``reset``.
+A stream of one channel keeps plain entry ids.
+
+A composite cursor longer than a ``Last-Event-ID`` may be (a stream of many
+channels) falls back to the *summary*::
+
+    ~~<ms, base 36>-<seq, base 36>.<tag, base 36>
+
+the oldest position, from which a resume repeats but never skips, and a tag
+that makes the id unique per event of the stream (see :func:`wire_id`).
+
+Anything else a client sends is checked like any input, numbers included: it
+resumes nothing and gets a ``reset``.
 """
 
 from __future__ import annotations
@@ -30,7 +40,15 @@ if t.TYPE_CHECKING:
 #: Marks a composite cursor; entry ids and user ids never start with it here.
 COMPOSITE = "~"
 
+#: Marks the summary a too long composite cursor falls back to.
+SUMMARY = "~~"
+
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+#: Every number in an id the brokers issue is below this (15 decimal digits, as
+#: :func:`parse_id` reads them); a larger one was never issued, and Redis
+#: refuses stream ids past 2**64 - 1.
+LIMIT = 10**15
 
 
 def _b36(number: int) -> str:
@@ -46,7 +64,10 @@ def _b36(number: int) -> str:
 def _from_b36(text: str) -> int:
     if not text or len(text) > 13 or any(c not in _DIGITS for c in text):
         raise ValueError(f"not a base-36 number: {text!r}")
-    return int(text, 36)
+    number = int(text, 36)
+    if number >= LIMIT:
+        raise ValueError(f"not an issued number: {text!r}")
+    return number
 
 
 def encode_positions(positions: Sequence[Key]) -> str:
@@ -58,7 +79,7 @@ def encode_positions(positions: Sequence[Key]) -> str:
 
 def decode_positions(text: str, count: int) -> list[Key] | None:
     """Return the positions of a composite cursor for ``count`` channels, or ``None``."""
-    if not text.startswith(COMPOSITE):
+    if not text.startswith(COMPOSITE) or text.startswith(SUMMARY):
         return None
     base_text, _, rest = text[1:].partition(".")
     parts = rest.split(".")
@@ -84,23 +105,48 @@ def wire_id(positions: Sequence[Key]) -> str:
     """The SSE id for a stream at ``positions``: plain for one channel.
 
     A composite cursor longer than a ``Last-Event-ID`` may be (many channels)
-    falls back to the oldest position as a plain id: resuming from it may
-    repeat events of the other channels, but skips none.
+    falls back to the summary: the oldest position, so resuming from it may
+    repeat events of the other channels but skips none, and a tag, the sum of
+    all positions as numbers. Every event of a stream moves one position
+    forward, so the sum grows with each: no two events of a stream share an
+    id, and a client that drops ids it has seen (``client.js``) drops none.
     """
     if len(positions) == 1:
         return format_id(positions[0])
     text = encode_positions(positions)
     if len(text) > MAX_EVENT_ID_LENGTH:
-        return format_id(min((key for key in positions if key != ZERO), default=ZERO))
+        oldest = min((key for key in positions if key != ZERO), default=ZERO)
+        tag = sum(ms * LIMIT + seq for ms, seq in positions)
+        return f"{SUMMARY}{_b36(oldest[0])}-{_b36(oldest[1])}.{_b36(tag)}"
     return text
 
 
+def decode_summary(text: str) -> Key | None:
+    """The oldest position a summary names, or ``None`` if ``text`` is none."""
+    if not text.startswith(SUMMARY):
+        return None
+    position, dot, tag = text[len(SUMMARY) :].partition(".")
+    ms, dash, seq = position.partition("-")
+    try:
+        if not dot or not dash or not 0 < len(tag) <= 40 or any(c not in _DIGITS for c in tag):
+            return None
+        return _from_b36(ms), _from_b36(seq)
+    except ValueError:
+        return None
+
+
+#: How far (ms) a position taken from elsewhere may lie ahead of a shard's clock:
+#: shards' clocks disagree a little. Further ahead, it was never issued.
+CLOCK_SLACK_MS = 60_000
+
+
 class ChannelRead(t.NamedTuple):
-    """One channel's stream, read atomically on its shard."""
+    """One channel's stream, read atomically on its shard, and that shard's clock (ms)."""
 
     tail: Key | None
     found: Key | None
     entries: list[Entry]
+    clock: int | None = None
 
 
 def verdict(start: Key, read: ChannelRead, *, strict: bool) -> str:
@@ -118,9 +164,16 @@ def verdict(start: Key, read: ChannelRead, *, strict: bool) -> str:
         if prev > start:
             return "expired"
         return "ok" if prev == start or not strict else "unknown"
-    if start == ZERO or read.tail == start or (not strict and (read.tail or ZERO) <= start):
+    if start == ZERO or read.tail == start:
+        return "ok"
+    if not strict and (read.tail or ZERO) <= start and not _ahead(start, read):
         return "ok"
     return "unknown"
+
+
+def _ahead(start: Key, read: ChannelRead) -> bool:
+    """Whether ``start`` lies further ahead of the shard's clock than clocks disagree."""
+    return read.clock is not None and start[0] > read.clock + CLOCK_SLACK_MS
 
 
 def foreign_verdict(start: Key, read: ChannelRead) -> str:
@@ -140,5 +193,5 @@ def foreign_verdict(start: Key, read: ChannelRead) -> str:
 
 
 def plain_start(text: str) -> Key | None:
-    """A plain entry id as a position, or ``None``."""
-    return parse_id(text)
+    """A plain entry id, or a summary's oldest position, as a position; or ``None``."""
+    return parse_id(text) or decode_summary(text)

@@ -36,9 +36,9 @@ return id
 )
 
 # KEYS: stream, ids. ARGV: first id to read ("" reads nothing), look up a user
-# id ("1"/"0"), the user id. A user id found replaces the first id. Returns the
-# newest entry id, the found entry id, then the entries from the first id on
-# (inclusive).
+# id ("1"/"0"), the user id, the most entries to read ("" for all). A user id
+# found replaces the first id. Returns the newest entry id, the found entry id,
+# the entries from the first id on (inclusive), and the shard's clock in ms.
 READ_SCRIPT = """
 local tail = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local found = false
@@ -46,8 +46,14 @@ if ARGV[2] == '1' then found = redis.call('HGET', KEYS[2], ARGV[3]) end
 local first = ARGV[1]
 if found then first = found end
 local entries = {}
-if first ~= '' then entries = redis.call('XRANGE', KEYS[1], first, '+') end
-return {tail[1] and tail[1][1] or false, found, entries}
+if first ~= '' and ARGV[4] == '' then
+  entries = redis.call('XRANGE', KEYS[1], first, '+')
+elseif first ~= '' then
+  entries = redis.call('XRANGE', KEYS[1], first, '+', 'COUNT', ARGV[4])
+end
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+return {tail[1] and tail[1][1] or false, found, entries, ms}
 """
 
 

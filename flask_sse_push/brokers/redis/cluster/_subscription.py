@@ -77,12 +77,14 @@ class ClusterSubscription(QueuedSubscription["ClusterListener", Item]):
         backlog: list[Item],
         starts: list[Key],
         through: list[Key],
+        last: list[ServerSentEvent] | None = None,
     ) -> bool:
-        """Queue ``first`` (a reset), the replay, then the buffered live events.
+        """Queue ``first`` (a reset), the replay, ``last`` (a reset), then the buffered live events.
 
         ``starts`` are the positions the replay starts after (the cursor's),
         ``through`` per channel the newest id the replay covers: the client's
-        cursor moves from one to the other as the replay is sent.
+        cursor moves from one to the other as the replay is sent, and ``last``
+        (a replay cut at its budget) carries the cursor of ``through``.
         """
         with self._lock:
             pending = self._pending
@@ -92,6 +94,7 @@ class ClusterSubscription(QueuedSubscription["ClusterListener", Item]):
             self.positions = list(starts)
             for channel, key, event in backlog:
                 self._append(channel, key, event, bounded=False)
+            self._items.extend(last or ())
             self.positions = [max(a, b) for a, b in zip(self.positions, through, strict=True)]
             pending.sort(key=lambda item: item[1])
             self._pending = None

@@ -28,7 +28,8 @@ from redis.exceptions import RedisClusterException
 
 from ....exceptions import BrokerError
 from ....validation import check_channel_name
-from ...base import Broker, Subscription, reset_event
+from ..._replay import ReplayBudget
+from ...base import Broker, Subscription
 from ...records import WorkerRecords
 from .._acl import RIGHTS_SCRIPT, refused_message, rights_args
 from .._common import (
@@ -46,11 +47,11 @@ from .._scripts import (
     entry_fields,
     format_id,
     optional_key,
-    parse_id,
 )
 from .._subscriber import SUBSCRIBER_NAME
-from ._cursor import ChannelRead, decode_positions, foreign_verdict, verdict, wire_id
+from ._cursor import ChannelRead, wire_id
 from ._listener import ClusterListener
+from ._replay import hand_over
 from ._scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
 from ._subscription import ClusterSubscription
 
@@ -59,7 +60,6 @@ if t.TYPE_CHECKING:
 
     from ....event import ServerSentEvent
     from .._scripts import Key
-    from ._subscription import Item
 
 __all__ = ["ACL_COMMANDS", "SCHEMES", "RedisClusterBroker"]
 
@@ -77,9 +77,6 @@ ERRORS = (redis.RedisError, OSError, RedisClusterException)
 
 #: URL schemes that name a Redis Cluster.
 SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
-
-#: A resumed cursor: each channel's start (``None``: not known), its read, its verdict.
-Resumed = tuple[list["Key | None"], list[ChannelRead], list[str]]
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, t.Any]]:
@@ -141,6 +138,9 @@ class RedisClusterBroker(Broker):
     :param socket_timeout: seconds to connect to a node and to wait for a reply.
     :param max_connections: commands in flight at once in this process, so
         pooled connections per node; more callers wait up to 20 s.
+    :param replay_budget: how much one resume may replay; each channel is read
+        in pages, and past the budget the client gets what fits, then a
+        ``reset`` (reason ``"budget"``).
 
     .. versionadded:: 0.1
     """
@@ -156,8 +156,10 @@ class RedisClusterBroker(Broker):
         socket_timeout: float = 5.0,
         connection_kwargs: Mapping[str, t.Any] | None = None,
         max_connections: int = 4,
+        replay_budget: ReplayBudget | None = None,
     ) -> None:
         check_sizes("RedisClusterBroker", history, queue_size)
+        self.replay_budget = (replay_budget or ReplayBudget()).check()
         if "{" in prefix or "}" in prefix:
             raise ValueError(
                 f"SSE_PUSH_REDIS_PREFIX {prefix!r} contains a brace; with Redis Cluster the"
@@ -188,6 +190,7 @@ class RedisClusterBroker(Broker):
         socket_timeout: float = 5.0,
         connect_timeout: float = 3.0,
         max_connections: int = 4,
+        replay_budget: ReplayBudget | None = None,
     ) -> RedisClusterBroker:
         """Connect lazily to the cluster at ``url``: ``redis+cluster://host:port[,host:port...]``.
 
@@ -221,6 +224,7 @@ class RedisClusterBroker(Broker):
             socket_timeout=socket_timeout,
             connection_kwargs=subscriber_options,
             max_connections=max_connections,
+            replay_budget=replay_budget,
         )
         broker.seeds = ",".join(f"{host}:{port}" for host, port in seeds)
         return broker
@@ -313,17 +317,24 @@ class RedisClusterBroker(Broker):
         return event.id if event.id is not None else as_text(entry_id)
 
     def read_channel(
-        self, channel: str, first: Key | None, user_id: str | None = None
+        self,
+        channel: str,
+        first: Key | None,
+        user_id: str | None = None,
+        count: int | None = None,
     ) -> ChannelRead:
         """Read ``channel``'s newest id and its entries from ``first`` on (inclusive), atomically.
 
         If ``user_id`` is one of the channel's user-supplied ids, read from its entry instead.
+
+        :param count: the most entries to read; ``None``: all.
         """
         stream, ids, _ = keys(self.prefix, channel)
         args = [
             "" if first is None else format_id(first),
             "0" if user_id is None else "1",
             user_id or "",
+            "" if count is None else count,
         ]
         try:
             with self._slot("read the history") as local:
@@ -331,7 +342,10 @@ class RedisClusterBroker(Broker):
         except ERRORS as exc:
             raise self._error("read the history", exc) from exc
         return ChannelRead(
-            optional_key(raw[0]), optional_key(raw[1]), [decode_entry(e) for e in raw[2] or ()]
+            optional_key(raw[0]),
+            optional_key(raw[1]),
+            [decode_entry(e) for e in raw[2] or ()],
+            int(raw[3]) if len(raw) > 3 else None,
         )
 
     def read_channels(self, firsts: Mapping[str, Key]) -> dict[str, ChannelRead]:
@@ -370,68 +384,7 @@ class RedisClusterBroker(Broker):
 
     def _hand_over(self, sub: ClusterSubscription, last_event_id: str | None) -> bool:
         """Replay after ``last_event_id`` into ``sub``, then switch it to live events."""
-        names = sub.channels
-        if last_event_id is None:
-            tails = self.tails(names)
-            return sub.go_live([], [], tails, tails)
-        positions = decode_positions(last_event_id, len(names))
-        plain = parse_id(last_event_id)
-        if positions is not None:
-            resumed = self._resume_composite(names, positions)
-        elif plain is not None:
-            resumed = self._resume_plain(names, plain)
-        else:
-            resumed = self._resume_application_id(names, last_event_id)
-        starts, reads, verdicts = resumed
-        through = [read.tail or ZERO for read in reads]
-        backlog: list[Item] = []
-        begin = list(through)
-        for i, (name, start, read) in enumerate(zip(names, starts, reads, strict=True)):
-            if verdicts[i] == "ok" and start is not None:
-                backlog += [(name, e.key, e.event) for e in read.entries if e.key > start]
-                # A plain id from elsewhere may lie beyond this channel's newest
-                # entry: the client then has everything up to that entry.
-                begin[i] = min(start, through[i])
-        backlog.sort(key=lambda item: item[1])
-        first = []
-        bad = [v for v in verdicts if v != "ok"]
-        if bad:
-            reason = "unknown" if "unknown" in bad else "expired"
-            first.append(reset_event(last_event_id, wire_id(through), reason))
-        return sub.go_live(first, backlog, begin, through)
-
-    def _resume_composite(self, names: Sequence[str], positions: Sequence[Key]) -> Resumed:
-        """A composite cursor: a position this broker issued on each channel."""
-        reads = [self.read_channel(n, p) for n, p in zip(names, positions, strict=True)]
-        verdicts = [verdict(p, r, strict=True) for p, r in zip(positions, reads, strict=True)]
-        return list(positions), reads, verdicts
-
-    def _resume_plain(self, names: Sequence[str], plain: Key) -> Resumed:
-        """A plain entry id: a channel's own, or (ids are times) one from elsewhere."""
-        reads = [self.read_channel(name, plain) for name in names]
-        if len(names) == 1:
-            return [plain], reads, [foreign_verdict(plain, reads[0])]
-        # A plain id over several channels must be one of theirs.
-        if not any(verdict(plain, read, strict=True) == "ok" for read in reads):
-            return [plain] * len(names), reads, ["unknown"] * len(names)
-        return [plain] * len(names), reads, [verdict(plain, r, strict=False) for r in reads]
-
-    def _resume_application_id(self, names: Sequence[str], user_id: str) -> Resumed:
-        """An id the application gave an event: found on (at most) one of the channels."""
-        reads = [self.read_channel(name, None, user_id) for name in names]
-        found = [read.found for read in reads if read.found is not None]
-        if not found:
-            return [None] * len(names), reads, ["unknown"] * len(names)
-        # The entry of the user id is the position on its channel, a time elsewhere.
-        newest = max(found)
-        exact = [read.found is not None for read in reads]
-        if len(names) > 1:
-            reads = [
-                read if read.found is not None else self.read_channel(name, newest)
-                for name, read in zip(names, reads, strict=True)
-            ]
-        verdicts = [verdict(newest, r, strict=e) for r, e in zip(reads, exact, strict=True)]
-        return [newest] * len(names), reads, verdicts
+        return hand_over(self, sub, last_event_id)
 
     def cursor(self, channels: Sequence[str]) -> str:
         names = sorted({check_channel_name(name) for name in channels})

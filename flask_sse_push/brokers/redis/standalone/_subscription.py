@@ -81,7 +81,7 @@ class RedisSubscription(QueuedSubscription["Listener", "tuple[Key, ServerSentEve
                     self._pending.append((entry.key, entry.event))
                 return True
             last = self.last
-            if not snapshot.known(last) or snapshot.gap_after(last, self.channels):
+            if not snapshot.known(last, self.channels) or snapshot.gap_after(last, self.channels):
                 self._items.append(
                     reset_event(format_id(last), format_id(snapshot.head), "expired")
                 )

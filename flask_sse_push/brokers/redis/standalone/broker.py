@@ -37,6 +37,14 @@ from redis.retry import Retry
 from ....exceptions import BrokerError
 from ....servers import os_lock, os_thread_local, thread_bound_sockets
 from ....validation import check_channel_name
+from ..._replay import (
+    BUDGET_REASON,
+    ReplayBudget,
+    Spending,
+    complete_part,
+    mean_size,
+    page_count,
+)
 from ...base import Broker, Subscription, reset_event
 from ...records import WorkerRecords
 from .._acl import RIGHTS_SCRIPT, refused_message, rights_args
@@ -54,6 +62,7 @@ from .._scripts import (
     Snapshot,
     as_text,
     decode_entry,
+    decode_holes,
     entry_fields,
     format_id,
     optional_key,
@@ -107,6 +116,9 @@ class RedisBroker(Broker):
         disconnected (it then resumes through the replay).
     :param prefix: the start of every key and pub/sub channel name.
     :param subscribe_timeout: seconds to wait for Redis to confirm a new channel.
+    :param replay_budget: how much one resume may replay; it is read in pages
+        of a few hundred entries, and past the budget the client gets what
+        fits, then a ``reset`` (reason ``"budget"``).
 
     :attr:`reconnects` counts how often this process' subscriber connection
     broke and was opened again; :meth:`ping` checks that Redis answers.
@@ -133,8 +145,10 @@ class RedisBroker(Broker):
         queue_size: int = 1000,
         prefix: str = "sse:",
         subscribe_timeout: float = 10.0,
+        replay_budget: ReplayBudget | None = None,
     ) -> None:
         check_sizes("RedisBroker", history, queue_size)
+        self.replay_budget = (replay_budget or ReplayBudget()).check()
         self.client = client
         self.pool = client.connection_pool
         # Under gevent, the OS thread that first uses the broker uses ``client``;
@@ -165,6 +179,7 @@ class RedisBroker(Broker):
         max_connections: int = 4,
         connect_timeout: float = 3.0,
         socket_timeout: float = 5.0,
+        replay_budget: ReplayBudget | None = None,
     ) -> RedisBroker:
         """Connect lazily to the Redis at ``url`` (``redis://host:port/db``).
 
@@ -179,6 +194,7 @@ class RedisBroker(Broker):
             :meth:`publish` and :meth:`ping` raise :class:`~flask_sse_push.BrokerError`
             instead of hanging.
         :param socket_timeout: seconds to wait for Redis to answer a command.
+        :param replay_budget: see the class.
         """
         pool = redis.BlockingConnectionPool.from_url(
             url,
@@ -190,7 +206,11 @@ class RedisBroker(Broker):
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
         )
         return cls(
-            redis.Redis(connection_pool=pool), history=history, queue_size=queue_size, prefix=prefix
+            redis.Redis(connection_pool=pool),
+            history=history,
+            queue_size=queue_size,
+            prefix=prefix,
+            replay_budget=replay_budget,
         )
 
     def client_here(self) -> redis.Redis:  # type: ignore[type-arg, unused-ignore]
@@ -388,14 +408,16 @@ class RedisBroker(Broker):
         *,
         firsts: dict[str, Key] | None = None,
         user_id: str | None = None,
+        count: int | None = None,
     ) -> Snapshot:
         """Read the clock and, atomically, the entries after ``firsts`` (exclusive).
 
         If ``user_id`` is one of the channels' user-supplied ids, the entries
         after its event are read instead.
+
+        :param count: the most entries to read per channel; ``None``: all.
         """
         firsts = firsts or {}
-        count = len(channels)
         keys = [
             self.prefix + "clock",
             *[self._key("stream", name) for name in channels],
@@ -405,13 +427,25 @@ class RedisBroker(Broker):
         for name in channels:
             first = firsts.get(name)
             starts.append("" if first is None else format_id((first[0], first[1] + 1)))
-        args = [count, "0" if user_id is None else "1", user_id or "", *starts]
+        args = [
+            len(channels),
+            "0" if user_id is None else "1",
+            user_id or "",
+            "" if count is None else count,
+            *starts,
+        ]
         raw = self._run_script("read the history", self._read_script, keys, args)
         entries = {
-            name: [decode_entry(item) for item in raw[3 + i] or ()]
+            name: [decode_entry(item) for item in raw[4 + i] or ()]
             for i, name in enumerate(channels)
         }
-        return Snapshot(optional_key(raw[0]), optional_key(raw[1]), optional_key(raw[2]), entries)
+        return Snapshot(
+            optional_key(raw[0]),
+            optional_key(raw[1]),
+            optional_key(raw[2]),
+            entries,
+            decode_holes(raw[3]),
+        )
 
     def subscribe(
         self, channels: Sequence[str], *, last_event_id: str | None = None
@@ -429,23 +463,53 @@ class RedisBroker(Broker):
         )
 
     def _hand_over(self, sub: RedisSubscription, last_event_id: str | None) -> bool:
-        """Replay after ``last_event_id`` into ``sub``, then switch it to live events."""
+        """Replay after ``last_event_id`` into ``sub``, then switch it to live events.
+
+        The replay is read in pages (see :mod:`._replay`), each one atomic, and
+        each checked again: a restart or a trim between two pages is a
+        ``reset`` too. Live events published meanwhile wait in ``sub``, which
+        drops those the replay covers.
+        """
+        names = list(sub.channels)
         if last_event_id is None:
+            sub.start_id = format_id(sub.last)
             return sub.go_live([], sub.last)  # attach() set sub.last
         cursor = parse_id(last_event_id)
-        firsts = dict.fromkeys(sub.channels, cursor) if cursor is not None else None
-        snapshot = self.read(list(sub.channels), firsts=firsts, user_id=last_event_id)
+        count = page_count(len(names), self.replay_budget)
+        firsts = dict.fromkeys(names, cursor) if cursor is not None else None
+        snapshot = self.read(names, firsts=firsts, user_id=last_event_id, count=count)
         if snapshot.found is not None:
             cursor = snapshot.found
-        head = snapshot.head
-        if cursor is None or not snapshot.known(cursor):
-            reason = "unknown"
-        elif snapshot.gap_after(cursor, sub.channels):
-            reason = "expired"
-        else:
-            backlog = [entry.event for entry in snapshot.after(cursor, sub.channels)]
+        spending = Spending(self.replay_budget)
+        backlog: list[ServerSentEvent] = []
+        while True:
+            head = snapshot.head
+            if cursor is None or not snapshot.known(cursor, names):
+                reason = "unknown"
+            elif snapshot.gap_after(cursor, names):
+                reason = "expired"
+            else:
+                pages = [
+                    [(e.key, e.event) for e in snapshot.entries.get(name, ()) if e.key > cursor]
+                    for name in names
+                ]
+                complete, bound = complete_part(pages, count)
+                for _, _, event in complete:
+                    if not spending.take(event):
+                        reason = BUDGET_REASON
+                        break
+                    backlog.append(event)
+                else:
+                    if bound is None:
+                        return sub.go_live(backlog, head)
+                    cursor = bound
+                    firsts = dict.fromkeys(names, cursor)
+                    size = mean_size([event for _, _, event in complete])
+                    count = page_count(len(names), self.replay_budget, size)
+                    snapshot = self.read(names, firsts=firsts, count=count)
+                    continue
+            backlog.append(reset_event(last_event_id, format_id(head), reason))
             return sub.go_live(backlog, head)
-        return sub.go_live([reset_event(last_event_id, format_id(head), reason)], head)
 
     def cursor(self, channels: Sequence[str]) -> str:
         try:
