@@ -848,6 +848,8 @@ export class SSEPushClient {
   #stream = null;
   /** Sharing, or fetching the session key to share (false: the fallback). */
   #sharing = false;
+  /** @type {string | null} The session key of the tabs this client shares with. */
+  #key = null;
   /** The session key's URL: `session-key` under the stream's path. */
   #keyUrl;
   #closed = false;
@@ -904,6 +906,7 @@ export class SSEPushClient {
    * @param {string} key
    */
   #share(key) {
+    this.#key = key;
     this.#relay?.close();
     const since = this.#lastEventId === "" ? null : this.#lastEventId;
     // Web Locks and BroadcastChannel are per origin; the key names the session,
@@ -936,8 +939,10 @@ export class SSEPushClient {
   async #checkSession(key) {
     const now = await fetchSessionKey(this.#keyUrl, this.#credentials());
     // Unreachable: the stream's own connection will tell.
-    if (now === null || now === key) return true;
-    if (!this.#closed) this.#share(now);
+    if (now === null) return true;
+    // A relay this client has left already (two checks crossed) connects nothing.
+    if (now === key && key === this.#key) return true;
+    if (!this.#closed && now !== this.#key) this.#share(now);
     return false;
   }
 
