@@ -166,7 +166,8 @@ describe("the stop id", { concurrency: true }, () => {
         const tabs = [origin.tab({ shared }), origin.tab({ shared })];
         const streams = shared ? 1 : 2;
         await waitFor(() => origin.server.open === streams, 5000, "streams not open");
-        await sleep(100);
+        const open = async () => (await Promise.all(tabs.map((tab) => tab.ask("state")))).every((s) => s.readyState === 1);
+        await waitFor(open, 5000, "a tab is not open"); // a follower too: it knows the leader
         origin.server.refuse = 204; // what the server answers a reconnect carrying the stop id
         origin.server.finish(chunk);
         const closed = async () => (await Promise.all(tabs.map((tab) => tab.ask("state")))).every((s) => s.readyState === 2);
