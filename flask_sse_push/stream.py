@@ -91,7 +91,8 @@ def stop_chunk(reason: str) -> bytes:
     An ``id:`` line without data sets the client's last event id without firing
     an event (WHATWG HTML 9.2.6), so the reconnect that follows carries
     :data:`STOP_ID`; the ``retry:`` of :data:`STOP_RETRY` makes that reconnect,
-    and so its ``204``, come at once.
+    and so its ``204``, come at once. The browser client (``client.js``) stops
+    on the id itself, without that reconnect.
     """
     return (
         encode_comment(f"closed: {reason}") + encode_retry(STOP_RETRY) + f"id: {STOP_ID}\n\n"

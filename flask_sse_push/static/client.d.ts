@@ -21,7 +21,10 @@ export interface SSEPushOptions {
   channels?: string[];
   /** First-connect cursor, e.g. `sse.cursor(channel)` rendered into the page. */
   lastEventId?: string;
-  /** Share one stream across the tabs of this origin; default true. */
+  /**
+   * Share one stream across the tabs of this origin in the same session (those given the
+   * same key by `<prefix>/session-key`); default true.
+   */
   shared?: boolean;
   /** Send cookies on a cross-origin stream too (fetch `credentials: "include"`). */
   withCredentials?: boolean;
@@ -34,13 +37,19 @@ export declare class SSEPushClient {
   readonly channels: readonly string[];
   /** The id of the last event delivered, or the first-connect cursor. */
   readonly lastEventId: string;
-  /** Whether this client shares a stream (false with `shared: false` or without Web Locks/BroadcastChannel). */
+  /**
+   * Whether this client shares a stream (false with `shared: false`, without Web Locks or
+   * BroadcastChannel, or when the server gives no session key).
+   */
   readonly shared: boolean;
   /** Whether cookies go to another origin too, as `EventSource.withCredentials`. */
   readonly withCredentials: boolean;
   /** 0 connecting, 1 open, 2 closed, as `EventSource.readyState`. */
   readonly readyState: number;
-  /** "leader" holds the shared stream, "follower" receives it, "own" is the fallback. */
+  /**
+   * "leader" holds the shared stream, "follower" receives it (or is still asking for its
+   * session key), "own" is the fallback.
+   */
   readonly role: "leader" | "follower" | "own" | "closed";
   /**
    * Call `handler` for events of `type`: "message" (unnamed), a named type, "reset",

@@ -11,8 +11,9 @@
  *   that stops carrying bytes for longer than the server's keepalive allows for
  *   dead (a connection can die without FIN or RST);
  * - `TabRelay` shares one `Stream` among the clients of an origin that ask for
- *   the same URL and channels: Web Locks elect the one that holds it, and it
- *   relays what it reads over a `BroadcastChannel` (the protocol: `RELAY`);
+ *   the same URL and channels and hold the same session key: Web Locks elect
+ *   the one that holds it, and it relays what it reads over a
+ *   `BroadcastChannel` (the protocol: `RELAY`);
  * - `SSEPushClient`, the `EventSource`-like facade pages use.
  *
  * The stream is read with `fetch()` rather than `EventSource`, which cannot
@@ -21,6 +22,13 @@
  * notices a connection that died silently. Every client remembers the ids it
  * has delivered, so when the leader closes, crashes or freezes, the next one
  * resumes from the last id it saw and nothing is missed or repeated.
+ *
+ * Sessions: the server gives each identity a key (`GET <prefix>/session-key`,
+ * an HMAC the page cannot compute). The lock, the channel and every relay
+ * message carry it, so tabs of different users of one browser never share a
+ * stream, and a page that does not hold the key can neither join nor forge.
+ * The key is fetched again before every connection the stream makes: a login
+ * or logout in the meantime moves the client to the new session's tabs.
  *
  * @module
  */
@@ -44,6 +52,11 @@ const KEEPALIVE_COMMENT = /^ ?keepalive ([0-9]+)$/;
 const STALL_SLACK = 2000;
 /** How many delivered events each client remembers, for dedup and catch-up. */
 const MEMORY = 1024;
+/**
+ * The last event id of a stream the server ended for good (a revoke): the
+ * client stops at once instead of reconnecting to be told `204`.
+ */
+const STOP_ID = "flask-sse-push:stopped";
 
 /**
  * How long a stream may carry no byte before it is taken for dead.
@@ -114,7 +127,11 @@ const RELAY = Object.freeze({
  *   | {k: "catchup", to: string, known: boolean, events: Delivered[]}} RelayBody
  */
 
-/** @typedef {RelayBody & {from: string}} Relay */
+/**
+ * A relay message on the channel: stamped with its sender's token (`from`) and
+ * the session key (`key`); a message without the key is dropped.
+ * @typedef {RelayBody & {from: string, key: string}} Relay
+ */
 
 /**
  * Where a `Stream` reports what it reads.
@@ -123,6 +140,13 @@ const RELAY = Object.freeze({
  *   an event; `fresh` tells whether its own block set the id.
  * @property {(id: string) => void} cursor the last event id changed without an event.
  * @property {(state: number, error: boolean) => void} state CONNECTING, OPEN or CLOSED.
+ */
+
+/**
+ * Asked before each connection a `Stream` makes, and after a `401` or `403`:
+ * false means the page's session changed and the stream must end, silently
+ * (its client moves to the new session's tabs).
+ * @typedef {() => Promise<boolean>} SessionCheck
  */
 
 /**
@@ -263,13 +287,16 @@ export class EventStreamParser {
  * Reconnects after the server's `retry:` (default 3 s) when a `200` stream ends,
  * the network fails, or the stream carries no byte for `silenceLimit()` of the
  * keepalive interval the server announced; stops for good on any other answer,
- * `204` included, as `EventSource` does.
+ * `204` included, as `EventSource` does, and at once, without a request, on
+ * the stop id (`STOP_ID`) the server ends a revoked stream with.
  */
 class Stream {
   #url;
   /** @type {RequestCredentials} */
   #credentials;
   #sink;
+  /** @type {SessionCheck | null} */
+  #check;
   #parser;
   #retry = DEFAULT_RETRY;
   /** @type {number | null} The server's keepalive interval (ms), once it told it. */
@@ -288,17 +315,23 @@ class Stream {
    * @param {boolean} withCredentials
    * @param {string} lastEventId
    * @param {StreamSink} sink
+   * @param {SessionCheck | null} [check]
    */
-  constructor(url, withCredentials, lastEventId, sink) {
+  constructor(url, withCredentials, lastEventId, sink, check = null) {
     this.#url = url;
     this.#credentials = withCredentials ? "include" : "same-origin";
     this.#sink = sink;
+    this.#check = check;
     this.#parser = new EventStreamParser(
       (type, data, id, fresh) => {
-        if (!this.#stopped) sink.event(type, data, id, fresh);
+        if (this.#stopped) return;
+        if (id === STOP_ID) this.#halt();
+        else sink.event(type, data, id, fresh);
       },
       (id) => {
-        if (!this.#stopped) sink.cursor(id);
+        if (this.#stopped) return;
+        if (id === STOP_ID) this.#halt();
+        else sink.cursor(id);
       },
       (ms) => {
         this.#retry = ms;
@@ -319,7 +352,17 @@ class Stream {
     this.#controller.abort();
   }
 
+  /** Ended for good by the server: stop, say so, and make no other request. */
+  #halt() {
+    this.stop();
+    this.#sink.state(CLOSED, true);
+  }
+
   async #connect() {
+    // The page's session may have changed since the last connection (a
+    // logout, a login in another tab): this stream's tabs may not get it.
+    if (this.#check !== null && !(await this.#check())) return;
+    if (this.#stopped) return;
     const controller = new AbortController();
     this.#controller = controller;
     const url = new URL(this.#url);
@@ -347,6 +390,10 @@ class Stream {
     if (response.status !== 200 || !/^text\/event-stream\s*(;|$)/i.test(type) || !response.body) {
       // 204 (revoked), 4xx, a wrong type: EventSource "fails the connection".
       void response.body?.cancel().catch(() => {});
+      // Refused for another user than this stream's tabs: theirs is over, not the client.
+      const refused = response.status === 401 || response.status === 403;
+      if (refused && this.#check !== null && !(await this.#check())) return;
+      if (this.#stopped) return;
       this.stop();
       this.#sink.state(CLOSED, true);
       return;
@@ -461,12 +508,13 @@ class Memory {
 /**
  * What a `TabRelay` needs of the client it serves.
  * @typedef {object} RelayHost
- * @property {(sink: StreamSink) => Stream} open open the server stream from the client's cursor.
+ * @property {(sink: StreamSink, check: SessionCheck) => Stream} open open the server stream from the client's cursor.
  * @property {StreamSink} sink where events (deduplicated there), cursors and states go.
  * @property {() => void} lost the leader cannot catch this client up: a gap.
  * @property {() => string} lastEventId
  * @property {() => number} readyState
  * @property {(since: string) => Delivered[] | null} after the events after `since`, or null.
+ * @property {SessionCheck} check whether the page's session is still the relay's.
  */
 
 /**
@@ -481,11 +529,16 @@ class Memory {
  *
  * Catch-up: a client started from a cursor holds live relays back, asks each
  * new leader for what came after its cursor (`hello` with `since`), and
- * delivers the answer (`catchup`) before them.
+ * delivers the answer (`catchup`) before them. A leader answers each client
+ * (`from`) once, from its memory only, so no message can make it re-send more.
+ *
+ * Sessions: `name` holds the session key, and every message carries it
+ * (`key`); one without it is dropped, whatever the channel it came on.
  */
 class TabRelay {
   #host;
   #name;
+  #key;
   #locks;
   #channel;
   #token = Math.random().toString(36).slice(2) + Date.now().toString(36);
@@ -511,20 +564,24 @@ class TabRelay {
   #pending;
   /** @type {string | null} The leader last asked for a catch-up. */
   #asked = null;
+  /** @type {Set<string>} The clients this leader has caught up: each once. */
+  #answered = new Set();
   #onFreeze = () => this.#freeze();
   #onResume = () => this.#resume();
 
   /**
-   * @param {string} name the lock's and the `BroadcastChannel`'s name.
+   * @param {string} name the lock's and the `BroadcastChannel`'s name, the key in it.
+   * @param {string} key the session key every message must carry.
    * @param {RelayHost} host
    * @param {string | null} since the cursor to be caught up from, if any.
    */
-  constructor(name, host, since) {
+  constructor(name, key, host, since) {
     this.#host = host;
     this.#name = name;
+    this.#key = key;
     this.#locks = navigator.locks;
     this.#channel = new BroadcastChannel(name);
-    this.#channel.onmessage = (message) => this.#receive(/** @type {Relay} */ (message.data));
+    this.#channel.onmessage = (message) => this.#receive(message.data);
     this.#pending = since === null ? null : [];
     this.#watchdog = setInterval(() => this.#watch(), RELAY.WATCH_INTERVAL);
     globalThis.document?.addEventListener("freeze", this.#onFreeze);
@@ -559,12 +616,14 @@ class TabRelay {
   }
 
   /**
-   * Every message leaves through here, stamped with its sender (a per-session
-   * key would be stamped here, and checked in `#receive`).
+   * Every message leaves through here, stamped with its sender and the
+   * session key (checked in `#receive`).
    * @param {RelayBody} body
    */
   #post(body) {
-    this.#channel.postMessage({ ...body, from: this.#token });
+    /** @type {Relay} */
+    const message = { ...body, from: this.#token, key: this.#key };
+    this.#channel.postMessage(message);
   }
 
   #beat() {
@@ -606,22 +665,25 @@ class TabRelay {
     this.#beat();
     this.#beats = setInterval(() => this.#beat(), RELAY.BEAT_INTERVAL);
     const host = this.#host;
-    this.#stream = host.open({
-      event: (type, data, id, fresh) => {
-        this.#post({ k: RELAY.EVENT, type, data, id, fresh });
-        host.sink.event(type, data, id, fresh);
+    this.#stream = host.open(
+      {
+        event: (type, data, id, fresh) => {
+          this.#post({ k: RELAY.EVENT, type, data, id, fresh });
+          host.sink.event(type, data, id, fresh);
+        },
+        cursor: (id) => {
+          this.#post({ k: RELAY.CURSOR, id });
+          host.sink.cursor(id);
+        },
+        state: (state, error) => {
+          this.#post({ k: RELAY.BEAT, state, error });
+          // Stopped for good: followers must learn of it before one takes the lock.
+          if (state === CLOSED) this.close(RELAY.STOP_DRAIN);
+          host.sink.state(state, error);
+        },
       },
-      cursor: (id) => {
-        this.#post({ k: RELAY.CURSOR, id });
-        host.sink.cursor(id);
-      },
-      state: (state, error) => {
-        this.#post({ k: RELAY.BEAT, state, error });
-        // Stopped for good: followers must learn of it before one takes the lock.
-        if (state === CLOSED) this.close(RELAY.STOP_DRAIN);
-        host.sink.state(state, error);
-      },
-    });
+      host.check,
+    );
   }
 
   #stepDown() {
@@ -663,9 +725,15 @@ class TabRelay {
     }
   }
 
-  /** @param {Relay} message */
-  #receive(message) {
+  /**
+   * Every message enters through here: one without this session's key is
+   * not from a tab of this session, and is dropped.
+   * @param {unknown} data
+   */
+  #receive(data) {
     if (this.#role === "closed") return;
+    if (typeof data !== "object" || data === null || /** @type {{key?: unknown}} */ (data).key !== this.#key) return;
+    const message = /** @type {Relay} */ (data);
     if (message.k === RELAY.HELLO) {
       if (this.#role === "leader") this.#answer(message.from, message.since);
       return;
@@ -697,7 +765,8 @@ class TabRelay {
    */
   #answer(to, since) {
     this.#beat();
-    if (since === null) return;
+    if (since === null || this.#answered.has(to)) return;
+    this.#answered.add(to);
     const events = since === this.#host.lastEventId() ? [] : this.#host.after(since);
     this.#post({ k: RELAY.CATCHUP, to, known: events !== null, events: events ?? [] });
   }
@@ -738,8 +807,27 @@ function canShare() {
 }
 
 /**
+ * The page's session key, from `GET <prefix>/session-key` next to the stream
+ * URL; null when the server gives none (not Flask-SSE-Push, or an older one)
+ * or cannot be reached.
+ * @param {string} url the session key's URL.
+ * @param {RequestCredentials} credentials
+ * @returns {Promise<string | null>}
+ */
+async function fetchSessionKey(url, credentials) {
+  try {
+    const response = await fetch(url, { cache: "no-store", credentials, headers: { Accept: "application/json" } });
+    if (response.status !== 200) return null;
+    const body = await response.json();
+    return typeof body?.key === "string" && body.key !== "" ? body.key : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
  * A Flask-SSE-Push stream, shared with every other tab of this origin that asks
- * for the same URL and channels.
+ * for the same URL and channels, in the same session (the same user).
  *
  * Events are delivered in order, exactly once per event id, including across a
  * change of the tab that holds the stream.
@@ -758,6 +846,12 @@ export class SSEPushClient {
   #relay = null;
   /** @type {Stream | null} The stream of a client that does not share. */
   #stream = null;
+  /** Sharing, or fetching the session key to share (false: the fallback). */
+  #sharing = false;
+  /** @type {string | null} The session key of the tabs this client shares with. */
+  #key = null;
+  /** The session key's URL: `session-key` under the stream's path. */
+  #keyUrl;
   #closed = false;
   /** @type {StreamSink} */
   #sink = {
@@ -781,15 +875,47 @@ export class SSEPushClient {
     this.#lastEventId = options.lastEventId ?? "";
     this.#withCredentials = options.withCredentials ?? false;
     this.#memory = new Memory(this.#lastEventId);
+    const keyUrl = new URL(stream.href);
+    keyUrl.search = "";
+    keyUrl.hash = "";
+    keyUrl.pathname = `${keyUrl.pathname.replace(/\/+$/, "")}/session-key`;
+    this.#keyUrl = keyUrl.href;
     if (!((options.shared ?? true) && canShare())) {
       this.#stream = this.#open(this.#sink);
       return;
     }
-    // Web Locks and BroadcastChannel are per origin; the URL names the channels too.
+    this.#sharing = true;
+    void this.#join();
+  }
+
+  /** Fetch the session key, then share among the tabs that hold it (or not at all). */
+  async #join() {
+    const key = await fetchSessionKey(this.#keyUrl, this.#credentials());
+    if (this.#closed) return;
+    if (key === null) {
+      // No key, no way to tell sessions apart: share with nobody.
+      this.#sharing = false;
+      this.#stream = this.#open(this.#sink);
+      return;
+    }
+    this.#share(key);
+  }
+
+  /**
+   * Join the tabs of session `key` (leaving those of another session).
+   * @param {string} key
+   */
+  #share(key) {
+    this.#key = key;
+    this.#relay?.close();
+    const since = this.#lastEventId === "" ? null : this.#lastEventId;
+    // Web Locks and BroadcastChannel are per origin; the key names the session,
+    // the URL the channels.
     this.#relay = new TabRelay(
-      `flask-sse-push ${this.#url}`,
+      `flask-sse-push ${key} ${this.#url}`,
+      key,
       {
-        open: (sink) => this.#open(sink),
+        open: (sink, check) => this.#open(sink, check),
         sink: this.#sink,
         lost: () => {
           const data = JSON.stringify({ last_event_id: this.#lastEventId, reason: "unknown" });
@@ -798,9 +924,31 @@ export class SSEPushClient {
         lastEventId: () => this.#lastEventId,
         readyState: () => this.#readyState,
         after: (since) => this.#memory.after(since),
+        check: () => this.#checkSession(key),
       },
-      this.#lastEventId === "" ? null : this.#lastEventId,
+      since,
     );
+  }
+
+  /**
+   * Before a connection of the shared stream: is the page's session still
+   * `key`? If it changed, this client moves to the new session's tabs.
+   * @param {string} key
+   * @returns {Promise<boolean>}
+   */
+  async #checkSession(key) {
+    const now = await fetchSessionKey(this.#keyUrl, this.#credentials());
+    // Unreachable: the stream's own connection will tell.
+    if (now === null) return true;
+    // A relay this client has left already (two checks crossed) connects nothing.
+    if (now === key && key === this.#key) return true;
+    if (!this.#closed && now !== this.#key) this.#share(now);
+    return false;
+  }
+
+  /** @returns {RequestCredentials} */
+  #credentials() {
+    return this.#withCredentials ? "include" : "same-origin";
   }
 
   /** The stream URL, cursor aside. */
@@ -819,7 +967,7 @@ export class SSEPushClient {
 
   /** Whether this client takes part in sharing (false in the fallback). */
   get shared() {
-    return this.#relay !== null;
+    return this.#sharing;
   }
 
   get withCredentials() {
@@ -834,7 +982,9 @@ export class SSEPushClient {
   /** @returns {"leader" | "follower" | "own" | "closed"} */
   get role() {
     if (this.#closed) return "closed";
-    return this.#relay?.role ?? "own";
+    if (!this.#sharing) return "own";
+    // Until the session key arrives, a client holds no stream.
+    return this.#relay?.role ?? "follower";
   }
 
   /**
@@ -894,9 +1044,12 @@ export class SSEPushClient {
     this.#relay?.close();
   }
 
-  /** @param {StreamSink} sink */
-  #open(sink) {
-    return new Stream(this.#url, this.#withCredentials, this.#lastEventId, sink);
+  /**
+   * @param {StreamSink} sink
+   * @param {SessionCheck | null} [check]
+   */
+  #open(sink, check = null) {
+    return new Stream(this.#url, this.#withCredentials, this.#lastEventId, sink, check);
   }
 
   /**

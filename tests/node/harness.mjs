@@ -33,11 +33,18 @@ export function sleep(ms) {
 
 /**
  * A `text/event-stream` endpoint at `/events`, with numbered ids and replay
- * from `last_event_id` (the query parameter client.js sends).
+ * from `last_event_id` (the query parameter client.js sends), and the page's
+ * session key at `/events/session-key`.
  */
 export class SSEServer {
   /** Each stream request's `last_event_id` ("" for none), in order. */
   requests = [];
+  /** What `/events/session-key` answers: `{"key": key}`, or `404` when null (an older server). */
+  key = "session-one";
+  /** How many times the session key was asked for. */
+  keyRequests = 0;
+  /** What a stream request is answered when not null: a status without a body (`204`, `403`). */
+  refuse = null;
   #events = [];
   #streams = new Set();
   #server = http.createServer((request, response) => this.#serve(request, response));
@@ -99,7 +106,23 @@ export class SSEServer {
     return new Promise((resolve) => this.#server.close(resolve));
   }
 
+  /** Each open stream ends with `text`, after which the client must not come back. */
+  finish(text) {
+    for (const stream of this.#streams) stream.response.end(text);
+  }
+
   #serve(request, response) {
+    if (new URL(request.url, "http://x").pathname === "/events/session-key") {
+      this.keyRequests += 1;
+      if (this.key === null) response.writeHead(404).end();
+      else response.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify({ key: this.key }));
+      return;
+    }
+    if (this.refuse !== null) {
+      this.requests.push(new URL(request.url, "http://x").searchParams.get("last_event_id") ?? "");
+      response.writeHead(this.refuse).end();
+      return;
+    }
     const since = new URL(request.url, "http://x").searchParams.get("last_event_id") ?? "";
     this.requests.push(since);
     response.writeHead(200, { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store" });

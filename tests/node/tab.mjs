@@ -84,7 +84,7 @@ for (const type of ["message", "created", "reset", "open", "error"]) {
 
 parentPort.on("message", ({ op, seq, ms }) => {
   const reply = (extra = {}) =>
-    parentPort.postMessage({ seq, role: client.role, readyState: client.readyState, got, ...extra });
+    parentPort.postMessage({ seq, role: client.role, readyState: client.readyState, url: client.url, got, ...extra });
   if (op === "state") {
     reply();
   } else if (op === "close") {
