@@ -346,6 +346,7 @@ import json, sys, time
 import gevent
 from gevent.threadpool import ThreadPool
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker
+from flask_sse_push import ServerSentEvent
 broker = RedisClusterBroker.from_url(sys.argv[1], prefix=sys.argv[2])
 sub = broker.subscribe(["t0", "t1", "t2"])
 errors = []

@@ -18,13 +18,17 @@ import typing as t
 
 import redis
 
+from ...exceptions import SubscriptionClosed
 from ._scripts import as_text, decode_announcement
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from ...event import ServerSentEvent
+    from ._channels import ListenerBase
     from ._scripts import Key
+
+    Owner: t.TypeAlias = ListenerBase[t.Any, t.Any]
 
 logger = logging.getLogger("flask_sse_push")
 
@@ -46,7 +50,9 @@ CONFIRM_ALLOWANCE = 0.002
 HEALTH_INTERVAL = 10.0
 
 _T = t.TypeVar("_T")
-#: Takes a message: its channel name, entry id and event.
+#: A message: its channel name, entry id and event.
+Item: t.TypeAlias = "tuple[str, Key, ServerSentEvent]"
+#: Takes a message.
 Deliver = t.Callable[[str, "Key", "ServerSentEvent"], None]
 
 
@@ -55,6 +61,55 @@ def paced(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), BATCH):
         yield items[start : start + BATCH]
         time.sleep(RECOVERY_PAUSE)
+
+
+def resubscribe(
+    owner: Owner, names: Sequence[str], keep: Callable[[str], bool]
+) -> tuple[list[str], list[Waiter]]:
+    """Subscribe again those of ``names`` to ``keep``, a batch at a time.
+
+    Returns them (not those gone, or dropped meanwhile) and the waiters for
+    Redis' confirmations. Those subscribed again meanwhile are not sent twice.
+    """
+    kept: list[str] = []
+    waiters: list[Waiter] = []
+    for batch in paced(names):
+        with owner.lock:
+            batch = [name for name in batch if keep(name)]
+            kept += batch
+            waiters.append(owner._subscribe(batch))
+    return kept, waiters
+
+
+def settle(owner: Owner, subs: Iterable[_T], step: Callable[[_T], bool]) -> None:
+    """Apply ``step`` to each of ``subs``; detach those it refused (they overflowed).
+
+    The caller does not hold the lock.
+    """
+    for sub in [sub for sub in subs if not step(sub)]:
+        owner.detach(sub)
+
+
+def release(held: Iterable[Item], dispatch: Deliver) -> None:
+    """Dispatch the messages held back during a recovery, letting other greenlets run."""
+    for count, item in enumerate(held, 1):
+        dispatch(*item)
+        if count % DISPATCH_BATCH == 0:
+            time.sleep(RECOVERY_PAUSE)
+
+
+def close_all(owner: Owner, subscribers: Iterable[Subscriber]) -> None:
+    """Fail the waiters of ``subscribers`` for good, drop their connections and end
+    every subscription of ``owner`` (at shutdown)."""
+    with owner.lock:
+        for subscriber in subscribers:
+            subscriber.lost(dead=True)
+        subs = owner._leave_all()
+    for sub in subs:
+        sub.finish(SubscriptionClosed("broker closed"))
+    for subscriber in subscribers:
+        if subscriber.conn is not None:
+            subscriber.conn.disconnect()
 
 
 def confirm_deadline(base: float, channels: int) -> float:

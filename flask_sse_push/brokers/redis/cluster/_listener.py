@@ -30,7 +30,16 @@ from redis.exceptions import RedisClusterException
 from ....exceptions import BrokerError, SubscriptionClosed
 from .._channels import Channel, ListenerBase
 from .._scripts import as_text
-from .._subscriber import RECOVERY_PAUSE, SUBSCRIBER_NAME, Subscriber, confirm_deadline, paced
+from .._subscriber import (
+    RECOVERY_PAUSE,
+    SUBSCRIBER_NAME,
+    Subscriber,
+    close_all,
+    confirm_deadline,
+    paced,
+    resubscribe,
+    settle,
+)
 from ._cursor import wire_id
 from ._scripts import keys
 
@@ -39,8 +48,8 @@ if t.TYPE_CHECKING:
 
     from ....event import ServerSentEvent
     from .._scripts import Key
-    from .._subscriber import Waiter
-    from ._subscription import ClusterSubscription, Item
+    from .._subscriber import Item, Waiter
+    from ._subscription import ClusterSubscription
     from .broker import RedisClusterBroker
 
 logger = logging.getLogger("flask_sse_push")
@@ -190,20 +199,15 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                 return
             shard.opened(conn)
             names = [n for n, c in self.channels.items() if c.shard is shard]
-        for batch in paced(names):
-            with self.lock:
-                # Not those gone, routed elsewhere, or subscribed by attach() meanwhile.
-                shard.send([n for n in batch if self._wants(n, shard)])
-        moved = functools.partial(self._moved, shard)
-        shard.read(lambda: shard.dead, self._dispatch, dropped=moved)
+        # Not those gone, or routed elsewhere meanwhile.
+        resubscribe(self, names, lambda n: n in self.channels and self.channels[n].shard is shard)
+        shard.read(
+            lambda: shard.dead, self._dispatch, dropped=functools.partial(self._moved, shard)
+        )
 
     def _held(self, name: str) -> bool:
         channel = self.channels.get(name)
         return channel is not None and channel.held is not None
-
-    def _wants(self, name: str, shard: _Shard) -> bool:
-        channel = self.channels.get(name)
-        return channel is not None and channel.shard is shard and not shard.subscribed(name)
 
     def _moved(self, shard: _Shard, name: str) -> None:
         """Follow a channel Redis unsubscribed by itself: its slot moved to another shard."""
@@ -227,9 +231,7 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                 if channel.held is not None:
                     channel.held.append((name, key, event))
                     return
-        for sub in channel.subs:
-            if not sub.deliver(name, key, event):
-                self.detach(sub)
+        settle(self, channel.subs, lambda sub: sub.deliver(name, key, event))
 
     # -- recovery ----------------------------------------------------------------------
 
@@ -265,7 +267,7 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                 time.sleep(self._backoff(failures))
             try:
                 self.broker.refresh_topology()
-                names, waiters = self._resubscribe(names)
+                names, waiters = resubscribe(self, names, self._held)
                 deadline = confirm_deadline(RECOVERY_CONFIRM, len(names))
                 for waiter in waiters:
                     left = deadline - time.monotonic()
@@ -283,23 +285,6 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             logger.info("Redis Cluster channels resubscribed after %d attempts.", failures + 1)
             return
 
-    def _resubscribe(self, names: list[str]) -> tuple[list[str], list[Waiter]]:
-        """Subscribe ``names`` where their slots live now, a batch at a time.
-
-        Returns the names still being recovered (not gone, nor detached and
-        subscribed afresh meanwhile), and the waiters for Redis' confirmations.
-        """
-        kept: list[str] = []
-        waiters: list[Waiter] = []
-        for batch in paced(names):
-            with self.lock:
-                held = [
-                    n for n in batch if n in self.channels and self.channels[n].held is not None
-                ]
-                kept += held
-                waiters.append(self._subscribe(held))
-        return kept, waiters
-
     def _catch_up(self, names: list[str]) -> None:
         """Read each channel's stream once and catch every client up; then release the held."""
         for batch in paced(names):
@@ -311,9 +296,7 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             reads = self.broker.read_channels(firsts)
             since = time.monotonic()
             for name, subs in wanted.items():
-                for sub in subs:
-                    if not sub.catch_up(name, reads[name]):
-                        self.detach(sub)
+                settle(self, subs, lambda sub: sub.catch_up(name, reads[name]))  # noqa: B023
                 if time.monotonic() - since > CATCH_UP_SLICE:
                     time.sleep(RECOVERY_PAUSE)  # the held messages stay held meanwhile
                     since = time.monotonic()
@@ -345,13 +328,5 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
         """Stop every thread, drop the connections and end every subscription."""
         with self.lock:
             self.closed = True
-            subs = self._leave_all()
-            shards = list(self.shards.values())
-            self.shards.clear()
-            for shard in shards:
-                shard.lost(dead=True)
-        for sub in subs:
-            sub.finish(SubscriptionClosed("broker closed"))
-        for shard in shards:
-            if shard.conn is not None:
-                shard.conn.disconnect()
+            shards, self.shards = list(self.shards.values()), {}
+        close_all(self, shards)
