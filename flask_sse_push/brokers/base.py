@@ -153,6 +153,9 @@ class Broker(abc.ABC):
 
     #: How often this process lost its backend connection and re-established it.
     reconnects: int = 0
+    #: How many messages on the broker's own channels this process dropped,
+    #: because no publish made them (malformed, or naming an entry its stream lacks).
+    rejected_messages: int = 0
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release the broker's resources. Open subscriptions end."""

@@ -30,6 +30,15 @@ if t.TYPE_CHECKING:
 
     Owner: t.TypeAlias = ListenerBase[t.Any, t.Any]
 
+
+class Source(t.Protocol):
+    """The broker's side a connection needs to check an announcement."""
+
+    rejected_messages: int
+
+    def holds(self, channel: str, key: Key) -> bool: ...
+
+
 logger = logging.getLogger("flask_sse_push")
 
 #: The name every subscriber connection has in ``CLIENT LIST``.
@@ -48,6 +57,9 @@ RECOVERY_PAUSE = 0.001
 CONFIRM_ALLOWANCE = 0.002
 #: Seconds of silence before a connection pings Redis, and then gives up.
 HEALTH_INTERVAL = 10.0
+#: Milliseconds an announced id may lie ahead of Redis' clock (as read when the
+#: connection opened) before the stream is asked whether it holds the entry.
+AHEAD = 100
 
 _T = t.TypeVar("_T")
 #: A message: its channel name, entry id and event.
@@ -112,6 +124,16 @@ def close_all(owner: Owner, subscribers: Iterable[Subscriber]) -> None:
             subscriber.conn.disconnect()
 
 
+def handshake(conn: t.Any, *commands: tuple[str, ...]) -> tuple[list[t.Any], tuple[int, float]]:
+    """Send ``commands`` on a connection not subscribed yet; return their replies
+    and Redis' clock: its milliseconds, and the :func:`time.monotonic` time before."""
+    before = time.monotonic()
+    conn.send_packed_command(conn.pack_commands([*commands, ("TIME",)]), check_health=False)
+    replies = [conn.read_response(push_request=True) for _ in range(len(commands) + 1)]
+    seconds, micros = map(int, replies.pop())
+    return replies, (seconds * 1000 + micros // 1000, before)
+
+
 def confirm_deadline(base: float, channels: int) -> float:
     """The :func:`time.monotonic` time by which Redis should confirm ``channels``."""
     return time.monotonic() + base + channels * CONFIRM_ALLOWANCE
@@ -156,6 +178,7 @@ class Subscriber:
     listener's), as it does to call any method but :meth:`read`: only the
     thread of this connection reads.
 
+    :param source: the broker, which checks and counts announcements.
     :param sharded: ``SSUBSCRIBE`` (a cluster shard) rather than ``SUBSCRIBE``.
     :param commands: the commands that subscribe (or unsubscribe) channel names.
     :param name_of: a channel name from the Redis channel of a reply.
@@ -164,13 +187,15 @@ class Subscriber:
     def __init__(
         self,
         lock: threading.Lock,
+        source: Source,
         *,
         sharded: bool,
         commands: Callable[[str, Sequence[str]], list[tuple[str, ...]]],
         name_of: Callable[[object], str],
     ) -> None:
-        self.lock = lock
+        self.lock, self.source = lock, source
         self.conn: t.Any = None
+        self.clock = (0, 0.0)  # see handshake()
         self.open = False  # commands may be sent
         self.dead = False  # for good: waiters fail at once
         self.backend = "Redis Cluster" if sharded else "Redis"
@@ -184,9 +209,9 @@ class Subscriber:
         self._counts: dict[str, _Counts] = {}
         self._awaited: set[str] = set()  # the channels with waiters
 
-    def opened(self, conn: t.Any) -> None:
+    def opened(self, conn: t.Any, clock: tuple[int, float]) -> None:
         """Count afresh on ``conn``; a waiter kept waits for its first subscribe."""
-        self.conn, self.open = conn, True
+        self.conn, self.open, self.clock = conn, True, clock
         self._counts = {name: _Counts(self._counts[name].waiters) for name in self._awaited}
 
     def subscribed(self, name: str) -> bool:
@@ -301,18 +326,39 @@ class Subscriber:
             return False  # PONG
         kind, name = as_text(reply[0]), self._name_of(reply[1])
         if kind == self._kinds[0]:
-            try:
-                key, event = decode_announcement(as_text(reply[2]))
-            except (ValueError, KeyError, TypeError):
-                logger.warning("Ignoring a malformed message on %s channel %r.", self.backend, name)
-                return False
-            deliver(name, key, event)
+            item = self._announced(name, reply[2])
+            if item is not None:
+                deliver(name, *item)
         elif kind in self._kinds:
             with self.lock:
                 moved = self._confirmed(name, subscribe=kind == self._kinds[1])
             if moved and dropped is not None:
                 dropped(name)
         return kind == self._kinds[1]
+
+    def _announced(self, name: str, payload: object) -> tuple[Key, ServerSentEvent] | None:
+        """The announcement in ``payload``, or None if no publish made it (counted).
+
+        An id far ahead of Redis' clock is trusted only once the channel's
+        stream holds it: a forged one would move cursors past what is to come.
+
+        :raises redis.RedisError: the stream could not be asked.
+        """
+        try:
+            key, event = decode_announcement(as_text(payload))
+        except (ValueError, KeyError, TypeError):
+            key = None
+        if key is not None:
+            ms, at = self.clock
+            if key[0] <= ms + (time.monotonic() - at) * 1000 + AHEAD:
+                return key, event
+            if self.source.holds(name, key):
+                self.clock = (key[0], time.monotonic())  # Redis' clock runs ahead
+                return key, event
+        self.source.rejected_messages += 1
+        log = logger.debug if self.source.rejected_messages > 1 else logger.warning
+        log("Dropped a message on %s channel %r that no publish made.", self.backend, name)
+        return None
 
     def _confirmed(self, name: str, *, subscribe: bool) -> bool:
         """Count Redis' confirmation of a command; return whether Redis dropped ``name``

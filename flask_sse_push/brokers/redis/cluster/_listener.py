@@ -36,6 +36,7 @@ from .._subscriber import (
     Subscriber,
     close_all,
     confirm_deadline,
+    handshake,
     paced,
     resubscribe,
     settle,
@@ -82,6 +83,7 @@ class _Shard(Subscriber):
         tag = len(listener.broker.prefix) + 1  # "P{" before the channel name
         super().__init__(
             listener.lock,
+            listener.broker,
             sharded=True,
             commands=functools.partial(_by_slot, listener.broker.prefix),
             name_of=lambda raw: as_text(raw)[tag:-1],
@@ -193,11 +195,12 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             **self.broker.connection_kwargs,
         )
         conn.connect()
+        _, clock = handshake(conn)
         with self.lock:
             if shard.dead:
                 conn.disconnect()
                 return
-            shard.opened(conn)
+            shard.opened(conn, clock)
             names = [n for n, c in self.channels.items() if c.shard is shard]
         # Not those gone, or routed elsewhere meanwhile.
         resubscribe(self, names, lambda n: n in self.channels and self.channels[n].shard is shard)

@@ -28,6 +28,7 @@ from .._subscriber import (
     Waiter,
     close_all,
     confirm_deadline,
+    handshake,
     paced,
     release,
     resubscribe,
@@ -78,6 +79,7 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
         prefix = self.broker.prefix + "channel:"
         return Subscriber(
             self.lock,
+            self.broker,
             sharded=False,
             commands=lambda command, names: [(command, *[prefix + n for n in names])],
             name_of=lambda raw: as_text(raw)[len(prefix) :],
@@ -144,7 +146,7 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
                 stop.wait(self._backoff(self._failures))
 
     def _serve(self, stop: threading.Event) -> None:
-        names = self._open(self._connect(), stop)
+        names = self._open(*self._connect(), stop)
         _, waiters = resubscribe(self, names, self.channels.__contains__)
         # Messages wait until the catch-up has read what was missed: delivering
         # a newer one first would make the client skip the older ones.
@@ -160,7 +162,7 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
         release(held, self._dispatch)
         self._subscriber.read(stop.is_set, self._dispatch)
 
-    def _connect(self) -> Key | None:
+    def _connect(self) -> tuple[Key | None, tuple[int, float]]:
         """Connect; name the connection for CLIENT LIST, and return where ids stand."""
         if self._conn is None:
             # The pool of the thread the listener runs in (see RedisBroker.client_here).
@@ -171,20 +173,17 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
             conn.connect()
         # Not subscribed yet, so plain commands work.
         clock = ("HGET", self.broker.prefix + "clock", "last")
-        conn.send_packed_command(
-            conn.pack_commands([("CLIENT", "SETNAME", SUBSCRIBER_NAME), clock])
-        )
-        conn.read_response(push_request=True)
-        return optional_key(conn.read_response(push_request=True))
+        replies, now = handshake(conn, ("CLIENT", "SETNAME", SUBSCRIBER_NAME), clock)
+        return optional_key(replies[1]), now
 
-    def _open(self, last: Key | None, stop: threading.Event) -> list[str]:
+    def _open(self, last: Key | None, clock: tuple[int, float], stop: threading.Event) -> list[str]:
         """Let attach() and detach() use the connection; return the channels to subscribe."""
         with self.lock:
             if stop.is_set():
                 return []
             # From here on a channel not yet resubscribed counts as unsubscribed,
             # so attach() and detach() may subscribe or drop it meanwhile.
-            self._subscriber.opened(self._conn)
+            self._subscriber.opened(self._conn, clock)
             self.seen = max(self.seen, last or ZERO)
             self.connection += 1
             # Those that joined while connecting start where this connection does.
