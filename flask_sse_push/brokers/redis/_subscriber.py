@@ -17,6 +17,7 @@ import time
 import typing as t
 
 import redis
+from redis.exceptions import AskError
 
 from ...exceptions import SubscriptionClosed
 from ._scripts import as_text, decode_announcement
@@ -246,6 +247,17 @@ class Subscriber:
             counts.waiters.append((target, waiter))
             self._awaited.add(name)
 
+    def forget(self, name: str, *, handed: bool) -> None:
+        """Drop ``name``: Redis refused it here. Its waiters are confirmed if
+        another subscription took it over (``handed``), else they fail."""
+        counts = self._counts.pop(name, None)
+        self._awaited.discard(name)
+        for _, waiter in counts.waiters if counts is not None else ():
+            if handed:
+                waiter.confirm()
+            else:
+                waiter.fail()
+
     def lost(self, *, dead: bool = False) -> None:
         """The connection broke (``dead``: for good); fail the waiters."""
         self.open = False
@@ -282,12 +294,15 @@ class Subscriber:
         *,
         deadline: float | None = None,
         dropped: Callable[[str], None] | None = None,
+        refused: Callable[[int], None] | None = None,
     ) -> None:
         """Read replies until ``until()``; hand each message to ``deliver``.
 
         :param deadline: the :func:`time.monotonic` time by which ``until()``
             must be true.
         :param dropped: called with each channel Redis unsubscribed by itself.
+        :param refused: called with the slot of each subscribe command a
+            cluster node refused (``-MOVED``, ``-ASK``); without it, one raises.
         :raises redis.RedisError: the connection broke, Redis fell silent, or the
             deadline passed.
         """
@@ -308,7 +323,7 @@ class Subscriber:
                         self._write([("PING",)], "PING")
                     heard, pinged = time.monotonic(), True
                 continue
-            reply = conn.read_response(push_request=True)
+            reply = self._reply(conn, refused)
             heard, pinged = time.monotonic(), False
             confirmed += self._take(reply, deliver, dropped)
             read += 1
@@ -319,6 +334,16 @@ class Subscriber:
                 # come on several connections at once: those wait for a timer.
                 time.sleep(RECOVERY_PAUSE if confirmed else 0)
                 confirmed = 0
+
+    @staticmethod
+    def _reply(conn: t.Any, refused: Callable[[int], None] | None) -> t.Any:
+        try:
+            return conn.read_response(push_request=True)
+        except AskError as exc:  # and MovedError: the slot lives on another node
+            if refused is None:
+                raise
+            refused(exc.slot_id)
+            return None
 
     def _take(self, reply: t.Any, deliver: Deliver, dropped: Callable[[str], None] | None) -> bool:
         """Handle one reply; return whether it confirmed a subscribe."""

@@ -205,25 +205,47 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
         # Not those gone, or routed elsewhere meanwhile.
         resubscribe(self, names, lambda n: n in self.channels and self.channels[n].shard is shard)
         shard.read(
-            lambda: shard.dead, self._dispatch, dropped=functools.partial(self._moved, shard)
+            lambda: shard.dead,
+            self._dispatch,
+            dropped=lambda name: self._follow(shard, [name]),
+            refused=functools.partial(self._refused, shard),
         )
 
     def _held(self, name: str) -> bool:
         channel = self.channels.get(name)
         return channel is not None and channel.held is not None
 
-    def _moved(self, shard: _Shard, name: str) -> None:
-        """Follow a channel Redis unsubscribed by itself: its slot moved to another shard."""
+    def _refused(self, shard: _Shard, slot: int) -> None:
+        """Follow the channels of ``slot``: ``shard`` refused them, its slot map is out of date.
+
+        A stream opening on one is caught up by the recovery, as on any channel
+        being recovered; a recovery's own waiter fails, so that it tries again.
+        """
+        prefix = self.broker.prefix
         with self.lock:
-            channel = self.channels.get(name)
-            if channel is None or channel.shard is not shard:
-                return
-            channel.shard = None
-            if channel.held is not None:
-                return  # a recovery is under way and routes it again
-            channel.held = []
-        logger.info("Redis Cluster moved channel %r away from %s; following it.", name, shard.name)
-        self._spawn(self._recover, [name])
+            names = [
+                name
+                for name, channel in self.channels.items()
+                if channel.shard is shard and key_slot(keys(prefix, name)[2].encode()) == slot
+            ]
+            for name in names:
+                shard.forget(name, handed=self.channels[name].held is None)
+        self._follow(shard, names)
+
+    def _follow(self, shard: _Shard, names: list[str]) -> None:
+        """Recover ``names``: Redis dropped or refused them on ``shard``, their slot moved."""
+        fresh = []
+        with self.lock:
+            for name in names:
+                channel = self.channels.get(name)
+                if channel is not None and channel.shard is shard:
+                    channel.shard = None
+                    if channel.held is None:  # else a recovery under way routes it again
+                        channel.held = []
+                        fresh.append(name)
+        if fresh:
+            logger.info("Redis Cluster moved %r away from %s; following.", fresh[:10], shard.name)
+            self._spawn(self._recover, fresh)
 
     def _dispatch(self, name: str, key: Key, event: ServerSentEvent) -> None:
         channel = self.channels.get(name)
@@ -276,7 +298,9 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                     left = deadline - time.monotonic()
                     if not waiter.done.wait(max(left, 0.0)) or waiter.failed:
                         raise redis.TimeoutError("the new shard did not confirm SSUBSCRIBE")
-                self._catch_up(names)
+                names = self._catch_up(names)
+                if names:
+                    raise redis.ConnectionError(f"{len(names)} channels lost their shard again")
             except Exception as exc:  # the topology is still changing: try again
                 failures += 1
                 logger.debug("Redis Cluster resubscribe failed (%s); retrying.", exc)
@@ -286,10 +310,13 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                 continue
             self.broker.reconnects += 1
             logger.info("Redis Cluster channels resubscribed after %d attempts.", failures + 1)
-            return
 
-    def _catch_up(self, names: list[str]) -> None:
-        """Read each channel's stream once and catch every client up; then release the held."""
+    def _catch_up(self, names: list[str]) -> list[str]:
+        """Read each channel's stream once and catch every client up; then release the held.
+
+        Returns those that lost their shard meanwhile: they stay held.
+        """
+        again: list[str] = []
         for batch in paced(names):
             with self.lock:
                 wanted = {n: self.channels[n].subs for n in batch if n in self.channels}
@@ -303,20 +330,31 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                 if time.monotonic() - since > CATCH_UP_SLICE:
                     time.sleep(RECOVERY_PAUSE)  # the held messages stay held meanwhile
                     since = time.monotonic()
-            self._release(batch)
+            again += self._release(batch)
+        return again
 
-    def _release(self, names: Sequence[str]) -> None:
-        """Deliver the messages held back for ``names``, and stop holding them."""
-        overflowed = []
+    def _release(self, names: Sequence[str]) -> list[str]:
+        """Deliver the messages held back for ``names``, and stop holding them.
+
+        Not for one that lost its shard since Redis confirmed it (a failover, a
+        slot that moved on): it is returned, still held, to be recovered again.
+        """
+        overflowed, again = [], []
         with self.lock:
             for name in names:
                 channel = self.channels.get(name)
-                if channel is not None and channel.held is not None:
-                    held, channel.held = channel.held, None
-                    for item in held:
-                        overflowed += [sub for sub in channel.subs if not sub.deliver(*item)]
+                if channel is None or channel.held is None:
+                    continue
+                shard = channel.shard
+                if shard is None or shard.dead or not shard.subscribed(name):
+                    again.append(name)
+                    continue
+                held, channel.held = channel.held, None
+                for item in held:
+                    overflowed += [sub for sub in channel.subs if not sub.deliver(*item)]
         for sub in overflowed:
             self.detach(sub)
+        return again
 
     def _give_up(self, names: list[str]) -> None:
         with self.lock:
