@@ -456,7 +456,9 @@ class SSEPush:
         count: ``client``, ``overflow``, ``lifetime``, ``shutdown``, ``revoked``,
         ``peer gone``, ...), ``overflow_disconnects``, ``replays`` (streams
         resumed from a cursor), ``resets`` (``reset`` events sent),
-        ``broker_reconnects``, ``broker_problem`` (why the last broker check,
+        ``broker_reconnects``, ``broker_rejected_messages`` (messages on the
+        broker's own Redis channels that no publish made, dropped),
+        ``broker_problem`` (why the last broker check,
         by the health endpoint or at the worker's start, found that the broker
         cannot work, such as missing Redis ACL rights; ``None`` while it passes),
         ``lag`` (the most events waiting for any one client right now) and

@@ -110,6 +110,7 @@ class Metrics:
                 "replays": self.replays,
                 "resets": self.resets,
                 "broker_reconnects": broker.reconnects,
+                "broker_rejected_messages": broker.rejected_messages,
                 "broker_problem": self.broker_problem,
                 "lag": lag,
             }

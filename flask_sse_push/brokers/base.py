@@ -165,6 +165,9 @@ class Broker(abc.ABC):
 
     #: How often this process lost its backend connection and re-established it.
     reconnects: int = 0
+    #: How many messages on the broker's own channels this process dropped,
+    #: because no publish made them (malformed, or naming an entry its stream lacks).
+    rejected_messages: int = 0
 
     #: True when only this process can reach the broker's subscribers (the
     #: in-process broker): revokes, presence and deployment stats then need no

@@ -20,6 +20,7 @@ from flask_sse_push.brokers.redis.cluster._cursor import (
 )
 from flask_sse_push.brokers.redis.cluster._scripts import keys
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker, parse_cluster_url
+from tests.support.cluster_helpers import migrate_slot
 from tests.support.redis_helpers import reconnecting_clients, take
 
 if t.TYPE_CHECKING:
@@ -295,27 +296,6 @@ def test_reconnecting_multi_shard_clients_get_every_event_once(
             assert [d for d in seen if d in mine] == [d for ch, d in published if ch == channel]
 
 
-def migrate_slot(cluster: RedisCluster, key: str, target_port: int) -> None:
-    """Move ``key``'s slot, with its keys, to the master on ``target_port``."""
-    source_port = cluster.owner_port(key)
-    source, target = cluster.node(source_port), cluster.node(target_port)
-    try:
-        slot = int(source.execute_command("CLUSTER KEYSLOT", key))
-        source_id = source.execute_command("CLUSTER MYID")
-        target_id = target.execute_command("CLUSTER MYID")
-        target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
-        source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
-        while names := source.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
-            source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *names)
-        for port in cluster.master_ports():
-            node = cluster.node(port)
-            node.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
-            node.close()
-    finally:
-        source.close()
-        target.close()
-
-
 @pytest.mark.integration
 def test_a_moved_slot_is_followed_without_loss(
     redis_cluster: RedisCluster, broker: RedisClusterBroker, prefix: str
@@ -358,6 +338,7 @@ import gevent
 from gevent.threadpool import ThreadPool
 from flask_sse_push import ServerSentEvent
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker
+from flask_sse_push import ServerSentEvent
 broker = RedisClusterBroker.from_url(sys.argv[1], prefix=sys.argv[2])
 sub = broker.subscribe(["t0", "t1", "t2"])
 errors = []

@@ -206,3 +206,24 @@ class RedisCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def migrate_slot(cluster: RedisCluster, key: str, target_port: int) -> None:
+    """Move ``key``'s slot, with its keys, to the master on ``target_port``."""
+    source_port = cluster.owner_port(key)
+    source, target = cluster.node(source_port), cluster.node(target_port)
+    try:
+        slot = int(source.execute_command("CLUSTER KEYSLOT", key))
+        source_id = source.execute_command("CLUSTER MYID")
+        target_id = target.execute_command("CLUSTER MYID")
+        target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+        source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        while names := source.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *names)
+        for port in cluster.master_ports():
+            node = cluster.node(port)
+            node.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+            node.close()
+    finally:
+        source.close()
+        target.close()

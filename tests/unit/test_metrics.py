@@ -78,6 +78,13 @@ class TestStats:
         with app.app_context():
             assert sse.stats()["broker_reconnects"] == 2
 
+    def test_stats_count_the_broker_messages_it_rejected(self, app: Flask) -> None:
+        broker = MemoryBroker()
+        broker.rejected_messages = 3
+        sse = SSEPush(app, broker=broker)
+        with app.app_context():
+            assert sse.stats()["broker_rejected_messages"] == 3
+
 
 class TestHealth:
     def test_ok_with_the_memory_broker(self, app: Flask) -> None:

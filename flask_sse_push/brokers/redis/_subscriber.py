@@ -17,14 +17,28 @@ import time
 import typing as t
 
 import redis
+from redis.exceptions import AskError
 
+from ...exceptions import SubscriptionClosed
 from ._scripts import as_text, decode_announcement
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from ...event import ServerSentEvent
+    from ._channels import ListenerBase
     from ._scripts import Key
+
+    Owner: t.TypeAlias = ListenerBase[t.Any, t.Any]
+
+
+class Source(t.Protocol):
+    """The broker's side a connection needs to check an announcement."""
+
+    rejected_messages: int
+
+    def holds(self, channel: str, key: Key) -> bool: ...
+
 
 logger = logging.getLogger("flask_sse_push")
 
@@ -44,9 +58,14 @@ RECOVERY_PAUSE = 0.001
 CONFIRM_ALLOWANCE = 0.002
 #: Seconds of silence before a connection pings Redis, and then gives up.
 HEALTH_INTERVAL = 10.0
+#: Milliseconds an announced id may lie ahead of Redis' clock (as read when the
+#: connection opened) before the stream is asked whether it holds the entry.
+AHEAD = 100
 
 _T = t.TypeVar("_T")
-#: Takes a message: its channel name, entry id and event.
+#: A message: its channel name, entry id and event.
+Item: t.TypeAlias = "tuple[str, Key, ServerSentEvent]"
+#: Takes a message.
 Deliver = t.Callable[[str, "Key", "ServerSentEvent"], None]
 
 
@@ -55,6 +74,65 @@ def paced(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), BATCH):
         yield items[start : start + BATCH]
         time.sleep(RECOVERY_PAUSE)
+
+
+def resubscribe(
+    owner: Owner, names: Sequence[str], keep: Callable[[str], bool]
+) -> tuple[list[str], list[Waiter]]:
+    """Subscribe again those of ``names`` to ``keep``, a batch at a time.
+
+    Returns them (not those gone, or dropped meanwhile) and the waiters for
+    Redis' confirmations. Those subscribed again meanwhile are not sent twice.
+    """
+    kept: list[str] = []
+    waiters: list[Waiter] = []
+    for batch in paced(names):
+        with owner.lock:
+            batch = [name for name in batch if keep(name)]
+            kept += batch
+            waiters.append(owner._subscribe(batch))
+    return kept, waiters
+
+
+def settle(owner: Owner, subs: Iterable[_T], step: Callable[[_T], bool]) -> None:
+    """Apply ``step`` to each of ``subs``; detach those it refused (they overflowed).
+
+    The caller does not hold the lock.
+    """
+    for sub in [sub for sub in subs if not step(sub)]:
+        owner.detach(sub)
+
+
+def release(held: Iterable[Item], dispatch: Deliver) -> None:
+    """Dispatch the messages held back during a recovery, letting other greenlets run."""
+    for count, item in enumerate(held, 1):
+        dispatch(*item)
+        if count % DISPATCH_BATCH == 0:
+            time.sleep(RECOVERY_PAUSE)
+
+
+def close_all(owner: Owner, subscribers: Iterable[Subscriber]) -> None:
+    """Fail the waiters of ``subscribers`` for good, drop their connections and end
+    every subscription of ``owner`` (at shutdown)."""
+    with owner.lock:
+        for subscriber in subscribers:
+            subscriber.lost(dead=True)
+        subs = owner._leave_all()
+    for sub in subs:
+        sub.finish(SubscriptionClosed("broker closed"))
+    for subscriber in subscribers:
+        if subscriber.conn is not None:
+            subscriber.conn.disconnect()
+
+
+def handshake(conn: t.Any, *commands: tuple[str, ...]) -> tuple[list[t.Any], tuple[int, float]]:
+    """Send ``commands`` on a connection not subscribed yet; return their replies
+    and Redis' clock: its milliseconds, and the :func:`time.monotonic` time before."""
+    before = time.monotonic()
+    conn.send_packed_command(conn.pack_commands([*commands, ("TIME",)]), check_health=False)
+    replies = [conn.read_response(push_request=True) for _ in range(len(commands) + 1)]
+    seconds, micros = map(int, replies.pop())
+    return replies, (seconds * 1000 + micros // 1000, before)
 
 
 def confirm_deadline(base: float, channels: int) -> float:
@@ -101,6 +179,7 @@ class Subscriber:
     listener's), as it does to call any method but :meth:`read`: only the
     thread of this connection reads.
 
+    :param source: the broker, which checks and counts announcements.
     :param sharded: ``SSUBSCRIBE`` (a cluster shard) rather than ``SUBSCRIBE``.
     :param commands: the commands that subscribe (or unsubscribe) channel names.
     :param name_of: a channel name from the Redis channel of a reply.
@@ -109,13 +188,15 @@ class Subscriber:
     def __init__(
         self,
         lock: threading.Lock,
+        source: Source,
         *,
         sharded: bool,
         commands: Callable[[str, Sequence[str]], list[tuple[str, ...]]],
         name_of: Callable[[object], str],
     ) -> None:
-        self.lock = lock
+        self.lock, self.source = lock, source
         self.conn: t.Any = None
+        self.clock = (0, 0.0)  # see handshake()
         self.open = False  # commands may be sent
         self.dead = False  # for good: waiters fail at once
         self.backend = "Redis Cluster" if sharded else "Redis"
@@ -129,9 +210,9 @@ class Subscriber:
         self._counts: dict[str, _Counts] = {}
         self._awaited: set[str] = set()  # the channels with waiters
 
-    def opened(self, conn: t.Any) -> None:
+    def opened(self, conn: t.Any, clock: tuple[int, float]) -> None:
         """Count afresh on ``conn``; a waiter kept waits for its first subscribe."""
-        self.conn, self.open = conn, True
+        self.conn, self.open, self.clock = conn, True, clock
         self._counts = {name: _Counts(self._counts[name].waiters) for name in self._awaited}
 
     def subscribed(self, name: str) -> bool:
@@ -165,6 +246,17 @@ class Subscriber:
         else:
             counts.waiters.append((target, waiter))
             self._awaited.add(name)
+
+    def forget(self, name: str, *, handed: bool) -> None:
+        """Drop ``name``: Redis refused it here. Its waiters are confirmed if
+        another subscription took it over (``handed``), else they fail."""
+        counts = self._counts.pop(name, None)
+        self._awaited.discard(name)
+        for _, waiter in counts.waiters if counts is not None else ():
+            if handed:
+                waiter.confirm()
+            else:
+                waiter.fail()
 
     def lost(self, *, dead: bool = False) -> None:
         """The connection broke (``dead``: for good); fail the waiters."""
@@ -202,12 +294,15 @@ class Subscriber:
         *,
         deadline: float | None = None,
         dropped: Callable[[str], None] | None = None,
+        refused: Callable[[int], None] | None = None,
     ) -> None:
         """Read replies until ``until()``; hand each message to ``deliver``.
 
         :param deadline: the :func:`time.monotonic` time by which ``until()``
             must be true.
         :param dropped: called with each channel Redis unsubscribed by itself.
+        :param refused: called with the slot of each subscribe command a
+            cluster node refused (``-MOVED``, ``-ASK``); without it, one raises.
         :raises redis.RedisError: the connection broke, Redis fell silent, or the
             deadline passed.
         """
@@ -228,7 +323,7 @@ class Subscriber:
                         self._write([("PING",)], "PING")
                     heard, pinged = time.monotonic(), True
                 continue
-            reply = conn.read_response(push_request=True)
+            reply = self._reply(conn, refused)
             heard, pinged = time.monotonic(), False
             confirmed += self._take(reply, deliver, dropped)
             read += 1
@@ -240,24 +335,55 @@ class Subscriber:
                 time.sleep(RECOVERY_PAUSE if confirmed else 0)
                 confirmed = 0
 
+    @staticmethod
+    def _reply(conn: t.Any, refused: Callable[[int], None] | None) -> t.Any:
+        try:
+            return conn.read_response(push_request=True)
+        except AskError as exc:  # and MovedError: the slot lives on another node
+            if refused is None:
+                raise
+            refused(exc.slot_id)
+            return None
+
     def _take(self, reply: t.Any, deliver: Deliver, dropped: Callable[[str], None] | None) -> bool:
         """Handle one reply; return whether it confirmed a subscribe."""
         if not isinstance(reply, list) or len(reply) < 3:
             return False  # PONG
         kind, name = as_text(reply[0]), self._name_of(reply[1])
         if kind == self._kinds[0]:
-            try:
-                key, event = decode_announcement(as_text(reply[2]))
-            except (ValueError, KeyError, TypeError):
-                logger.warning("Ignoring a malformed message on %s channel %r.", self.backend, name)
-                return False
-            deliver(name, key, event)
+            item = self._announced(name, reply[2])
+            if item is not None:
+                deliver(name, *item)
         elif kind in self._kinds:
             with self.lock:
                 moved = self._confirmed(name, subscribe=kind == self._kinds[1])
             if moved and dropped is not None:
                 dropped(name)
         return kind == self._kinds[1]
+
+    def _announced(self, name: str, payload: object) -> tuple[Key, ServerSentEvent] | None:
+        """The announcement in ``payload``, or None if no publish made it (counted).
+
+        An id far ahead of Redis' clock is trusted only once the channel's
+        stream holds it: a forged one would move cursors past what is to come.
+
+        :raises redis.RedisError: the stream could not be asked.
+        """
+        try:
+            key, event = decode_announcement(as_text(payload))
+        except (ValueError, KeyError, TypeError):
+            key = None
+        if key is not None:
+            ms, at = self.clock
+            if key[0] <= ms + (time.monotonic() - at) * 1000 + AHEAD:
+                return key, event
+            if self.source.holds(name, key):
+                self.clock = (key[0], time.monotonic())  # Redis' clock runs ahead
+                return key, event
+        self.source.rejected_messages += 1
+        log = logger.debug if self.source.rejected_messages > 1 else logger.warning
+        log("Dropped a message on %s channel %r that no publish made.", self.backend, name)
+        return None
 
     def _confirmed(self, name: str, *, subscribe: bool) -> bool:
         """Count Redis' confirmation of a command; return whether Redis dropped ``name``

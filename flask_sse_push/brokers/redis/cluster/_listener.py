@@ -30,7 +30,17 @@ from redis.exceptions import RedisClusterException
 from ....exceptions import BrokerError, SubscriptionClosed
 from .._channels import Channel, ListenerBase
 from .._scripts import as_text
-from .._subscriber import RECOVERY_PAUSE, SUBSCRIBER_NAME, Subscriber, confirm_deadline, paced
+from .._subscriber import (
+    RECOVERY_PAUSE,
+    SUBSCRIBER_NAME,
+    Subscriber,
+    close_all,
+    confirm_deadline,
+    handshake,
+    paced,
+    resubscribe,
+    settle,
+)
 from ._cursor import wire_id
 from ._scripts import keys
 
@@ -39,8 +49,8 @@ if t.TYPE_CHECKING:
 
     from ....event import ServerSentEvent
     from .._scripts import Key
-    from .._subscriber import Waiter
-    from ._subscription import ClusterSubscription, Item
+    from .._subscriber import Item, Waiter
+    from ._subscription import ClusterSubscription
     from .broker import RedisClusterBroker
 
 logger = logging.getLogger("flask_sse_push")
@@ -73,6 +83,7 @@ class _Shard(Subscriber):
         tag = len(listener.broker.prefix) + 1  # "P{" before the channel name
         super().__init__(
             listener.lock,
+            listener.broker,
             sharded=True,
             commands=functools.partial(_by_slot, listener.broker.prefix),
             name_of=lambda raw: as_text(raw)[tag:-1],
@@ -184,39 +195,57 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             **self.broker.connection_kwargs,
         )
         conn.connect()
+        _, clock = handshake(conn)
         with self.lock:
             if shard.dead:
                 conn.disconnect()
                 return
-            shard.opened(conn)
+            shard.opened(conn, clock)
             names = [n for n, c in self.channels.items() if c.shard is shard]
-        for batch in paced(names):
-            with self.lock:
-                # Not those gone, routed elsewhere, or subscribed by attach() meanwhile.
-                shard.send([n for n in batch if self._wants(n, shard)])
-        moved = functools.partial(self._moved, shard)
-        shard.read(lambda: shard.dead, self._dispatch, dropped=moved)
+        # Not those gone, or routed elsewhere meanwhile.
+        resubscribe(self, names, lambda n: n in self.channels and self.channels[n].shard is shard)
+        shard.read(
+            lambda: shard.dead,
+            self._dispatch,
+            dropped=lambda name: self._follow(shard, [name]),
+            refused=functools.partial(self._refused, shard),
+        )
 
     def _held(self, name: str) -> bool:
         channel = self.channels.get(name)
         return channel is not None and channel.held is not None
 
-    def _wants(self, name: str, shard: _Shard) -> bool:
-        channel = self.channels.get(name)
-        return channel is not None and channel.shard is shard and not shard.subscribed(name)
+    def _refused(self, shard: _Shard, slot: int) -> None:
+        """Follow the channels of ``slot``: ``shard`` refused them, its slot map is out of date.
 
-    def _moved(self, shard: _Shard, name: str) -> None:
-        """Follow a channel Redis unsubscribed by itself: its slot moved to another shard."""
+        A stream opening on one is caught up by the recovery, as on any channel
+        being recovered; a recovery's own waiter fails, so that it tries again.
+        """
+        prefix = self.broker.prefix
         with self.lock:
-            channel = self.channels.get(name)
-            if channel is None or channel.shard is not shard:
-                return
-            channel.shard = None
-            if channel.held is not None:
-                return  # a recovery is under way and routes it again
-            channel.held = []
-        logger.info("Redis Cluster moved channel %r away from %s; following it.", name, shard.name)
-        self._spawn(self._recover, [name])
+            names = [
+                name
+                for name, channel in self.channels.items()
+                if channel.shard is shard and key_slot(keys(prefix, name)[2].encode()) == slot
+            ]
+            for name in names:
+                shard.forget(name, handed=self.channels[name].held is None)
+        self._follow(shard, names)
+
+    def _follow(self, shard: _Shard, names: list[str]) -> None:
+        """Recover ``names``: Redis dropped or refused them on ``shard``, their slot moved."""
+        fresh = []
+        with self.lock:
+            for name in names:
+                channel = self.channels.get(name)
+                if channel is not None and channel.shard is shard:
+                    channel.shard = None
+                    if channel.held is None:  # else a recovery under way routes it again
+                        channel.held = []
+                        fresh.append(name)
+        if fresh:
+            logger.info("Redis Cluster moved %r away from %s; following.", fresh[:10], shard.name)
+            self._spawn(self._recover, fresh)
 
     def _dispatch(self, name: str, key: Key, event: ServerSentEvent) -> None:
         channel = self.channels.get(name)
@@ -227,9 +256,7 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                 if channel.held is not None:
                     channel.held.append((name, key, event))
                     return
-        for sub in channel.subs:
-            if not sub.deliver(name, key, event):
-                self.detach(sub)
+        settle(self, channel.subs, lambda sub: sub.deliver(name, key, event))
 
     # -- recovery ----------------------------------------------------------------------
 
@@ -265,13 +292,15 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                 time.sleep(self._backoff(failures))
             try:
                 self.broker.refresh_topology()
-                names, waiters = self._resubscribe(names)
+                names, waiters = resubscribe(self, names, self._held)
                 deadline = confirm_deadline(RECOVERY_CONFIRM, len(names))
                 for waiter in waiters:
                     left = deadline - time.monotonic()
                     if not waiter.done.wait(max(left, 0.0)) or waiter.failed:
                         raise redis.TimeoutError("the new shard did not confirm SSUBSCRIBE")
-                self._catch_up(names)
+                names = self._catch_up(names)
+                if names:
+                    raise redis.ConnectionError(f"{len(names)} channels lost their shard again")
             except Exception as exc:  # the topology is still changing: try again
                 failures += 1
                 logger.debug("Redis Cluster resubscribe failed (%s); retrying.", exc)
@@ -281,27 +310,13 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
                 continue
             self.broker.reconnects += 1
             logger.info("Redis Cluster channels resubscribed after %d attempts.", failures + 1)
-            return
 
-    def _resubscribe(self, names: list[str]) -> tuple[list[str], list[Waiter]]:
-        """Subscribe ``names`` where their slots live now, a batch at a time.
+    def _catch_up(self, names: list[str]) -> list[str]:
+        """Read each channel's stream once and catch every client up; then release the held.
 
-        Returns the names still being recovered (not gone, nor detached and
-        subscribed afresh meanwhile), and the waiters for Redis' confirmations.
+        Returns those that lost their shard meanwhile: they stay held.
         """
-        kept: list[str] = []
-        waiters: list[Waiter] = []
-        for batch in paced(names):
-            with self.lock:
-                held = [
-                    n for n in batch if n in self.channels and self.channels[n].held is not None
-                ]
-                kept += held
-                waiters.append(self._subscribe(held))
-        return kept, waiters
-
-    def _catch_up(self, names: list[str]) -> None:
-        """Read each channel's stream once and catch every client up; then release the held."""
+        again: list[str] = []
         for batch in paced(names):
             with self.lock:
                 wanted = {n: self.channels[n].subs for n in batch if n in self.channels}
@@ -311,26 +326,35 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             reads = self.broker.read_channels(firsts)
             since = time.monotonic()
             for name, subs in wanted.items():
-                for sub in subs:
-                    if not sub.catch_up(name, reads[name]):
-                        self.detach(sub)
+                settle(self, subs, lambda sub: sub.catch_up(name, reads[name]))  # noqa: B023
                 if time.monotonic() - since > CATCH_UP_SLICE:
                     time.sleep(RECOVERY_PAUSE)  # the held messages stay held meanwhile
                     since = time.monotonic()
-            self._release(batch)
+            again += self._release(batch)
+        return again
 
-    def _release(self, names: Sequence[str]) -> None:
-        """Deliver the messages held back for ``names``, and stop holding them."""
-        overflowed = []
+    def _release(self, names: Sequence[str]) -> list[str]:
+        """Deliver the messages held back for ``names``, and stop holding them.
+
+        Not for one that lost its shard since Redis confirmed it (a failover, a
+        slot that moved on): it is returned, still held, to be recovered again.
+        """
+        overflowed, again = [], []
         with self.lock:
             for name in names:
                 channel = self.channels.get(name)
-                if channel is not None and channel.held is not None:
-                    held, channel.held = channel.held, None
-                    for item in held:
-                        overflowed += [sub for sub in channel.subs if not sub.deliver(*item)]
+                if channel is None or channel.held is None:
+                    continue
+                shard = channel.shard
+                if shard is None or shard.dead or not shard.subscribed(name):
+                    again.append(name)
+                    continue
+                held, channel.held = channel.held, None
+                for item in held:
+                    overflowed += [sub for sub in channel.subs if not sub.deliver(*item)]
         for sub in overflowed:
             self.detach(sub)
+        return again
 
     def _give_up(self, names: list[str]) -> None:
         with self.lock:
@@ -345,13 +369,5 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
         """Stop every thread, drop the connections and end every subscription."""
         with self.lock:
             self.closed = True
-            subs = self._leave_all()
-            shards = list(self.shards.values())
-            self.shards.clear()
-            for shard in shards:
-                shard.lost(dead=True)
-        for sub in subs:
-            sub.finish(SubscriptionClosed("broker closed"))
-        for shard in shards:
-            if shard.conn is not None:
-                shard.conn.disconnect()
+            shards, self.shards = list(self.shards.values()), {}
+        close_all(self, shards)

@@ -298,6 +298,16 @@ class RedisClusterBroker(Broker):
         node = self.client.nodes_manager.get_node_from_slot(slot)
         return node.host, node.port
 
+    def holds(self, channel: str, key: Key) -> bool:
+        """Whether ``channel``'s stream holds the entry ``key`` (an announcement's check).
+
+        :raises redis.RedisError: the cluster did not answer.
+        """
+        entry_id = format_id(key)
+        with self._slot("check an announcement") as local:
+            found = local.client.xrange(keys(self.prefix, channel)[0], entry_id, entry_id, count=1)
+        return bool(found)
+
     def refresh_topology(self) -> None:
         """Read the slot map again (after a failover or a slot migration)."""
         self.client.nodes_manager.initialize()

@@ -12,31 +12,33 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import typing as t
 
 import redis
 
-from ....exceptions import BrokerError, SubscriptionClosed
+from ....exceptions import BrokerError
 from .._channels import Channel, ListenerBase
 from .._scripts import ZERO, as_text, optional_key
 from .._subscriber import (
     BATCH,
-    DISPATCH_BATCH,
     HEALTH_INTERVAL,
     RECOVERY_PAUSE,
     SUBSCRIBER_NAME,
     Subscriber,
     Waiter,
+    close_all,
     confirm_deadline,
+    handshake,
     paced,
+    release,
+    resubscribe,
+    settle,
 )
 
 if t.TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from ....event import ServerSentEvent
     from .._scripts import Key
+    from .._subscriber import Item
     from ._subscription import RedisSubscription
     from .broker import RedisBroker
 
@@ -77,10 +79,16 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
         prefix = self.broker.prefix + "channel:"
         return Subscriber(
             self.lock,
+            self.broker,
             sharded=False,
             commands=lambda command, names: [(command, *[prefix + n for n in names])],
             name_of=lambda raw: as_text(raw)[len(prefix) :],
         )
+
+    def _connection(
+        self, name: str, channel: Channel[RedisSubscription], *, route: bool = False
+    ) -> Subscriber:
+        return self._subscriber
 
     # -- called by request threads -------------------------------------------------
 
@@ -90,9 +98,14 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
         :raises BrokerError: the connection is down and being re-established.
         """
         with self.lock:
-            self._start()
-            sub.last = self.seen
-            sub.connection = self.connection
+            if self.state == _DOWN:
+                raise BrokerError(
+                    f"Redis at {self.broker.where()} is unreachable ({self.error}); the"
+                    " broker keeps reconnecting. Check that redis-server is running."
+                )
+            if self.state == _IDLE:
+                self._start()
+            sub.last, sub.connection = self.seen, self.connection
             if self.state == _CONNECTING:
                 sub.connection += 1  # the one being opened
                 self._joining.append(sub)
@@ -108,36 +121,20 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
         ) from failure
 
     def _start(self) -> None:
-        """Start the thread if idle; the caller holds the lock.
-
-        :raises BrokerError: the connection is down and being re-established.
-        """
-        if self.state == _DOWN:
-            raise BrokerError(
-                f"Redis at {self.broker.where()} is unreachable ({self.error}); the"
-                " broker keeps reconnecting. Check that redis-server is running."
-            )
-        if self.state == _IDLE:
-            self.state = _CONNECTING
-            self._subscriber = self._new_subscriber()
-            self._stop = stop = threading.Event()
-            self._thread = threading.Thread(
-                target=self._run, args=(stop,), name="flask_sse_push-redis", daemon=True
-            )
-            self._thread.start()
-
-    def _connection(
-        self, name: str, channel: Channel[RedisSubscription], *, route: bool = False
-    ) -> Subscriber:
-        return self._subscriber
+        """Start the thread; the caller holds the lock."""
+        self.state, self._subscriber = _CONNECTING, self._new_subscriber()
+        self._stop = stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(stop,), daemon=True, name="flask_sse_push-redis"
+        )
+        self._thread.start()
 
     # -- the listener thread ---------------------------------------------------------
 
     def _run(self, stop: threading.Event) -> None:
-        while True:
+        while not stop.is_set():
             try:
                 self._serve(stop)
-                return  # it returns only when stopped
             except Exception as exc:  # whatever broke, the cure is to reconnect
                 if stop.is_set():
                     return
@@ -146,32 +143,26 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
                 log("Redis subscriber connection lost (%s); reconnecting.", exc)
                 self._failures += 1
                 self._mark_down(exc)
-            if stop.wait(self._backoff(self._failures)):
-                return
+                stop.wait(self._backoff(self._failures))
 
     def _serve(self, stop: threading.Event) -> None:
-        names = self._open(self._connect(), stop)
-        if names is None:
-            return
-        waiter = self._resubscribe(names, stop)
+        names = self._open(*self._connect(), stop)
+        _, waiters = resubscribe(self, names, self.channels.__contains__)
         # Messages wait until the catch-up has read what was missed: delivering
         # a newer one first would make the client skip the older ones.
-        held: list[tuple[str, Key, ServerSentEvent]] = []
+        held: list[Item] = []
         self._subscriber.read(
-            lambda: stop.is_set() or waiter.done.is_set(),
+            lambda: stop.is_set() or all(w.done.is_set() for w in waiters),
             lambda *item: held.append(item),
             deadline=confirm_deadline(2 * HEALTH_INTERVAL, len(names)),
         )
         if stop.is_set():
             return
         self._catch_up(names, stop)
-        for count, item in enumerate(held, 1):
-            self._dispatch(*item)
-            if count % DISPATCH_BATCH == 0:
-                time.sleep(RECOVERY_PAUSE)
+        release(held, self._dispatch)
         self._subscriber.read(stop.is_set, self._dispatch)
 
-    def _connect(self) -> Key | None:
+    def _connect(self) -> tuple[Key | None, tuple[int, float]]:
         """Connect; name the connection for CLIENT LIST, and return where ids stand."""
         if self._conn is None:
             # The pool of the thread the listener runs in (see RedisBroker.client_here).
@@ -182,20 +173,17 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
             conn.connect()
         # Not subscribed yet, so plain commands work.
         clock = ("HGET", self.broker.prefix + "clock", "last")
-        commands = conn.pack_commands([("CLIENT", "SETNAME", SUBSCRIBER_NAME), clock])
-        conn.send_packed_command(commands, check_health=False)
-        conn.read_response(push_request=True)
-        return optional_key(conn.read_response(push_request=True))
+        replies, now = handshake(conn, ("CLIENT", "SETNAME", SUBSCRIBER_NAME), clock)
+        return optional_key(replies[1]), now
 
-    def _open(self, last: Key | None, stop: threading.Event) -> list[str] | None:
+    def _open(self, last: Key | None, clock: tuple[int, float], stop: threading.Event) -> list[str]:
         """Let attach() and detach() use the connection; return the channels to subscribe."""
         with self.lock:
             if stop.is_set():
-                return None
+                return []
             # From here on a channel not yet resubscribed counts as unsubscribed,
             # so attach() and detach() may subscribe or drop it meanwhile.
-            self._subscriber.opened(self._conn)
-            names = list(self.channels)
+            self._subscriber.opened(self._conn, clock)
             self.seen = max(self.seen, last or ZERO)
             self.connection += 1
             # Those that joined while connecting start where this connection does.
@@ -203,42 +191,20 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
                 sub.last = max(sub.last, self.seen)
             self._joining.clear()
             self.state = _OPEN
-            if self._lost:
-                self._lost = False
-                self.broker.reconnects += 1
+            self.broker.reconnects += self._lost
+            self._lost = False
         if self._failures:
             logger.info("Redis subscriber connection is back after %d attempts.", self._failures)
             self._failures = 0
-        return names
-
-    def _resubscribe(self, names: Sequence[str], stop: threading.Event) -> Waiter:
-        """Subscribe ``names`` again, a batch per command; return the waiter for them."""
-        subscriber = self._subscriber
-        sent: list[str] = []
-        for batch in paced(names):
-            with self.lock:
-                if stop.is_set():
-                    break
-                # Not those gone, or subscribed again by attach() since.
-                fresh = [n for n in batch if n in self.channels and not subscriber.subscribed(n)]
-                subscriber.send(fresh)
-                sent += fresh
-        with self.lock:
-            waiter = Waiter(len(sent))
-            for name in sent:
-                subscriber.expect(name, waiter)
-        return waiter
+        return list(self.channels)
 
     def _dispatch(self, name: str, key: Key, event: ServerSentEvent) -> None:
         channel = self.channels.get(name)
-        if channel is None:
-            return
-        self.seen = max(self.seen, key)
-        for sub in channel.subs:
-            if not sub.deliver(key, event):
-                self.detach(sub)
+        if channel is not None:
+            self.seen = max(self.seen, key)
+            settle(self, channel.subs, lambda sub: sub.deliver(name, key, event))
 
-    def _catch_up(self, names: Sequence[str], stop: threading.Event) -> None:
+    def _catch_up(self, names: list[str], stop: threading.Event) -> None:
         """Give subscriptions from earlier connections what was published meanwhile.
 
         Subscriptions are read a batch at a time (each one whole, since its
@@ -248,31 +214,19 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
         subs: dict[int, RedisSubscription] = {}
         for batch in paced(names):
             with self.lock:
-                for name in batch:
-                    channel = self.channels.get(name)
-                    for sub in channel.subs if channel is not None else ():
-                        if sub.connection < self.connection:
-                            subs[id(sub)] = sub
+                for channel in filter(None, map(self.channels.get, batch)):
+                    subs.update((id(s), s) for s in channel.subs if s.connection < self.connection)
         readers: list[RedisSubscription] = []
         firsts: dict[str, Key] = {}
-        for sub in subs.values():
+        for count, sub in enumerate(subs.values(), 1):
             readers.append(sub)
-            for name in sub.channels:
-                firsts[name] = min(firsts.get(name, sub.last), sub.last)
-            if len(firsts) >= BATCH:
-                self._catch_up_batch(readers, firsts)
+            firsts.update((n, min(firsts.get(n, sub.last), sub.last)) for n in sub.channels)
+            if len(firsts) >= BATCH or count == len(subs):
+                snapshot = self.broker.read(list(firsts), firsts=firsts)
+                settle(self, readers, lambda sub: sub.catch_up(snapshot))  # noqa: B023
                 readers, firsts = [], {}
-                if stop.is_set():
+                if stop.wait(RECOVERY_PAUSE):
                     return
-                time.sleep(RECOVERY_PAUSE)
-        if readers:
-            self._catch_up_batch(readers, firsts)
-
-    def _catch_up_batch(self, subs: list[RedisSubscription], firsts: dict[str, Key]) -> None:
-        snapshot = self.broker.read(list(firsts), firsts=firsts)
-        for sub in subs:
-            if not sub.catch_up(snapshot):
-                self.detach(sub)
 
     def _mark_down(self, exc: BaseException) -> None:
         with self.lock:
@@ -281,24 +235,17 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
             self.state = _DOWN
             self._joining.clear()
             self._subscriber.lost()
-            conn = self._conn
-        if conn is not None:
-            conn.disconnect()
-
-    # -- shutdown --------------------------------------------------------------------
+        if self._conn is not None:
+            self._conn.disconnect()
 
     def close(self) -> None:
         """Stop the thread, drop the connection and end every subscription."""
         with self.lock:
             self._stop.set()
-            self._subscriber.lost()
-            subs = self._leave_all()
-            self.state = _IDLE
-            self._lost = False
+            self.state, self._lost = _IDLE, False
             conn, self._conn = self._conn, None
             thread, self._thread = self._thread, None
-        for sub in subs:
-            sub.finish(SubscriptionClosed("broker closed"))
+        close_all(self, [self._subscriber])
         if conn is not None:
             conn.disconnect()
             self._pool.release(conn)

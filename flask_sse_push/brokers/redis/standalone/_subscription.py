@@ -32,8 +32,8 @@ class RedisSubscription(QueuedSubscription["Listener", "tuple[Key, ServerSentEve
         # anything a catch-up returns up to here are skipped.
         self.last: Key = ZERO
 
-    def deliver(self, key: Key, event: ServerSentEvent) -> bool:
-        """Queue a live event; return False if the client overflowed."""
+    def deliver(self, channel: str, key: Key, event: ServerSentEvent) -> bool:
+        """Queue a live event of ``channel``; return False if the client overflowed."""
         with self._lock:
             if self._closed is not None or self._pending is not None:
                 return self._hold((key, event))

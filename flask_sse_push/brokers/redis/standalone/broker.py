@@ -394,6 +394,15 @@ class RedisBroker(Broker):
     def _key(self, kind: str, channel: str) -> str:
         return f"{self.prefix}{kind}:{channel}"
 
+    def holds(self, channel: str, key: Key) -> bool:
+        """Whether ``channel``'s stream holds the entry ``key`` (an announcement's check).
+
+        :raises redis.RedisError: Redis did not answer.
+        """
+        entry_id = format_id(key)
+        found = self.client_here().xrange(self._key("stream", channel), entry_id, entry_id, count=1)
+        return bool(found)
+
     def publish(self, channel: str, event: ServerSentEvent) -> str:
         check_channel_name(channel)
         message, fields = entry_fields(event)
