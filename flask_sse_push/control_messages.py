@@ -14,6 +14,8 @@ import hmac
 import json
 import typing as t
 
+from .keys import derive_key
+
 #: Seconds a control message stays valid after it was sent (either way, for
 #: clocks of different hosts): an older one is a replay, and is ignored.
 MAX_AGE = 60.0
@@ -28,13 +30,7 @@ def signing_key(secret: object) -> bytes:
     age, but anyone who can publish on the broker can revoke (as they can
     already send every client any event).
     """
-    if secret is None:
-        raw = b""
-    elif isinstance(secret, bytes):
-        raw = secret
-    else:
-        raw = str(secret).encode()
-    return hmac.new(raw, b"flask-sse-push control", hashlib.sha256).digest()
+    return derive_key(secret, b"flask-sse-push control")
 
 
 def seal(key: bytes, kind: str, body: dict[str, t.Any], origin: str, now: float) -> str:

@@ -26,6 +26,7 @@ import typing as t
 from flask import Response, current_app, jsonify
 
 from .control import identity_text
+from .keys import derive_key
 from .runtime import get_runtime
 
 if t.TYPE_CHECKING:
@@ -43,13 +44,7 @@ def scope_secret(secret: object) -> bytes:
     :func:`~flask_sse_push.control_messages.signing_key`) by its own label, so a key
     handed to a page can never sign a control message.
     """
-    if secret is None:
-        raw = b""
-    elif isinstance(secret, bytes):
-        raw = secret
-    else:
-        raw = str(secret).encode()
-    return hmac.new(raw, b"flask-sse-push session scope", hashlib.sha256).digest()
+    return derive_key(secret, b"flask-sse-push session scope")
 
 
 def session_key(secret: bytes, identity: object) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import typing as t
 
+import fakeredis
 import pytest
 
+from tests.support.control_helpers import Worker
 from tests.support.no_process import no_process_started
 
 if t.TYPE_CHECKING:
@@ -36,3 +38,13 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     with no_process_started():
         return (yield)
+
+
+@pytest.fixture
+def workers() -> Iterator[tuple[Worker, Worker]]:
+    """Two apps sharing one fake Redis, as two workers of a deployment share one."""
+    server = fakeredis.FakeServer()
+    first, second = Worker(server), Worker(server)
+    yield first, second
+    first.close()
+    second.close()

@@ -7,7 +7,6 @@ import json
 import time
 import typing as t
 
-import fakeredis
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
@@ -20,16 +19,7 @@ from flask_sse_push.stream import STOP_ID, STOP_RETRY
 from tests.support.control_helpers import Opened, Worker
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
-
-
-@pytest.fixture
-def workers() -> Iterator[tuple[Worker, Worker]]:
-    server = fakeredis.FakeServer()
-    first, second = Worker(server), Worker(server)
-    yield first, second
-    first.close()
-    second.close()
+    pass
 
 
 def _wait(condition: t.Callable[[], bool], timeout: float = 5.0) -> None:

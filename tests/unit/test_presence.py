@@ -18,16 +18,7 @@ from tests.support.control_helpers import Opened, Worker
 from tests.support.wire import parse
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
-
-
-@pytest.fixture
-def workers() -> Iterator[tuple[Worker, Worker]]:
-    server = fakeredis.FakeServer()
-    first, second = Worker(server), Worker(server)
-    yield first, second
-    first.close()
-    second.close()
+    pass
 
 
 def _eventually(check: t.Callable[[], object], timeout: float = 5.0) -> None:
