@@ -29,6 +29,7 @@ import time
 import typing as t
 
 from ..brokers.base import RESET_EVENT
+from ._gunicorn_internals import hub_thread, is_chunked, raw_socket
 from .tcp import PIECE
 
 if t.TYPE_CHECKING:
@@ -125,7 +126,7 @@ class Flusher:
 
         self.spawn = gevent.spawn_raw
         #: The thread of the gevent hub the streams run in.
-        self.thread: int = gevent.get_hub().thread_ident
+        self.thread: int = hub_thread(gevent.get_hub())
         self.ident: Callable[[], int] = get_original("_thread", "get_ident")
         self.jobs: list[Callable[[], None]] = []
         self.scheduled = False
@@ -191,9 +192,9 @@ class DirectWriter:
         live: LiveStream,
     ) -> None:
         self._sock = carrier.sock
-        self._raw: socket.socket = carrier.sock._sock
+        self._raw: socket.socket = raw_socket(carrier.sock)
         self._response = carrier.response
-        self._chunked = bool(carrier.response.chunked)
+        self._chunked = is_chunked(carrier.response)
         self._live = live
         self._flusher = flusher
         #: The rest of a chunk the kernel did not take; the stream's greenlet
@@ -214,7 +215,8 @@ class DirectWriter:
             data = done.data
         else:
             data = done.frame(events, self._chunked)
-        # What gunicorn's access log reports as the body size (%(B)s).
+        # What gunicorn's access log reports as the body size (%(B)s); inline,
+        # not through _gunicorn_internals, to spare a call (its self-check covers it).
         self._response.sent += done.body_size
         if self.unsent is not None:  # the greenlet is finishing a chunk: queue behind it
             self.unsent += data
