@@ -23,7 +23,7 @@ from .encoding import encode_comment, encode_retry
 from .event import ServerSentEvent
 from .exceptions import SubscriptionClosed
 from .servers.base import ThreadTask
-from .servers.tcp import PIECE
+from .sockets import PIECE
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -125,7 +125,7 @@ def event_stream(
 
     This is the carrying side: what to send comes from :class:`BodyChunks`. Each
     chunk is handed over in pieces of at most
-    :data:`~flask_sse_push.servers.tcp.PIECE` bytes, and the start of each is
+    :data:`~flask_sse_push.sockets.PIECE` bytes, and the start of each is
     marked on ``live``, so the send timeout measures a lack of progress, never
     the size of a write. Once the first chunk is written, a fast-path writer the
     server offered (``live.writer``) is given to the subscription. The

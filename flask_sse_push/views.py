@@ -21,8 +21,8 @@ from .exceptions import BrokerError, ChannelError
 from .publish_http import publish_view
 from .runtime import get_runtime
 from .servers.base import StreamBody
-from .servers.tcp import tune
 from .session_scope import session_key_view
+from .sockets import tune
 from .stream import STOP_ID, closing_chunk, event_stream, jittered_lifetime, reconnect_retry
 from .validation import check_channels, decode_header_cursor, resume_cursor
 

@@ -25,20 +25,18 @@ from __future__ import annotations
 
 import logging
 import operator
-import time
 import typing as t
 
-from ..brokers.base import RESET_EVENT
+from ..event import RESET_EVENT
+from ..sockets import PIECE
 from ._gunicorn_internals import hub_thread, is_chunked, raw_socket
-from .tcp import PIECE
 
 if t.TYPE_CHECKING:
     import socket
     from collections.abc import Callable
 
-    from ..connections import LiveStream
     from ..event import ServerSentEvent
-    from ..metrics import Metrics
+    from .base import CarriedStream, DeliveryCounter
 
 logger = logging.getLogger("flask_sse_push")
 
@@ -106,7 +104,7 @@ class _Pass:
         self.all_resets += self.takes * self.resets
         self.takes = 0
 
-    def report(self, metrics: Metrics | None) -> None:
+    def report(self, metrics: DeliveryCounter | None) -> None:
         self.settle()
         if metrics is not None and self.events:
             metrics.delivered(self.events, self.all_resets)
@@ -120,7 +118,7 @@ class Flusher:
     :param metrics: counts the events the passes write, once per pass.
     """
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: DeliveryCounter | None = None) -> None:
         import gevent
         from gevent.monkey import get_original
 
@@ -189,7 +187,7 @@ class DirectWriter:
         carrier: Carrier,
         flusher: Flusher,
         *,
-        live: LiveStream,
+        live: CarriedStream,
     ) -> None:
         self._sock = carrier.sock
         self._raw: socket.socket = raw_socket(carrier.sock)
@@ -245,10 +243,10 @@ class DirectWriter:
                 unsent, self.unsent = self.unsent, None
                 view = memoryview(unsent)
                 for start in range(0, len(view), PIECE):
-                    live.write_started = time.monotonic()
+                    live.began_write()
                     self._sock.sendall(view[start : start + PIECE])
         except OSError:
             return False
         finally:
-            live.write_started = None
+            live.wrote()
         return True
