@@ -80,7 +80,12 @@ class Ending:
 
 
 class LiveStream:
-    """One accepted stream, as its registry and the monitor see it."""
+    """One accepted stream, as its registry and the monitor see it.
+
+    Its methods are the only writers of its fields; everyone else (the stream's
+    body, the view, the fast path, the registry and the monitor) reads them or
+    calls those methods.
+    """
 
     __slots__ = (
         "info",
@@ -123,6 +128,29 @@ class LiveStream:
         #: Why the stream ended, as far as it is known yet (``None``: nothing
         #: said otherwise, so the client left); see :meth:`final_reason`.
         self.reason: str | None = None
+
+    def set_subscription(self, subscription: Subscription) -> None:
+        """Take the subscription the stream reads its events from."""
+        self.subscription = subscription
+
+    def allow_direct_writes(self, offer: Callable[[object, LiveStream], FastWriter | None]) -> None:
+        """Let a server's carrier (see :meth:`attach`) become a fast-path writer, through
+        ``offer`` (the runtime's, shared by every stream)."""
+        self.offer = offer
+
+    def drop_writer(self) -> None:
+        """Forget the fast-path writer: the subscription would not take it."""
+        self.writer = None
+
+    def finish(self) -> None:
+        """Mark that the body ended by itself, its last write done."""
+        self.write_started = None
+        self.finished = True
+
+    def learned(self, reason: str | None) -> None:
+        """Record why the stream ended, as the stream itself learned it (``lifetime``,
+        ``overflow``...); ``None`` leaves it unknown."""
+        self.reason = reason
 
     def attach(self, carrier: object) -> None:
         """Take the carrier a server offers for this stream's response (see

@@ -170,7 +170,7 @@ def accept(
             )
         return live
     try:
-        live.subscription = subscribe()
+        live.set_subscription(subscribe())
     except BrokerError as exc:
         registry.close(live)
         logger.warning("Broker unavailable, asking the client to retry: %s", exc)
@@ -234,7 +234,7 @@ def stream_response(runtime: Runtime, live: LiveStream, *, lifetime: float | Non
             )
 
     if settings.direct_writes:
-        live.offer = runtime.offer
+        live.allow_direct_writes(runtime.offer)
     return sse_response(chunks, on_close, live)
 
 

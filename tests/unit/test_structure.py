@@ -250,3 +250,55 @@ def test_servers_import_nothing_above_them() -> None:
 def test_the_socket_helpers_know_no_server() -> None:
     assert _server_specifics(PACKAGE / "sockets.py") == []
     assert not (SERVERS / "tcp.py").exists()
+
+
+def _foreign_writes(source: str, fields: t.Collection[str]) -> list[str]:
+    """Lines that assign a field named in ``fields`` on an object other than ``self``
+    (``live.reason = ...``, ``self._live.reason = ...``), as ``"line: .field"``.
+    ``self.<field> = ...`` is a class writing its own attribute."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        targets: list[ast.AST] = []
+        if isinstance(node, ast.Assign):
+            targets = [inner for target in node.targets for inner in ast.walk(target)]
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            if not isinstance(target, ast.Attribute) or not isinstance(target.ctx, ast.Store):
+                continue
+            if target.attr not in fields:
+                continue
+            if isinstance(target.value, ast.Name) and target.value.id == "self":
+                continue
+            found.append(f"{target.lineno}: .{target.attr}")
+    return found
+
+
+def test_the_check_finds_writes_to_another_object_s_fields() -> None:
+    source = (
+        "def f(live, self):\n"
+        "    live.reason = 'x'\n"
+        "    a = live.write_started = 1\n"
+        "    self.reason = 'own'\n"
+        "    self._live.cut += 1\n"
+        "    live.other = 2\n"
+        "    table[live.reason] = 3\n"
+    )
+    assert _foreign_writes(source, {"reason", "write_started", "cut"}) == [
+        "2: .reason",
+        "3: .write_started",
+        "5: .cut",
+    ]
+
+
+def test_only_a_live_stream_s_methods_write_its_fields() -> None:
+    """The stream is one object whose methods are the only writers of its fields:
+    the body, the views, the fast path and the monitor call them."""
+    from flask_sse_push.connections import LiveStream
+
+    found = [
+        f"{path.relative_to(PACKAGE)}:{finding}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for finding in _foreign_writes(path.read_text(), LiveStream.__slots__)
+    ]
+    assert found == []
