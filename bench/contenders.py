@@ -289,6 +289,20 @@ class Limit(Contender):
         return Server(port, "/events", [proc.pid], ": keepalive")
 
 
+class ParkedFloor(Contender):
+    def unavailable(self) -> str | None:
+        return _pip_install("gevent")
+
+    def start(
+        self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
+    ) -> Server:
+        port = free_port()
+        command = [sys.executable, "parked_floor.py", str(port), str(keepalive)]
+        proc = procs.start(self.name, pinned(SERVER_CPU, command))
+        proc.wait_for_port(port)
+        return Server(port, "/events", [proc.pid], ": keepalive")
+
+
 CONTENDERS: dict[str, Contender] = {
     c.name: c
     for c in (
@@ -327,5 +341,10 @@ CONTENDERS: dict[str, Contender] = {
         SSEStarlette("sse_starlette", "sse-starlette, asyncio queues, uvicorn", False),
         WSGIFloor("wsgi_floor", "a bare WSGI generator on gunicorn -k gevent (idle only)", True),
         Limit("limit", "bare gevent StreamServer, pre-encoded bytes", True),
+        ParkedFloor(
+            "parked_floor",
+            "bare gevent StreamServer keeping only each socket, one keepalive timer (idle only)",
+            True,
+        ),
     )
 }

@@ -70,10 +70,11 @@ SCENARIOS: dict[str, Scenario] = {
             "idle",
             "Idle scale: open streams in one worker, keepalive every {keepalive:g} s",
             "idle",
-            ("flask_sse_push", *BASELINE, "wsgi_floor", "limit"),
+            ("flask_sse_push", *BASELINE, "parked_floor", "wsgi_floor", "limit"),
             full={"steps": [10000, 25000, 50000], "settle": 2.0},
             smoke={"steps": [50], "settle": 0.2},
             keepalive=5.0,
+            smoke_contenders=("flask_sse_push", "parked_floor", "limit"),
         ),
         Scenario(
             "redis_fanout",

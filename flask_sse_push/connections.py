@@ -17,7 +17,8 @@ import threading
 import time
 import typing as t
 
-from .servers import tcp
+from .sockets import HangupWatch, closed_by_peer, cut, unacked_for
+from .sockets import take_error as socket_error
 from .stream import closing_chunk, spread_retry
 
 if t.TYPE_CHECKING:
@@ -25,7 +26,7 @@ if t.TYPE_CHECKING:
 
     from .brokers.base import Subscription
     from .servers.base import FastWriter, Server
-    from .servers.tcp import SocketLike
+    from .sockets import SocketLike
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,12 @@ class Ending:
 
 
 class LiveStream:
-    """One accepted stream, as its registry and the monitor see it."""
+    """One accepted stream, as its registry and the monitor see it.
+
+    Its methods are the only writers of its fields; everyone else (the stream's
+    body, the view, the fast path, the registry and the monitor) reads them or
+    calls those methods.
+    """
 
     __slots__ = (
         "info",
@@ -112,7 +118,7 @@ class LiveStream:
         #: The fast-path writer the server offered, if any.
         self.writer: FastWriter | None = None
         #: ``time.monotonic()`` when the stream handed the server a piece of at
-        #: most :data:`~flask_sse_push.servers.tcp.PIECE` bytes that it has not
+        #: most :data:`~flask_sse_push.sockets.PIECE` bytes that it has not
         #: finished writing; ``None`` between writes.
         self.write_started: float | None = None
         self.ending: Ending | None = None
@@ -123,11 +129,43 @@ class LiveStream:
         #: said otherwise, so the client left); see :meth:`final_reason`.
         self.reason: str | None = None
 
+    def set_subscription(self, subscription: Subscription) -> None:
+        """Take the subscription the stream reads its events from."""
+        self.subscription = subscription
+
+    def allow_direct_writes(self, offer: Callable[[object, LiveStream], FastWriter | None]) -> None:
+        """Let a server's carrier (see :meth:`attach`) become a fast-path writer, through
+        ``offer`` (the runtime's, shared by every stream)."""
+        self.offer = offer
+
+    def drop_writer(self) -> None:
+        """Forget the fast-path writer: the subscription would not take it."""
+        self.writer = None
+
+    def finish(self) -> None:
+        """Mark that the body ended by itself, its last write done."""
+        self.write_started = None
+        self.finished = True
+
+    def learned(self, reason: str | None) -> None:
+        """Record why the stream ended, as the stream itself learned it (``lifetime``,
+        ``overflow``...); ``None`` leaves it unknown."""
+        self.reason = reason
+
     def attach(self, carrier: object) -> None:
         """Take the carrier a server offers for this stream's response (see
         :class:`~flask_sse_push.servers.base.StreamBody`)."""
         if self.offer is not None:
             self.writer = self.offer(carrier, self)
+
+    def began_write(self) -> None:
+        """Mark the start of a blocking write of at most
+        :data:`~flask_sse_push.sockets.PIECE` bytes, for the send timeout."""
+        self.write_started = time.monotonic()
+
+    def wrote(self) -> None:
+        """Mark that no blocking write is under way."""
+        self.write_started = None
 
     def final_reason(self) -> str:
         """Why the stream ended: an ending asked for from outside (``revoked``,
@@ -160,7 +198,7 @@ class LiveStream:
             self.cut = True
             if reason is not None and self.reason is None:
                 self.reason = reason
-            tcp.cut(self.socket)
+            cut(self.socket)
 
 
 class StreamRegistry:
@@ -171,7 +209,7 @@ class StreamRegistry:
     :param max_per_client: streams accepted at once for one client (see
         :func:`client_key`); ``None`` for no limit. Set by the runtime too.
     :param send_timeout: seconds a write may go without progress: a piece of at
-        most :data:`~flask_sse_push.servers.tcp.PIECE` bytes may take this long.
+        most :data:`~flask_sse_push.sockets.PIECE` bytes may take this long.
     :param retry: the app's ``SSE_PUSH_RETRY``, the basis of the shutdown hint.
     :param keepalive: the app's keepalive interval: a peer that has acknowledged
         nothing for ``keepalive + send_timeout`` is gone.
@@ -197,7 +235,7 @@ class StreamRegistry:
         self._lock = threading.Lock()
         #: The kernel's watch over the streams' sockets for a peer's FIN; the
         #: runtime sets it where the server offers ``epoll``.
-        self.hangups: tcp.HangupWatch[LiveStream] | None = None
+        self.hangups: HangupWatch[LiveStream] | None = None
         #: Streams whose server has its own check that the client left.
         self._checked: dict[LiveStream, None] = {}
         #: ``time.monotonic()`` when shutdown began, or ``None``.
@@ -285,7 +323,7 @@ class StreamRegistry:
         """
         if self.hangups is not None:
             for stream in self.hangups.hung_up():
-                error = 0 if stream.socket is None else tcp.take_error(stream.socket)
+                error = 0 if stream.socket is None else socket_error(stream.socket)
                 if error == errno.ETIMEDOUT:
                     stream.end(Ending("peer gone", b""))
                     stream.cut_connection()
@@ -360,13 +398,13 @@ def _write_stalled(stream: LiveStream, now: float, limit: float, shutdown_at: fl
 def _end_closed_by_peer(streams: list[LiveStream], server: Server) -> None:
     """End (``client``) the streams whose socket the peer has closed."""
     open_sockets = [stream for stream in streams if stream.socket is not None]
-    for index in tcp.closed_by_peer([s.socket for s in open_sockets if s.socket], server.poll()):
+    for index in closed_by_peer([s.socket for s in open_sockets if s.socket], server.poll()):
         open_sockets[index].end(Ending("client", b""))
 
 
 def _peer_gone(sock: SocketLike, silence: float, *, take_error: bool) -> bool:
     """Whether the peer of ``sock`` has acknowledged nothing for ``silence``
     seconds, or (with ``take_error``) the kernel reports an error on the socket."""
-    unacked = tcp.unacked_for(sock)
-    error = tcp.take_error(sock) if take_error else 0
+    unacked = unacked_for(sock)
+    error = socket_error(sock) if take_error else 0
     return bool(error) or (unacked is not None and unacked > silence)

@@ -27,6 +27,11 @@ def _check_line_field(name: str, value: object) -> None:
             )
 
 
+#: The ``event:`` type sent where a stream has a gap (the client's cursor cannot be
+#: resumed): the client must reload its state.
+RESET_EVENT = "reset"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServerSentEvent:
     """One event as the client's ``EventSource`` will see it.

@@ -25,7 +25,7 @@ from .monitor import Monitor
 from .presence import Presence
 from .servers import detect, detect_process
 from .servers.base import Server
-from .servers.tcp import HangupWatch
+from .sockets import HangupWatch
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping

@@ -23,7 +23,7 @@ from .encoding import encode_comment, encode_retry
 from .event import ServerSentEvent
 from .exceptions import SubscriptionClosed
 from .servers.base import ThreadTask
-from .servers.tcp import PIECE
+from .sockets import PIECE
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -136,7 +136,7 @@ def event_stream(
 
     This is the carrying side: what to send comes from :class:`BodyChunks`. Each
     chunk is handed over in pieces of at most
-    :data:`~flask_sse_push.servers.tcp.PIECE` bytes, and the start of each is
+    :data:`~flask_sse_push.sockets.PIECE` bytes, and the start of each is
     marked on ``live``, so the send timeout measures a lack of progress, never
     the size of a write. Once the first chunk is written, a fast-path writer the
     server offered (``live.writer``) is given to the subscription. The
@@ -152,12 +152,13 @@ def event_stream(
     """
     writer = None
     try:
-        live.write_started = time.monotonic()
+        live.began_write()
         yield first_chunk(retry, keepalive, subscription.start_id)
         # Only now: the server has written the headers and the first chunk.
         writer = live.writer
         if writer is not None and not subscription.set_consumer(writer):
-            writer = live.writer = None
+            writer = None
+            live.drop_writer()
         body = BodyChunks(
             subscription, live, keepalive=keepalive, retry=retry, lifetime=lifetime, metrics=metrics
         )
@@ -167,25 +168,24 @@ def event_stream(
         # in there, and gevent keeps a copy of its C stack per waiting stream.
         while (chunk := body.next_chunk()) is not None:
             if len(chunk) <= PIECE:
-                live.write_started = time.monotonic()
+                live.began_write()
                 yield chunk
             else:
                 yield from _pieces(chunk, live)
-        live.write_started = None
-        live.finished = True
+        live.finish()
     finally:
         if writer is not None:
             subscription.set_consumer(None)
         if live.reason is None or live.reason == "send_timeout":
             # A stalled client may have overflowed its queue before its write
             # was cut: the overflow is why it ended.
-            live.reason = _closed_reason(subscription) or live.reason
+            live.learned(_closed_reason(subscription) or live.reason)
         subscription.close()
 
 
 def _pieces(chunk: bytes, live: LiveStream) -> Iterator[bytes]:
     for start in range(0, len(chunk), PIECE):
-        live.write_started = time.monotonic()
+        live.began_write()
         yield chunk[start : start + PIECE]
 
 
@@ -257,10 +257,10 @@ class BodyChunks:
         live = self._live
         keepalive = self._keepalive
         while live.ending is None:
-            live.write_started = None
+            live.wrote()
             timeout = self._wait_time()
             if timeout is None:
-                live.reason = "lifetime"
+                live.learned("lifetime")
                 return self._last(closing_chunk("lifetime", reconnect_retry(self._retry)))
             ended: SubscriptionClosed | None = None
             try:
@@ -318,7 +318,7 @@ class BodyChunks:
         """The last chunk of a stream its source ended: a ``retry:`` hint if the
         client should come back, the stop id if it must not, else nothing."""
         if ended.reason != "closed":  # "closed" is the server closing it
-            self._live.reason = ended.reason
+            self._live.learned(ended.reason)
         if ended.reconnect:
             return self._last(closing_chunk(ended.reason, reconnect_retry(self._retry)))
         if ended.stop:

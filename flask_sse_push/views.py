@@ -21,8 +21,8 @@ from .exceptions import BrokerError, ChannelError
 from .publish_http import publish_view
 from .runtime import get_runtime
 from .servers.base import StreamBody
-from .servers.tcp import tune
 from .session_scope import session_key_view
+from .sockets import tune
 from .stream import STOP_ID, closing_chunk, event_stream, jittered_lifetime, reconnect_retry
 from .validation import check_channels, decode_header_cursor, resume_cursor
 
@@ -170,7 +170,7 @@ def accept(
             )
         return live
     try:
-        live.subscription = subscribe()
+        live.set_subscription(subscribe())
     except BrokerError as exc:
         registry.close(live)
         logger.warning("Broker unavailable, asking the client to retry: %s", exc)
@@ -234,7 +234,7 @@ def stream_response(runtime: Runtime, live: LiveStream, *, lifetime: float | Non
             )
 
     if settings.direct_writes:
-        live.offer = runtime.offer
+        live.allow_direct_writes(runtime.offer)
     return sse_response(chunks, on_close, live)
 
 

@@ -11,6 +11,9 @@ import abc
 import json
 import typing as t
 
+# RESET_EVENT lives with the event type (the fast path reads it there too);
+# re-exported here, where brokers and the stream have always taken it.
+from ..event import RESET_EVENT as RESET_EVENT
 from ..event import ServerSentEvent
 
 if t.TYPE_CHECKING:
@@ -21,9 +24,6 @@ if t.TYPE_CHECKING:
     from .records import WorkerRecords
 
 _S = t.TypeVar("_S", bound="Subscription")
-
-#: Event type sent before live events when a client's cursor cannot be resumed.
-RESET_EVENT = "reset"
 
 
 def reset_event(last_event_id: str, head_id: str, reason: str) -> ServerSentEvent:

@@ -30,6 +30,7 @@ except (ImportError, RuntimeError) as exc:  # gunicorn raises RuntimeError for g
         f" '.[gevent]'). The import failed with: {exc}"
     ) from exc
 
+from ._gunicorn_internals import declared_length, omits_body, response_of, self_check
 from .base import StreamBody
 from .fastpath import Carrier
 
@@ -52,10 +53,10 @@ def _carrier(
     # Exactly gevent's socket: its SSLSocket subclass encrypts in send().
     if kind.__name__ != "socket" or not kind.__module__.startswith("gevent."):
         return None
-    response = getattr(start_response, "__self__", None)
-    if response is None or getattr(response, "response_length", None) is not None:
+    response = response_of(start_response)
+    if response is None or declared_length(response) is not None:
         return None
-    if getattr(response, "_omits_body", False):
+    if omits_body(response):
         return None
     return Carrier(sock, response)
 
@@ -90,10 +91,17 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
     .. versionadded:: 0.1
     """
 
-    #: Read by :mod:`flask_sse_push.servers.gunicorn` to offer the fast path.
+    #: Read by :mod:`flask_sse_push.servers.gunicorn` to offer the fast path;
+    #: off in a worker whose gunicorn or gevent lacks what the fast path needs.
     carries_stream_bodies = True
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
+        warning = self_check(self.cfg)
+        if warning is not None:
+            # Once per worker, before any stream: streams take gunicorn's own path.
+            self.log.warning(warning)
+            self.carries_stream_bodies = False
+            return
         app: Callable[..., Iterable[bytes]] = self.wsgi  # type: ignore[has-type]
         self.wsgi = _Outermost(app, self.cfg)

@@ -27,8 +27,7 @@ import typing as t
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from ..connections import LiveStream
-    from .tcp import SocketLike
+    from ..sockets import SocketLike
 
 logger = logging.getLogger("flask_sse_push")
 
@@ -38,6 +37,30 @@ class Task(t.Protocol):
 
     def cancel(self) -> None:
         """Stop the source as soon as the server allows; safe from any thread."""
+
+
+class CarriedStream(t.Protocol):
+    """What a fast-path writer needs of the stream it writes for (the runtime's
+    :class:`~flask_sse_push.connections.LiveStream`): whether it is ending, and
+    where its blocking writes start and stop, which the send timeout watches."""
+
+    @property
+    def ending(self) -> object | None:
+        """Why the stream is being ended from outside; ``None`` while it is not."""
+
+    def began_write(self) -> None:
+        """Mark the start of a blocking write of at most
+        :data:`~flask_sse_push.sockets.PIECE` bytes."""
+
+    def wrote(self) -> None:
+        """Mark that no blocking write is under way."""
+
+
+class DeliveryCounter(t.Protocol):
+    """Where a fast-path writer counts what it wrote (the runtime's metrics)."""
+
+    def delivered(self, count: int, resets: int = 0) -> None:
+        """``count`` events went to one client, ``resets`` of them ``reset`` events."""
 
 
 class FastWriter(t.Protocol):
@@ -114,7 +137,9 @@ class Server:
         """Return a cheap check that the client of this request has left, if the server has one."""
         return None
 
-    def fast_writer(self, carrier: object, live: LiveStream, metrics: t.Any) -> FastWriter | None:
+    def fast_writer(
+        self, carrier: object, live: CarriedStream, metrics: DeliveryCounter | None
+    ) -> FastWriter | None:
         """Return a writer for the fast path over ``carrier``, if this server made it.
 
         :param live: the stream; the writer marks its blocking writes on it.

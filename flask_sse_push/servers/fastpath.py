@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import logging
 import operator
-import time
 import typing as t
 
-from ..brokers.base import RESET_EVENT
-from .tcp import PIECE
+from ..event import RESET_EVENT
+from ..sockets import PIECE
+from ._gunicorn_internals import hub_thread, is_chunked, raw_socket
 
 if t.TYPE_CHECKING:
     import socket
     from collections.abc import Callable
 
-    from ..connections import LiveStream
     from ..event import ServerSentEvent
-    from ..metrics import Metrics
+    from .base import CarriedStream, DeliveryCounter
 
 logger = logging.getLogger("flask_sse_push")
 
@@ -105,7 +104,7 @@ class _Pass:
         self.all_resets += self.takes * self.resets
         self.takes = 0
 
-    def report(self, metrics: Metrics | None) -> None:
+    def report(self, metrics: DeliveryCounter | None) -> None:
         self.settle()
         if metrics is not None and self.events:
             metrics.delivered(self.events, self.all_resets)
@@ -119,13 +118,13 @@ class Flusher:
     :param metrics: counts the events the passes write, once per pass.
     """
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: DeliveryCounter | None = None) -> None:
         import gevent
         from gevent.monkey import get_original
 
         self.spawn = gevent.spawn_raw
         #: The thread of the gevent hub the streams run in.
-        self.thread: int = gevent.get_hub().thread_ident
+        self.thread: int = hub_thread(gevent.get_hub())
         self.ident: Callable[[], int] = get_original("_thread", "get_ident")
         self.jobs: list[Callable[[], None]] = []
         self.scheduled = False
@@ -188,12 +187,12 @@ class DirectWriter:
         carrier: Carrier,
         flusher: Flusher,
         *,
-        live: LiveStream,
+        live: CarriedStream,
     ) -> None:
         self._sock = carrier.sock
-        self._raw: socket.socket = carrier.sock._sock
+        self._raw: socket.socket = raw_socket(carrier.sock)
         self._response = carrier.response
-        self._chunked = bool(carrier.response.chunked)
+        self._chunked = is_chunked(carrier.response)
         self._live = live
         self._flusher = flusher
         #: The rest of a chunk the kernel did not take; the stream's greenlet
@@ -214,7 +213,8 @@ class DirectWriter:
             data = done.data
         else:
             data = done.frame(events, self._chunked)
-        # What gunicorn's access log reports as the body size (%(B)s).
+        # What gunicorn's access log reports as the body size (%(B)s); inline,
+        # not through _gunicorn_internals, to spare a call (its self-check covers it).
         self._response.sent += done.body_size
         if self.unsent is not None:  # the greenlet is finishing a chunk: queue behind it
             self.unsent += data
@@ -243,10 +243,10 @@ class DirectWriter:
                 unsent, self.unsent = self.unsent, None
                 view = memoryview(unsent)
                 for start in range(0, len(view), PIECE):
-                    live.write_started = time.monotonic()
+                    live.began_write()
                     self._sock.sendall(view[start : start + PIECE])
         except OSError:
             return False
         finally:
-            live.write_started = None
+            live.wrote()
         return True

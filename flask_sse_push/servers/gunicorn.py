@@ -25,10 +25,9 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable
     from types import FrameType
 
-    from ..connections import LiveStream
-    from .base import FastWriter
+    from ..sockets import SocketLike
+    from .base import CarriedStream, DeliveryCounter, FastWriter
     from .fastpath import Flusher
-    from .tcp import SocketLike
 
 #: Signals after which a gunicorn worker stops: TERM is the graceful stop (also
 #: sent to old workers on a HUP reload), QUIT and INT the quick one.
@@ -141,7 +140,9 @@ class GunicornGevent(_Gunicorn, GeventServer):
             return None
         return max(1, connections - connection_headroom(connections))
 
-    def fast_writer(self, carrier: object, live: LiveStream, metrics: t.Any) -> FastWriter | None:
+    def fast_writer(
+        self, carrier: object, live: CarriedStream, metrics: DeliveryCounter | None
+    ) -> FastWriter | None:
         from .fastpath import Carrier, DirectWriter, Flusher
 
         if not self.owned or not isinstance(carrier, Carrier):

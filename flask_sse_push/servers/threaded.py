@@ -28,7 +28,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable
     from types import FrameType
 
-    from .tcp import SocketLike
+    from ..sockets import SocketLike
 
 
 class Waitress(Server):

@@ -42,7 +42,7 @@ from .gevent import GeventServer, monkey_patched
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .tcp import SocketLike
+    from ..sockets import SocketLike
 
 logger = logging.getLogger("flask_sse_push")
 

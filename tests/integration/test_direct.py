@@ -589,3 +589,41 @@ def test_a_redis_backlog_is_written_out_in_passes_without_overflow() -> None:
                 publisher.close()
                 for stream in streams:
                     stream.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_real_gunicorn_and_gevent_pass_the_worker_s_self_check() -> None:
+    with gunicorn(APP, env=environment(SSE_PUSH_KEEPALIVE=5.0)) as live:
+        stream = RawStream(live.port, "/events?channel=check")
+        try:
+            assert pump([stream], lambda: bool(stream.body), 10)
+            time.sleep(0.05)
+            _publish(live, [{"data": "direct"}], "check")
+            assert pump([stream], lambda: stream.event_count >= 1, 10)
+            assert _stats(live)["direct_passes"] > 0
+        finally:
+            stream.close()
+        assert "without direct writes" not in live.output()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_worker_missing_an_internal_warns_once_and_serves_streams_the_ordinary_way() -> None:
+    config = ("-c", "tests/apps/gunicorn_dropped_attribute.py")
+    with gunicorn(APP, env=environment(SSE_PUSH_KEEPALIVE=5.0), extra_args=config) as lacking:
+        streams = [RawStream(lacking.port, "/events?channel=lacking") for _ in range(2)]
+        try:
+            assert pump(streams, lambda: all(s.body for s in streams), 10)
+            time.sleep(0.05)
+            ids = _publish(lacking, [{"data": "one"}, {"data": "two"}], "lacking")
+            assert pump(streams, lambda: all(s.event_count >= 2 for s in streams), 10)
+            for stream in streams:
+                got = [(p.data, p.last_event_id) for p in wire.parse(stream.body).events]
+                assert got == [("one", ids[0]), ("two", ids[1])]
+            assert _stats(lacking)["direct_passes"] == 0
+        finally:
+            for stream in streams:
+                stream.close()
+        assert lacking.output().count("without direct writes") == 1
+        assert "Hub.gone" in lacking.output()

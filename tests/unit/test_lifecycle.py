@@ -20,7 +20,7 @@ from werkzeug.test import TestResponse
 from flask_sse_push import MemoryBroker, ServerSentEvent, SSEPush
 from flask_sse_push.connections import StreamInfo
 from flask_sse_push.runtime import get_runtime
-from flask_sse_push.servers.tcp import HangupWatch, tcp_options
+from flask_sse_push.sockets import HangupWatch, tcp_options
 from flask_sse_push.stream import STOP_ID, jittered_lifetime, spread_retry
 from tests.support.wire import parse
 

@@ -51,11 +51,15 @@ def _runtime_nodes(node: ast.AST) -> t.Iterator[ast.AST]:
         yield from _runtime_nodes(child)
 
 
-def _imported(name: str, path: Path, is_package: bool, known: t.Collection[str]) -> set[str]:
-    """The package's modules that module ``name`` imports when it runs."""
+def _imported(
+    name: str, path: Path, is_package: bool, known: t.Collection[str], *, types: bool = False
+) -> set[str]:
+    """The package's modules that module ``name`` imports when it runs (and, with
+    ``types``, for type checking too)."""
     base = name if is_package else name.rpartition(".")[0]
     targets: set[str] = set()
-    for node in _runtime_nodes(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree) if types else _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -72,12 +76,23 @@ def _imported(name: str, path: Path, is_package: bool, known: t.Collection[str])
     return {target for target in targets if target in known and target != name}
 
 
-def _import_graph() -> dict[str, set[str]]:
+def _import_graph(*, types: bool = False) -> dict[str, set[str]]:
     modules = _modules()
     return {
-        name: _imported(name, path, is_package, modules)
+        name: _imported(name, path, is_package, modules, types=types)
         for name, (path, is_package) in modules.items()
     }
+
+
+def _bottom(graph: dict[str, set[str]]) -> set[str]:
+    """The modules that import only modules of the bottom layer themselves: the
+    leaves (which import nothing of the package), then what rests on them only."""
+    bottom: set[str] = set()
+    while True:
+        more = {name for name, targets in graph.items() if name not in bottom and targets <= bottom}
+        if not more:
+            return bottom
+        bottom |= more
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -207,3 +222,83 @@ def test_brokers_know_nothing_of_sockets_framing_or_http() -> None:
         source = path.read_text()
         for banned in ("import socket", "from flask", "import flask", "werkzeug", "Sink"):
             assert banned not in source, f"{name} mentions {banned!r}"
+
+
+def test_the_bottom_layer_is_what_rests_on_leaves_only() -> None:
+    graph = {"leaf": set(), "on_leaf": {"leaf"}, "up": {"on_leaf", "loop"}, "loop": {"up"}}
+    assert _bottom(graph) == {"leaf", "on_leaf"}
+
+
+def test_servers_import_nothing_above_them() -> None:
+    """The server seam is typed with Protocols (``servers/base.py``): the server
+    modules import, even for types, only each other and the bottom layer of the
+    package (socket helpers, the event type), never the runtime that uses them."""
+    graph = _import_graph(types=True)
+    bottom = _bottom(graph)
+    servers = {name for name in graph if name.startswith(f"{NAME}.servers")}
+    above = {
+        name: sorted(target for target in targets - servers if target not in bottom)
+        for name, targets in graph.items()
+        if name in servers
+    }
+    assert {name: found for name, found in above.items() if found} == {}
+    # What they do take from below: not a vacuous check.
+    assert f"{NAME}.sockets" in graph[f"{NAME}.servers.fastpath"]
+    assert f"{NAME}.sockets" in bottom
+
+
+def test_the_socket_helpers_know_no_server() -> None:
+    assert _server_specifics(PACKAGE / "sockets.py") == []
+    assert not (SERVERS / "tcp.py").exists()
+
+
+def _foreign_writes(source: str, fields: t.Collection[str]) -> list[str]:
+    """Lines that assign a field named in ``fields`` on an object other than ``self``
+    (``live.reason = ...``, ``self._live.reason = ...``), as ``"line: .field"``.
+    ``self.<field> = ...`` is a class writing its own attribute."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        targets: list[ast.AST] = []
+        if isinstance(node, ast.Assign):
+            targets = [inner for target in node.targets for inner in ast.walk(target)]
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            if not isinstance(target, ast.Attribute) or not isinstance(target.ctx, ast.Store):
+                continue
+            if target.attr not in fields:
+                continue
+            if isinstance(target.value, ast.Name) and target.value.id == "self":
+                continue
+            found.append(f"{target.lineno}: .{target.attr}")
+    return found
+
+
+def test_the_check_finds_writes_to_another_object_s_fields() -> None:
+    source = (
+        "def f(live, self):\n"
+        "    live.reason = 'x'\n"
+        "    a = live.write_started = 1\n"
+        "    self.reason = 'own'\n"
+        "    self._live.cut += 1\n"
+        "    live.other = 2\n"
+        "    table[live.reason] = 3\n"
+    )
+    assert _foreign_writes(source, {"reason", "write_started", "cut"}) == [
+        "2: .reason",
+        "3: .write_started",
+        "5: .cut",
+    ]
+
+
+def test_only_a_live_stream_s_methods_write_its_fields() -> None:
+    """The stream is one object whose methods are the only writers of its fields:
+    the body, the views, the fast path and the monitor call them."""
+    from flask_sse_push.connections import LiveStream
+
+    found = [
+        f"{path.relative_to(PACKAGE)}:{finding}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for finding in _foreign_writes(path.read_text(), LiveStream.__slots__)
+    ]
+    assert found == []
