@@ -33,8 +33,10 @@ _ERRORS = (redis.RedisError, OSError, RedisClusterException)
 class RedisWorkerRecords(WorkerRecords):
     """Records of named workers in Redis or Redis Cluster, each with a TTL.
 
-    :param client: returns the redis-py client to use from the calling thread
-        (a ``redis.Redis`` or a ``redis.cluster.RedisCluster``).
+    :param client: opens a use of the redis-py client of the calling thread (a
+        ``redis.Redis`` or a ``redis.cluster.RedisCluster``): a context manager,
+        so a broker that bounds its connections (the cluster's slots) counts
+        these commands too.
     :param tag: the start of every key, holding a cluster hash tag, such as
         ``"sse:{flask-sse-push:records}"``.
 
@@ -44,7 +46,7 @@ class RedisWorkerRecords(WorkerRecords):
 
     __slots__ = ("_client", "_index", "_tag")
 
-    def __init__(self, client: Callable[[], t.Any], tag: str) -> None:
+    def __init__(self, client: Callable[[], t.ContextManager[t.Any]], tag: str) -> None:
         self._client = client
         self._index = f"{tag}:workers"
         self._tag = tag
@@ -55,32 +57,32 @@ class RedisWorkerRecords(WorkerRecords):
     def put(self, worker: str, value: str, ttl: float) -> None:
         """Write ``worker``'s record, to expire ``ttl`` seconds from now."""
         try:
-            client = self._client()
-            client.set(self._key(worker), value, px=max(1, int(ttl * 1000)))
-            client.sadd(self._index, worker)
+            with self._client() as client:
+                client.set(self._key(worker), value, px=max(1, int(ttl * 1000)))
+                client.sadd(self._index, worker)
         except _ERRORS as exc:
             raise BrokerError(f"Could not write this worker's record to Redis: {exc}") from exc
 
     def remove(self, worker: str) -> None:
         """Delete ``worker``'s record at once (a worker that stops cleanly)."""
         try:
-            client = self._client()
-            client.delete(self._key(worker))
-            client.srem(self._index, worker)
+            with self._client() as client:
+                client.delete(self._key(worker))
+                client.srem(self._index, worker)
         except _ERRORS as exc:
             raise BrokerError(f"Could not delete this worker's record in Redis: {exc}") from exc
 
     def read(self) -> dict[str, str]:
         """Return every live record, by worker name; forget expired names."""
         try:
-            client = self._client()
-            names = sorted(_text(name) for name in client.smembers(self._index))
-            if not names:
-                return {}
-            values = client.mget([self._key(name) for name in names])
-            gone = [name for name, value in zip(names, values, strict=True) if value is None]
-            if gone:
-                client.srem(self._index, *gone)
+            with self._client() as client:
+                names = sorted(_text(name) for name in client.smembers(self._index))
+                if not names:
+                    return {}
+                values = client.mget([self._key(name) for name in names])
+                gone = [name for name, value in zip(names, values, strict=True) if value is None]
+                if gone:
+                    client.srem(self._index, *gone)
         except _ERRORS as exc:
             raise BrokerError(f"Could not read the workers' records from Redis: {exc}") from exc
         return {

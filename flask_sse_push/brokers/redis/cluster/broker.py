@@ -261,8 +261,11 @@ class RedisClusterBroker(Broker):
                     client = self._factory()
                 except ERRORS as exc:
                     raise self._error("read the cluster's topology", exc) from exc
-            # setdefault: two greenlets racing here keep one client.
+            # setdefault: two greenlets racing here keep one client, and the
+            # other closes the connections its topology read opened.
             local = self._locals.setdefault(thread, _Local(client, self.max_connections))
+            if local.client is not client and self._factory is not None:
+                client.close()
         return local
 
     @contextlib.contextmanager
@@ -401,7 +404,12 @@ class RedisClusterBroker(Broker):
         return wire_id(self.tails(names))
 
     def worker_records(self) -> WorkerRecords:
-        return RedisWorkerRecords(lambda: self.client, f"{self.prefix}{{{RECORDS_TAG}}}")
+        return RedisWorkerRecords(self._records_client, f"{self.prefix}{{{RECORDS_TAG}}}")
+
+    @contextlib.contextmanager
+    def _records_client(self) -> Iterator[RedisCluster]:
+        with self._slot("use the workers' records") as local:
+            yield local.client
 
     def subscriber_count(self) -> int:
         return self._listeners.count()
@@ -412,7 +420,9 @@ class RedisClusterBroker(Broker):
         :raises BrokerError: a master could not be reached or did not answer.
         """
         try:
-            self.client.ping(target_nodes=RedisCluster.PRIMARIES)
+            # In a slot like every command: the slots bound this process' connections.
+            with self._slot("run PING") as local:
+                local.client.ping(target_nodes=RedisCluster.PRIMARIES)
         except ERRORS as exc:
             raise self._error("run PING", exc) from exc
 
@@ -455,9 +465,11 @@ class RedisClusterBroker(Broker):
         self.ping()
         args = rights_args(self.needed_commands())
         try:
-            replies = self.client.execute_command(  # type: ignore[no-untyped-call, unused-ignore]
-                "EVAL", RIGHTS_SCRIPT, 0, *args, target_nodes=RedisCluster.PRIMARIES
-            )
+            with self._slot("check the ACL rights") as local:
+                client: t.Any = local.client  # some redis-py releases leave it untyped
+                replies = client.execute_command(
+                    "EVAL", RIGHTS_SCRIPT, 0, *args, target_nodes=RedisCluster.PRIMARIES
+                )
         except redis.exceptions.NoPermissionError:
             replies = [b"EVAL"]
         except ERRORS as exc:

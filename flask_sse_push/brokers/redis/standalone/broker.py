@@ -528,7 +528,9 @@ class RedisBroker(Broker):
         return "0-0" if last is None else as_text(last)
 
     def worker_records(self) -> WorkerRecords:
-        return RedisWorkerRecords(self.client_here, f"{self.prefix}{{{RECORDS_TAG}}}")
+        return RedisWorkerRecords(
+            lambda: contextlib.nullcontext(self.client_here()), f"{self.prefix}{{{RECORDS_TAG}}}"
+        )
 
     def subscriber_count(self) -> int:
         return self._listeners.count()
