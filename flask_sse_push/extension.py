@@ -15,6 +15,8 @@ from .cors import check_origins
 from .data import encode_data
 from .event import ServerSentEvent
 from .exceptions import BrokerError
+from .grip.mode import configure as configure_grip
+from .grip.mode import grip_mode
 from .metrics import Metrics, PrometheusMetrics
 from .runtime import EXTENSION_KEY, Hooks, Runtime, Settings, get_runtime
 from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
@@ -43,6 +45,9 @@ DEFAULTS: dict[str, t.Any] = {
     "SSE_PUSH_CORS_ORIGINS": None,
     "SSE_PUSH_PROMETHEUS": False,
     "SSE_PUSH_DIRECT_WRITES": True,
+    "SSE_PUSH_GRIP_URL": None,
+    "SSE_PUSH_GRIP_KEY": None,
+    "SSE_PUSH_GRIP_REQUIRED": False,
 }
 
 
@@ -166,6 +171,15 @@ class SSEPush:
           waking each stream's greenlet (see
           :mod:`flask_sse_push.servers.fastpath`). A stream whose body a
           middleware wraps, and every other server, takes the ordinary path.
+        - ``SSE_PUSH_GRIP_URL`` (``None``): the publish API of a GRIP proxy
+          (``http://127.0.0.1:5561`` for Pushpin, Fanout's
+          ``https://api.fastly.com/service/<id>?key=<token>``), or a list of
+          them: streams that come through the proxy are held by it (see
+          :doc:`/grip`). Needs the Redis broker and ``flask-sse-push[grip]``.
+        - ``SSE_PUSH_GRIP_KEY`` (``None``): what verifies the proxy's
+          ``Grip-Sig``: Pushpin's ``sig_key``, or Fanout's public key (PEM).
+        - ``SSE_PUSH_GRIP_REQUIRED`` (``False``): answer ``403`` to stream
+          requests that did not come through the proxy, instead of serving them.
 
         :raises RuntimeError: the extension is registered on ``app`` already.
 
@@ -206,6 +220,7 @@ class SSEPush:
             runtime.start_for(request.environ)
 
         app.register_blueprint(make_blueprint(app.config["SSE_PUSH_URL_PREFIX"], cors_origins))
+        configure_grip(app, broker, app.config["SSE_PUSH_URL_PREFIX"])
         app.cli.add_command(_cli)
 
     @property
@@ -252,7 +267,11 @@ class SSEPush:
         state = _current_state("publish")
         text = encode_data(data, current_app.json.dumps)
         message = check_published_event(ServerSentEvent(text, event=event, id=id, retry=retry))
-        event_id = state.broker.publish(check_channel(channel), message)
+        grip = grip_mode(current_app)
+        if grip is not None:
+            event_id = grip.publish(check_channel(channel), message)
+        else:
+            event_id = state.broker.publish(check_channel(channel), message)
         state.metrics.published()
         return event_id
 
@@ -437,7 +456,11 @@ def _publish_command(channel: str, event: str | None, event_id: str | None, data
             " (for example redis://127.0.0.1:6379/0) in the config of the web app and of"
             " this command, or publish from the web app itself with sse.publish()."
         )
+    grip = grip_mode(current_app)
     try:
-        click.echo(state.broker.publish(name, message))
+        if grip is not None:
+            click.echo(grip.publish(name, message))
+        else:
+            click.echo(state.broker.publish(name, message))
     except BrokerError as exc:
         raise click.ClickException(f"Nothing was published: {exc}") from exc

@@ -62,7 +62,9 @@ end
 )
 
 # KEYS: stream, clock, ids. ARGV: pub/sub channel, history, message, has user
-# id ("1"/"0"), user id, then the entry's field/value pairs.
+# id ("1"/"0"), user id, then the entry's field/value pairs. Returns the new
+# entry id and the channel's previous newest one ('0-0' if none): GRIP's id and
+# prev-id (see flask_sse_push.grip).
 PUBLISH_SCRIPT = (
     LUA_PUBLISH_HELPERS
     + """
@@ -85,7 +87,7 @@ else
 end
 remember_user_id(stream, ids, id)
 redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[3])
-return id
+return {id, prev}
 """
 )
 
