@@ -114,17 +114,17 @@ class Pushpin:
 
     def start(self) -> None:
         """Start zurl and pushpin; return once both ports accept connections."""
-        log = (self.dir / "zurl.log").open("ab")
-        self.zurl = subprocess.Popen(
-            [self.zurl_bin, f"--config={self.dir / 'zurl.conf'}"], stdout=log, stderr=log
-        )
-        log = (self.dir / "pushpin.log").open("ab")
-        self.pushpin = subprocess.Popen(
-            [self.pushpin_bin, "--config", str(self.dir / "pushpin.conf"), "--merge-output"],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # its services stop with it, and only they
-        )
+        with (self.dir / "zurl.log").open("ab") as log:
+            self.zurl = subprocess.Popen(
+                [self.zurl_bin, f"--config={self.dir / 'zurl.conf'}"], stdout=log, stderr=log
+            )
+        with (self.dir / "pushpin.log").open("ab") as log:
+            self.pushpin = subprocess.Popen(
+                [self.pushpin_bin, "--config", str(self.dir / "pushpin.conf"), "--merge-output"],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # its services stop with it, and only they
+            )
         try:
             wait_for_port(self.port, self.pushpin)
             wait_for_port(self.publish_port, self.pushpin)

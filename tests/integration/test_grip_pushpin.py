@@ -1,0 +1,205 @@
+"""GRIP mode through a real Pushpin (and zurl), with the app under gunicorn's
+sync worker on a real Redis: fan-out, resume, gaps, a proxy restart, forgery.
+
+Every test counts what each client got against what was published: nothing
+lost, nothing twice, in order.
+"""
+
+from __future__ import annotations
+
+import threading
+import typing as t
+
+import httpx
+import jwt
+import pytest
+
+from flask_sse_push import ServerSentEvent
+from flask_sse_push.brokers.redis import RedisBroker
+from tests.support.pushpin import Pushpin
+from tests.support.redis_helpers import SSEClient, pump
+from tests.support.servers import RedisServer, free_port, start_gunicorn, stop
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.support.servers import Gunicorn
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+KEY = "grip-test-key-that-is-32-bytes-long!"
+
+
+class Deployment(t.NamedTuple):
+    redis: RedisServer
+    pushpin: Pushpin
+    app: Gunicorn
+
+    def publish(self, data: str, channel: str = "default") -> str:
+        response = httpx.post(
+            f"{self.app.url}/publish", data={"data": data, "channel": channel}, timeout=30
+        )
+        response.raise_for_status()
+        return response.text
+
+    def client(self, query: str = "channel=default", last_event_id: str | None = None) -> SSEClient:
+        return SSEClient(self.pushpin.port, f"/events?{query}", last_event_id=last_event_id)
+
+
+@pytest.fixture
+def deployment() -> Iterator[Deployment]:
+    with RedisServer() as redis:
+        port = free_port()
+        pushpin = Pushpin(port, KEY)
+        with pushpin:
+            env = {
+                "SSE_PUSH_BROKER_URL": redis.url,
+                "SSE_PUSH_GRIP_URL": pushpin.publish_url,
+                "SSE_PUSH_GRIP_KEY": KEY,
+                "SSE_PUSH_GRIP_REQUIRED": "1",
+            }
+            app = start_gunicorn(
+                "tests.apps.grip_app:create_app()",
+                env=env,
+                port=port,
+                workers=2,
+                worker="sync",
+            )
+            try:
+                yield Deployment(redis, pushpin, app)
+            finally:
+                stop(app.process)
+
+
+def data_of(client: SSEClient) -> list[str]:
+    return [event.data for event in client.events if event.event == "message"]
+
+
+def assert_exactly(clients: list[SSEClient], expected: list[str]) -> None:
+    for client in clients:
+        assert data_of(client) == expected, f"client got {len(data_of(client))} of {len(expected)}"
+
+
+def publish_concurrently(deployment: Deployment, names: list[list[str]], channel: str) -> None:
+    """Publish each list from its own thread, so both sync workers publish at once."""
+
+    def run(batch: list[str]) -> None:
+        for name in batch:
+            deployment.publish(name, channel)
+
+    threads = [threading.Thread(target=run, args=(batch,)) for batch in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+
+def test_fan_out_through_pushpin(deployment: Deployment) -> None:
+    clients = [deployment.client() for _ in range(40)]
+    pump(clients, lambda: all(c.status == 200 for c in clients), what="40 held streams")
+    assert all(c.body.startswith(b"retry: 100\n\n") for c in clients)
+    batches = [[f"p{p}-{n}" for n in range(100)] for p in range(2)]
+    publish_concurrently(deployment, batches, "default")
+    total = sum(len(batch) for batch in batches)
+    pump(clients, lambda: all(len(c.events) >= total for c in clients), timeout=60, what="fan-out")
+    # Each client: every event once, in the broker's id order (the publishers
+    # interleave, so the ids, not the names, give the order).
+    broker = RedisBroker.from_url(deployment.redis.url)
+    entries = broker.read(["default"], firsts={"default": (0, 0)}).entries["default"]
+    expected = [entry.event.data for entry in entries]
+    assert sorted(expected) == sorted(name for batch in batches for name in batch)
+    assert_exactly(clients, expected)
+    assert {len(c.events) for c in clients} == {total}  # 40 x 200 deliveries
+    for client in clients:
+        client.close()
+
+
+def test_resume_after_missed_events(deployment: Deployment) -> None:
+    first = deployment.publish("before")
+    client = deployment.client(last_event_id=first)
+    stay = deployment.client()
+    pump([client, stay], lambda: client.status == 200 and stay.status == 200, what="streams")
+    for n in range(10):
+        deployment.publish(f"seen-{n}")
+    pump([client, stay], lambda: len(client.events) == 10 and len(stay.events) == 10)
+    client.close()
+    missed = [deployment.publish(f"missed-{n}") for n in range(25)]
+    client.reconnect()  # with the last id it got, as EventSource does
+    for n in range(10):
+        deployment.publish(f"live-{n}")
+    expected = [f"seen-{n}" for n in range(10)]
+    expected += [f"missed-{n}" for n in range(25)] + [f"live-{n}" for n in range(10)]
+    pump([client, stay], lambda: len(client.events) >= 45 and len(stay.events) >= 45)
+    assert data_of(client) == expected
+    assert data_of(stay) == expected
+    assert client.last_event_id is not None and client.last_event_id > missed[-1]
+    client.close()
+    stay.close()
+
+
+def test_lost_item_is_filled_from_the_next_link(deployment: Deployment) -> None:
+    clients = [deployment.client("channel=a&channel=b") for _ in range(5)]
+    pump(clients, lambda: all(c.status == 200 for c in clients), what="streams")
+    broker = RedisBroker.from_url(deployment.redis.url)
+    deployment.publish("a1", "a")
+    broker.publish("a", ServerSentEvent("a2-never-sent-to-the-proxy"))
+    deployment.publish("b1", "b")
+    deployment.publish("a3", "a")
+    pump(clients, lambda: all(len(c.events) >= 4 for c in clients), what="gap filled")
+    for client in clients:
+        got = data_of(client)
+        # Each channel in order, every event once. Across channels, b1 may come
+        # before the recovered a2: the proxy orders each channel on its own.
+        assert sorted(got) == sorted(["a1", "a2-never-sent-to-the-proxy", "b1", "a3"])
+        assert [name for name in got if name.startswith("a")] == [
+            "a1",
+            "a2-never-sent-to-the-proxy",
+            "a3",
+        ]
+    broker.close()
+    for client in clients:
+        client.close()
+
+
+def test_proxy_restart(deployment: Deployment) -> None:
+    clients = [deployment.client() for _ in range(10)]
+    pump(clients, lambda: all(c.status == 200 for c in clients), what="streams")
+    before = [f"before-{n}" for n in range(5)]
+    for name in before:
+        deployment.publish(name)
+    pump(clients, lambda: all(len(c.events) == 5 for c in clients))
+    deployment.pushpin.stop()
+    pump(clients, lambda: all(c.ended for c in clients), what="streams ended by the stop")
+    during = [f"during-{n}" for n in range(5)]
+    for name in during:  # the proxy is down: the broker has them, the POSTs fail
+        deployment.publish(name)
+    deployment.pushpin.start()
+    for client in clients:
+        client.reconnect()
+    after = [f"after-{n}" for n in range(5)]
+    pump(clients, lambda: all(c.status == 200 for c in clients), what="streams again")
+    for name in after:
+        deployment.publish(name)
+    pump(clients, lambda: all(len(c.events) >= 15 for c in clients), what="resume")
+    assert_exactly(clients, before + during + after)
+    for client in clients:
+        client.close()
+
+
+def test_request_without_grip_sig_is_refused(deployment: Deployment) -> None:
+    direct = httpx.get(f"{deployment.app.url}/events?channel=default", timeout=10)
+    assert direct.status_code == 403
+    forged_sig = jwt.encode({"iss": "pushpin", "exp": 2**31}, "guess" * 8, algorithm="HS256")
+    forged = httpx.get(
+        f"{deployment.app.url}/events?channel=default",
+        headers={"Grip-Sig": forged_sig},
+        timeout=10,
+    )
+    assert forged.status_code == 403
+    assert "grip-hold" not in forged.headers
+    link = httpx.get(
+        f"{deployment.app.url}/events/grip/next?token=x",
+        headers={"Grip-Sig": forged_sig, "Grip-Last": "sse:default; last-id=0-0"},
+        timeout=10,
+    )
+    assert link.status_code == 403
