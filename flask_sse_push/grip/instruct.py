@@ -25,14 +25,13 @@ def cstring(data: bytes) -> str:
     return "".join(_CSTRING.get(char, char) for char in data.decode())
 
 
-def grip_channel(prefix: str, name: str) -> str:
-    """The proxy's channel for a broker channel: names are global to a proxy,
-    so they carry the app's key prefix (``SSE_PUSH_REDIS_PREFIX``) too."""
-    return prefix + name
-
-
 def hold_headers(
-    prev_ids: Mapping[str, str], *, keepalive: bytes, interval: float, next_url: str
+    prev_ids: Mapping[str, str],
+    *,
+    keepalive: bytes,
+    interval: float,
+    next_url: str,
+    link_timeout: int | None = None,
 ) -> list[tuple[str, str]]:
     """Return the headers that make the proxy hold a stream.
 
@@ -42,12 +41,17 @@ def hold_headers(
         ``next_url`` otherwise.
     :param keepalive: bytes the proxy sends after ``interval`` seconds of quiet.
     :param next_url: where the proxy fetches what it missed.
+    :param link_timeout: seconds after which the proxy fetches ``next_url``
+        anyway if the stream stayed quiet; ``None``: only on a gap.
     """
     headers = [("Grip-Hold", "stream")]
     headers += [("Grip-Channel", f"{name}; prev-id={prev}") for name, prev in prev_ids.items()]
     seconds = max(1, round(interval))
     headers.append(("Grip-Keep-Alive", f"{cstring(keepalive)}; format=cstring; timeout={seconds}"))
-    headers.append(("Grip-Link", f"<{next_url}>; rel=next"))
+    link = f"<{next_url}>; rel=next"
+    if link_timeout is not None:
+        link += f"; timeout={link_timeout}"
+    headers.append(("Grip-Link", link))
     return headers
 
 

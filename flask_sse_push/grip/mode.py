@@ -14,13 +14,15 @@ import typing as t
 from flask import Response, current_app, request
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from ..brokers._redis_scripts import ZERO, format_id, parse_id
 from ..encoding import encode_comment
 from ..exceptions import BrokerError
 from ..stream import KEEPALIVE, closing_chunk, first_chunk, reconnect_retry
 from ..validation import check_channels
 from .history import initial_position, position_after
-from .instruct import grip_channel, hold_headers, parse_grip_last
+from .instruct import hold_headers, parse_grip_last
 from .proxy import ProxyPublisher
+from .sets import LINK_REFRESH, proxy_channel, register
 from .signature import SIG_HEADER, check_grip_sig
 
 if t.TYPE_CHECKING:
@@ -28,6 +30,7 @@ if t.TYPE_CHECKING:
 
     from flask import Flask
 
+    from ..brokers._redis_scripts import Key
     from ..brokers.base import Broker
     from ..brokers.redis import RedisBroker
     from ..event import ServerSentEvent
@@ -131,15 +134,29 @@ def grip_mode(app: Flask) -> GripMode | None:
 
 
 def _held(runtime: Runtime, position: Position, body: bytes, channels: Sequence[str]) -> Response:
+    """The held answer: ``body``, the position's events, and the instructions.
+
+    A single-channel stream subscribes to its channel's proxy channel; a
+    multi-channel one to its set's (see :mod:`.sets`), whose prev-id is the
+    newest of its channels' ids.
+    """
     mode = grip_mode(current_app)
     assert mode is not None
     prefix = mode.broker.prefix
     token = mode.tokens().dumps(list(channels))
+    if len(channels) == 1:
+        prev_ids = {proxy_channel(prefix, channels): position.prev_ids[channels[0]]}
+        refresh = None
+    else:
+        keys: list[Key] = [parse_id(value) or ZERO for value in position.prev_ids.values()]
+        prev_ids = {proxy_channel(prefix, channels): format_id(max(keys))}
+        refresh = LINK_REFRESH
     headers = hold_headers(
-        {grip_channel(prefix, name): prev for name, prev in position.prev_ids.items()},
+        prev_ids,
         keepalive=KEEPALIVE,
         interval=runtime.settings.keepalive,
         next_url=f"{request.script_root}{mode.next_path}?token={token}",
+        link_timeout=refresh,
     )
     body += b"".join(event.encode() for event in position.events)
     response = Response(body, status=200, content_type=_CONTENT_TYPE)
@@ -172,6 +189,8 @@ def hold_answer(
         return None
     retry = runtime.settings.retry
     try:
+        if len(channels) > 1:
+            register(mode.broker, channels)
         position = initial_position(mode.broker, channels, last_event_id)
     except BrokerError as exc:
         logger.warning("Broker unavailable, asking the client to retry: %s", exc)
@@ -203,11 +222,13 @@ def next_link_view() -> Response:
         return Response("Invalid next link.\n", status=403, mimetype="text/plain")
     if not channels:
         return Response("Invalid next link.\n", status=403, mimetype="text/plain")
-    prefix = mode.broker.prefix
     got = parse_grip_last(request.headers.getlist("Grip-Last"))
-    lasts = {name: got.get(grip_channel(prefix, name), "") for name in channels}
+    # A set's one last id stands for each of its channels: ids are one order.
+    last = got.get(proxy_channel(mode.broker.prefix, channels), "")
     try:
-        position = position_after(mode.broker, lasts)
+        if len(channels) > 1:
+            register(mode.broker, channels)
+        position = position_after(mode.broker, dict.fromkeys(channels, last))
     except BrokerError as exc:
         logger.warning("Broker unavailable for a GRIP next link: %s", exc)
         return Response("Broker unavailable.\n", status=503, mimetype="text/plain")

@@ -33,7 +33,7 @@ Item: t.TypeAlias = "dict[str, t.Any]"
 def publish_item(channel: str, event: ServerSentEvent, entry_id: str, prev_id: str) -> Item:
     """Build the item that appends ``event``'s exact wire bytes to the held streams.
 
-    :param channel: the proxy channel (see :func:`.instruct.grip_channel`).
+    :param channel: the proxy channel (see :func:`.sets.proxy_channel`).
     :param event: the event as clients get it, with its SSE id set.
     :param entry_id: the broker's entry id of this event.
     :param prev_id: the broker's entry id of the channel's event before it.

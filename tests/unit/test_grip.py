@@ -21,6 +21,7 @@ from flask_sse_push.brokers.redis import RedisBroker
 from flask_sse_push.grip.history import initial_position, position_after
 from flask_sse_push.grip.instruct import cstring, hold_headers, parse_grip_last
 from flask_sse_push.grip.proxy import ProxyPublisher, ProxyTarget, close_item, publish_item
+from flask_sse_push.grip.sets import register, set_items
 from flask_sse_push.grip.signature import check_grip_sig
 
 if t.TYPE_CHECKING:
@@ -283,6 +284,32 @@ def test_signed_request_is_held_with_its_replay(broker: RedisBroker) -> None:
     assert response.headers.getlist("Grip-Channel") == [f"sse:a; prev-id={a2}"]
     assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     assert response.headers["Grip-Link"].startswith("</events/grip/next?token=")
+    assert response.headers["Grip-Link"].endswith(">; rel=next")
+
+
+def test_multi_channel_stream_holds_one_set_channel(broker: RedisBroker) -> None:
+    app = grip_app(broker, "http://127.0.0.1:9")
+    b1 = broker.publish("b", ServerSentEvent("1"))
+    broker.publish("a", ServerSentEvent("2"))
+    b2 = broker.publish("b", ServerSentEvent("3"))
+    response = app.test_client().get(
+        "/events?channel=b&channel=a", headers={"Grip-Sig": grip_sig(), "Last-Event-ID": b1}
+    )
+    assert response.headers.getlist("Grip-Channel") == [f"sse:a+b; prev-id={b2}"]
+    assert response.data.count(b"data:") == 2
+    assert set_items(broker, "a", "9999999999999-0") == [("a+b", b2)]
+
+
+def test_set_items_chain_the_union_of_the_sets_channels(broker: RedisBroker) -> None:
+    assert set_items(broker, "a", "1-0") == []  # no held stream named a set
+    register(broker, ["a", "b"])
+    register(broker, ["c", "a"])
+    a1 = broker.publish("a", ServerSentEvent("1"))
+    b1 = broker.publish("b", ServerSentEvent("2"))
+    _, a2, prev = broker.publish_entry("a", ServerSentEvent("3"))
+    assert prev == a1
+    assert sorted(set_items(broker, "a", a2)) == [("a+b", b1), ("a+c", a1)]
+    assert set_items(broker, "b", b1) == [("a+b", a1)]
 
 
 def test_unsigned_request_is_served_the_ordinary_way_or_refused(broker: RedisBroker) -> None:
@@ -315,14 +342,13 @@ def test_next_link_sends_what_was_missed(broker: RedisBroker) -> None:
     b1 = broker.publish("b", ServerSentEvent("2"))
     response = client.get(
         link,
-        headers={"Grip-Sig": grip_sig(), "Grip-Last": "sse:a; last-id=0-0, sse:b; last-id=0-0"},
+        headers={"Grip-Sig": grip_sig(), "Grip-Last": "sse:a+b; last-id=0-0"},
     )
     assert response.status_code == 200
     assert response.data == f"id: {a1}\ndata: 1\n\nid: {b1}\ndata: 2\n\n".encode()
-    assert response.headers.getlist("Grip-Channel") == [
-        f"sse:a; prev-id={a1}",
-        f"sse:b; prev-id={b1}",
-    ]
+    # One proxy channel for the set, chained in the broker's one id order.
+    assert response.headers.getlist("Grip-Channel") == [f"sse:a+b; prev-id={b1}"]
+    assert response.headers["Grip-Link"].endswith("; rel=next; timeout=3600")
     # Not from the proxy, or a link this app did not sign: refused.
     assert client.get(link, headers={"Grip-Last": "sse:a; last-id=0-0"}).status_code == 403
     token = link.rpartition("=")[2]
@@ -343,6 +369,7 @@ def test_publish_goes_to_the_broker_and_once_to_the_proxy(
     assert [item["path"] for item in bodies] == ["/publish/", "/publish/"]
     items = [body["items"][0] for body in bodies]
     assert [(item["id"], item["prev-id"]) for item in items] == [(first, "0-0"), (second, first)]
+    assert {item["channel"] for item in items} == {"sse:a"}
     assert items[1]["formats"]["http-stream"]["content"] == (
         f"event: note\nid: {second}\ndata: two\ndata: lines\n\n"
     )
