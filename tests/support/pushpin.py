@@ -33,14 +33,27 @@ def pushpin_paths() -> tuple[str, str]:
 class Pushpin:
     """Pushpin routing every path to ``backend_port``, signing with ``sig_key``.
 
+    Its handler delivers at most ``message_rate`` (2500) messages a second and
+    queues at most ``message_hwm`` (25000), as Debian's config says, unless
+    ``handler`` overrides them.
+
     :attr:`port` is where clients connect, :attr:`publish_url` the GRIP URL.
     """
 
-    def __init__(self, backend_port: int, sig_key: str, *, client_maxconn: int = 5000) -> None:
+    def __init__(
+        self,
+        backend_port: int,
+        sig_key: str,
+        *,
+        client_maxconn: int = 5000,
+        handler: dict[str, str] | None = None,
+    ) -> None:
         self.pushpin_bin, self.zurl_bin = pushpin_paths()
         self.backend_port = backend_port
         self.sig_key = sig_key
         self.client_maxconn = client_maxconn
+        #: Extra ``[handler]`` settings, such as ``message_rate``.
+        self.handler = handler or {}
         self.dir = Path(tempfile.mkdtemp(prefix="pushpin-"))
         self.port = free_port()
         self.publish_port = free_port()
@@ -106,6 +119,7 @@ class Pushpin:
                 "push_in_http_addr": "127.0.0.1",
                 "push_in_http_port": str(self.publish_port),
                 "command_spec": self._ipc("handler-command"),
+                **self.handler,
             }
         )
         with (self.dir / "pushpin.conf").open("w") as out:
