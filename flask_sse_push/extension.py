@@ -16,7 +16,7 @@ from .data import encode_data
 from .event import ServerSentEvent
 from .exceptions import BrokerError
 from .grip.mode import configure as configure_grip
-from .grip.mode import grip_mode
+from .grip.mode import grip_mode, revoke_held
 from .metrics import Metrics, PrometheusMetrics
 from .runtime import EXTENSION_KEY, Hooks, Runtime, Settings, get_runtime
 from .stream import GeneratorSubscription, StreamItem, closing_chunk, reconnect_retry, stop_chunk
@@ -382,7 +382,10 @@ class SSEPush:
             authorized again, and resumes without loss if it may.
 
         Streams in other worker processes are not affected: call it in each,
-        for example from a handler of a control channel.
+        for example from a handler of a control channel. In GRIP mode, a
+        revoke without ``predicate`` also ends the streams of ``channel`` the
+        proxy holds (the count covers this process only); one with a predicate
+        does not reach them.
 
         .. versionadded:: 0.1
         """
@@ -399,6 +402,13 @@ class SSEPush:
             return channel in info.channels and (predicate is None or predicate(info))
 
         ended = state.registry.end_where(matches, ending)
+        if predicate is None:
+            revoke_held(channel, ending.final)
+        elif grip_mode(current_app) is not None:
+            logger.warning(
+                "SSE revoke with a predicate leaves the streams the GRIP proxy holds open:"
+                " their StreamInfo is not known here. Revoke the whole channel instead."
+            )
         logger.info("SSE revoke: channel=%s ended=%d reconnect=%s", channel, ended, reconnect)
         return ended
 

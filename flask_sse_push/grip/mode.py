@@ -21,7 +21,7 @@ from ..stream import KEEPALIVE, closing_chunk, first_chunk, reconnect_retry
 from ..validation import check_channels
 from .history import initial_position, position_after
 from .instruct import hold_headers, parse_grip_last
-from .proxy import ProxyPublisher
+from .proxy import ProxyPublisher, close_item
 from .sets import LINK_REFRESH, proxy_channel, register
 from .signature import SIG_HEADER, check_grip_sig
 
@@ -151,6 +151,8 @@ def _held(runtime: Runtime, position: Position, body: bytes, channels: Sequence[
         keys: list[Key] = [parse_id(value) or ZERO for value in position.prev_ids.values()]
         prev_ids = {proxy_channel(prefix, channels): format_id(max(keys))}
         refresh = LINK_REFRESH
+    # Revoke channels carry no prev-id: their items are not ordered events.
+    revoke = [revoke_channel(prefix, name) for name in channels]
     headers = hold_headers(
         prev_ids,
         keepalive=KEEPALIVE,
@@ -163,6 +165,8 @@ def _held(runtime: Runtime, position: Position, body: bytes, channels: Sequence[
     response.headers.update(_HEADERS)
     for name, value in headers:
         response.headers.add(name, value)
+    for name in revoke:
+        response.headers.add("Grip-Channel", name)
     return response
 
 
@@ -200,6 +204,30 @@ def hold_answer(
         response.headers.update(_HEADERS)
         return response
     return _held(runtime, position, first_chunk(retry), channels)
+
+
+def revoke_channel(prefix: str, channel: str) -> str:
+    """The proxy channel whose items end the held streams of ``channel``."""
+    return f"{prefix}revoke:{channel}"
+
+
+def revoke_held(channel: str, final: bytes) -> bool:
+    """End the streams of ``channel`` the proxy holds: ``final`` bytes, then a close.
+
+    For :meth:`SSEPush.revoke <flask_sse_push.SSEPush.revoke>` without a
+    predicate; one with a predicate cannot be decided for streams the proxy
+    holds (their :class:`~flask_sse_push.StreamInfo` stays with the proxy), so
+    it leaves them alone and logs so.
+
+    :returns: whether GRIP mode is on (and the items were sent).
+    """
+    mode = grip_mode(current_app)
+    if mode is None:
+        return False
+    name = revoke_channel(mode.broker.prefix, channel)
+    content = {"channel": name, "formats": {"http-stream": {"content": final.decode()}}}
+    mode.publisher.send([content, close_item(name)])
+    return True
 
 
 def next_link_view() -> Response:

@@ -2,7 +2,9 @@
 
 It reads ``SSE_PUSH_BROKER_URL``, ``SSE_PUSH_GRIP_URL``, ``SSE_PUSH_GRIP_KEY``
 and ``SSE_PUSH_GRIP_REQUIRED`` (``1``) from the environment. ``POST /publish``
-publishes its form's ``data`` to its ``channel``, and answers with the id.
+publishes its form's ``data`` to its ``channel``, and answers with the id;
+``POST /revoke`` revokes its form's ``channel``; ``GET /rss`` gives the
+worker's memory.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def create_app() -> Flask:
     def publish() -> str:
         channel = request.form.get("channel", "default")
         return sse.publish(request.form["data"], channel=channel)
+
+    @app.post("/revoke")
+    def revoke() -> str:
+        return str(sse.revoke(request.form["channel"]))
 
     @app.get("/rss")
     def rss() -> dict[str, int]:

@@ -16,6 +16,7 @@ import pytest
 
 from flask_sse_push import ServerSentEvent
 from flask_sse_push.brokers.redis import RedisBroker
+from flask_sse_push.stream import STOP_ID
 from tests.support.pushpin import Pushpin
 from tests.support.redis_helpers import SSEClient, pump
 from tests.support.servers import RedisServer, free_port, start_gunicorn, stop
@@ -211,6 +212,26 @@ def test_proxy_restart(deployment: Deployment) -> None:
     pump(clients, lambda: all(len(c.events) >= 15 for c in clients), what="resume")
     assert_exactly(clients, before + during + after)
     for client in clients:
+        client.close()
+
+
+def test_revoke_ends_the_held_streams_for_good(deployment: Deployment) -> None:
+    clients = [deployment.client("channel=orders") for _ in range(5)]
+    others = [deployment.client("channel=other") for _ in range(2)]
+    pump(clients + others, lambda: all(c.status == 200 for c in clients + others))
+    deployment.publish("o1", "orders")
+    pump(clients, lambda: all(len(c.events) == 1 for c in clients))
+    httpx.post(f"{deployment.app.url}/revoke", data={"channel": "orders"}, timeout=10)
+    pump(clients, lambda: all(c.ended for c in clients), what="revoked streams closed")
+    assert {c.last_event_id for c in clients} == {STOP_ID}
+    for client in clients:
+        client.reconnect()  # EventSource's one reconnect, with the stop id
+    pump(clients, lambda: all(c.status is not None for c in clients))
+    assert {c.status for c in clients} == {204}
+    deployment.publish("x1", "other")  # streams of other channels stay
+    pump(others, lambda: all(len(c.events) == 1 for c in others))
+    assert not any(c.ended for c in others)
+    for client in clients + others:
         client.close()
 
 

@@ -23,6 +23,7 @@ from flask_sse_push.grip.instruct import cstring, hold_headers, parse_grip_last
 from flask_sse_push.grip.proxy import ProxyPublisher, ProxyTarget, close_item, publish_item
 from flask_sse_push.grip.sets import register, set_items
 from flask_sse_push.grip.signature import check_grip_sig
+from flask_sse_push.stream import stop_chunk
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -281,7 +282,7 @@ def test_signed_request_is_held_with_its_replay(broker: RedisBroker) -> None:
     assert response.status_code == 200
     assert response.data == b"retry: 100\n\n" + f"id: {a2}\ndata: 2\n\n".encode()
     assert response.headers["Grip-Hold"] == "stream"
-    assert response.headers.getlist("Grip-Channel") == [f"sse:a; prev-id={a2}"]
+    assert response.headers.getlist("Grip-Channel") == [f"sse:a; prev-id={a2}", "sse:revoke:a"]
     assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     assert response.headers["Grip-Link"].startswith("</events/grip/next?token=")
     assert response.headers["Grip-Link"].endswith(">; rel=next")
@@ -295,7 +296,11 @@ def test_multi_channel_stream_holds_one_set_channel(broker: RedisBroker) -> None
     response = app.test_client().get(
         "/events?channel=b&channel=a", headers={"Grip-Sig": grip_sig(), "Last-Event-ID": b1}
     )
-    assert response.headers.getlist("Grip-Channel") == [f"sse:a+b; prev-id={b2}"]
+    assert response.headers.getlist("Grip-Channel") == [
+        f"sse:a+b; prev-id={b2}",
+        "sse:revoke:b",
+        "sse:revoke:a",
+    ]
     assert response.data.count(b"data:") == 2
     assert set_items(broker, "a", "9999999999999-0") == [("a+b", b2)]
 
@@ -347,7 +352,7 @@ def test_next_link_sends_what_was_missed(broker: RedisBroker) -> None:
     assert response.status_code == 200
     assert response.data == f"id: {a1}\ndata: 1\n\nid: {b1}\ndata: 2\n\n".encode()
     # One proxy channel for the set, chained in the broker's one id order.
-    assert response.headers.getlist("Grip-Channel") == [f"sse:a+b; prev-id={b1}"]
+    assert response.headers.getlist("Grip-Channel")[0] == f"sse:a+b; prev-id={b1}"
     assert response.headers["Grip-Link"].endswith("; rel=next; timeout=3600")
     # Not from the proxy, or a link this app did not sign: refused.
     assert client.get(link, headers={"Grip-Last": "sse:a; last-id=0-0"}).status_code == 403
@@ -386,3 +391,24 @@ def test_grip_mode_needs_the_redis_broker_and_a_key() -> None:
     redis = RedisBroker(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
     with pytest.raises(ValueError, match="SSE_PUSH_GRIP_KEY"):
         SSEPush(app, broker=redis)
+
+
+def test_revoke_closes_the_held_streams_of_the_channel(
+    broker: RedisBroker, proxy: tuple[str, list[dict[str, t.Any]]]
+) -> None:
+    url, bodies = proxy
+    app = Flask(__name__)
+    app.config.update(SSE_PUSH_GRIP_URL=url, SSE_PUSH_GRIP_KEY=KEY)
+    sse = SSEPush(app, broker=broker)
+    with app.app_context():
+        sse.revoke("orders")
+        sse.revoke("orders", lambda info: info.identity == "u1")  # cannot reach held ones
+    assert [body["items"] for body in bodies] == [
+        [
+            {
+                "channel": "sse:revoke:orders",
+                "formats": {"http-stream": {"content": stop_chunk("revoked").decode()}},
+            },
+            {"channel": "sse:revoke:orders", "formats": {"http-stream": {"action": "close"}}},
+        ]
+    ]
