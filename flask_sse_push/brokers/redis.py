@@ -314,7 +314,7 @@ class RedisBroker(Broker):
         channel's entry id before this one (``"0-0"`` if none), read atomically.
 
         The last two are what a GRIP proxy orders a channel's events by
-        (see :mod:`flask_sse_push.grip`).
+        (see ``flask_sse_push.grip``).
         """
         check_channel(channel)
         message, fields = entry_fields(event)
