@@ -72,7 +72,9 @@ class Sampler(threading.Thread):
                 self.peak[name] = max(self.peak[name], rss_bytes(pids()))
 
 
-def idle(pushpin: Pushpin, workers: list[int], count: int, keepalive: float) -> dict[str, t.Any]:
+def idle(
+    pushpin: Pushpin, workers: list[int], count: int, keepalive: float, concurrency: int
+) -> dict[str, t.Any]:
     steps = sorted({min(count, n) for n in (1000, count // 2, count)})
     pushpin_pids = [*tree(pushpin.pushpin.pid)] if pushpin.pushpin else []
     if pushpin.zurl is not None:
@@ -87,7 +89,7 @@ def idle(pushpin: Pushpin, workers: list[int], count: int, keepalive: float) -> 
         "rss_pids": workers,
         "keepalive": keepalive,
         "steps": steps,
-        "concurrency": 500,
+        "concurrency": concurrency,
         "step_timeout": 240,
     }
     out = subprocess.run(
@@ -150,13 +152,20 @@ def broadcast(
     thread.start()
     expected = clients * events
     delivered = 0
-    deadline = began + 300
+    closed = 0
+    deadline = began + 120
     by_fd = {s.fileno(): s for s in socks}
     while delivered < expected and time.monotonic() < deadline:
         for fd, _ in poll.poll(0.2):
             try:
                 data = by_fd[fd].recv(262144)
             except BlockingIOError:
+                continue
+            if not data:  # the proxy ended the stream (a browser would resume)
+                poll.unregister(fd)
+                closed += 1
+                if closed + sum(1 for n in counts.values() if n >= events) >= clients:
+                    break
                 continue
             chunk = tails[fd] + data
             found = chunk.count(MARK)
@@ -178,6 +187,10 @@ def broadcast(
         "deliveries_per_s": round(delivered / elapsed),
         "events_per_s": round(events / elapsed, 1),
         "unfinished_publisher": published_s is not None,
+        "per_client_min": min(counts.values()),
+        "per_client_max": max(counts.values()),
+        "clients_short": sum(1 for n in counts.values() if n < events),
+        "streams_ended_by_proxy": closed,
     }
 
 
@@ -187,6 +200,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument("--keepalive", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=100, help="idle streams opening at once")
+    parser.add_argument("--rate", default="20000", help="Pushpin message_rate of the raised run")
+    parser.add_argument("--hwm", default="200000", help="Pushpin message_hwm of the raised run")
     args = parser.parse_args()
     nofile = raise_nofile(20000)
     report: dict[str, t.Any] = {"nofile": nofile}
@@ -212,7 +228,7 @@ def main() -> int:
                 workers = children(app.process.pid)
                 if args.idle:
                     report["idle_through_pushpin"] = idle(
-                        pushpin, workers, args.idle, args.keepalive
+                        pushpin, workers, args.idle, args.keepalive, args.concurrency
                     )
                 grip = Publisher(redis.url, grip_url=pushpin.publish_url)
                 report["broadcast_through_pushpin_debian_limits"] = broadcast(
@@ -227,7 +243,8 @@ def main() -> int:
                 stop(app.process)
         # Debian's handler delivers at most message_rate=2500 messages a second
         # and queues message_hwm=25000: the same run with both raised.
-        raised = {"message_rate": "1000000", "message_hwm": "1000000"}
+        raised = {"message_rate": args.rate, "message_hwm": args.hwm}
+        report["raised_limits"] = raised
         port = free_port()
         with Pushpin(port, KEY, client_maxconn=args.clients + 500, handler=raised) as pushpin:
             env["SSE_PUSH_GRIP_URL"] = pushpin.publish_url
