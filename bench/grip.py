@@ -155,7 +155,8 @@ def broadcast(
     closed = 0
     deadline = began + 120
     by_fd = {s.fileno(): s for s in socks}
-    while delivered < expected and time.monotonic() < deadline:
+    settled = False
+    while delivered < expected and time.monotonic() < deadline and not settled:
         for fd, _ in poll.poll(0.2):
             try:
                 data = by_fd[fd].recv(262144)
@@ -164,8 +165,7 @@ def broadcast(
             if not data:  # the proxy ended the stream (a browser would resume)
                 poll.unregister(fd)
                 closed += 1
-                if closed + sum(1 for n in counts.values() if n >= events) >= clients:
-                    break
+                settled = closed + sum(1 for n in counts.values() if n >= events) >= clients
                 continue
             chunk = tails[fd] + data
             found = chunk.count(MARK)
