@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 import typing as t
 
 from flask import Response, current_app, request
@@ -157,7 +158,10 @@ def _held(runtime: Runtime, position: Position, body: bytes, channels: Sequence[
         prev_ids,
         keepalive=KEEPALIVE,
         interval=runtime.settings.keepalive,
-        next_url=f"{request.script_root}{mode.next_path}?token={token}",
+        # A link of its own per answer: Pushpin shares one fetch among the
+        # sessions asking for the same URL, whatever their Grip-Last, so a
+        # shared link would give one stream another's missed events.
+        next_url=f"{request.script_root}{mode.next_path}?token={token}&n={secrets.token_urlsafe(9)}",
         link_timeout=refresh,
     )
     body += b"".join(event.encode() for event in position.events)

@@ -288,6 +288,18 @@ def test_signed_request_is_held_with_its_replay(broker: RedisBroker) -> None:
     assert response.headers["Grip-Link"].endswith(">; rel=next")
 
 
+def test_each_answer_has_a_next_link_of_its_own(broker: RedisBroker) -> None:
+    """Pushpin shares one fetch among sessions that ask for the same link,
+    whatever their Grip-Last: a shared link would give one stream another's
+    missed events."""
+    client = grip_app(broker, "http://127.0.0.1:9").test_client()
+    links = {
+        client.get("/events?channel=a", headers={"Grip-Sig": grip_sig()}).headers["Grip-Link"]
+        for _ in range(3)
+    }
+    assert len(links) == 3
+
+
 def test_multi_channel_stream_holds_one_set_channel(broker: RedisBroker) -> None:
     app = grip_app(broker, "http://127.0.0.1:9")
     b1 = broker.publish("b", ServerSentEvent("1"))
