@@ -424,3 +424,19 @@ def test_revoke_closes_the_held_streams_of_the_channel(
             {"channel": "sse:revoke:orders", "formats": {"http-stream": {"action": "close"}}},
         ]
     ]
+
+
+def test_cli_publish_goes_to_the_proxy_too(
+    broker: RedisBroker, proxy: tuple[str, list[dict[str, t.Any]]]
+) -> None:
+    url, bodies = proxy
+    app = Flask(__name__)
+    app.config.update(SSE_PUSH_GRIP_URL=url, SSE_PUSH_GRIP_KEY=KEY)
+    SSEPush(app, broker=broker)
+    result = app.test_cli_runner().invoke(args=["sse", "publish", "--channel", "a", "hello"])
+    assert result.exit_code == 0, result.output
+    event_id = result.output.strip()
+    assert [body["items"][0]["id"] for body in bodies] == [event_id]
+    assert bodies[0]["items"][0]["formats"]["http-stream"]["content"] == (
+        f"id: {event_id}\ndata: hello\n\n"
+    )
