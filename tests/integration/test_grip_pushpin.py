@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 
-from flask_sse_push import ServerSentEvent
+from flask_sse_push import Publisher, ServerSentEvent
 from flask_sse_push.brokers.redis import RedisBroker
 from flask_sse_push.stream import STOP_ID
 from tests.support.pushpin import Pushpin
@@ -107,6 +107,7 @@ def test_fan_out_through_pushpin(deployment: Deployment) -> None:
     # interleave, so the ids, not the names, give the order).
     broker = RedisBroker.from_url(deployment.redis.url)
     entries = broker.read(["default"], firsts={"default": (0, 0)}).entries["default"]
+    broker.close()
     expected = [entry.event.data for entry in entries]
     assert sorted(expected) == sorted(name for batch in batches for name in batch)
     assert_exactly(clients, expected)
@@ -232,6 +233,18 @@ def test_revoke_ends_the_held_streams_for_good(deployment: Deployment) -> None:
     pump(others, lambda: all(len(c.events) == 1 for c in others))
     assert not any(c.ended for c in others)
     for client in clients + others:
+        client.close()
+
+
+def test_publisher_outside_the_app(deployment: Deployment) -> None:
+    clients = [deployment.client("channel=jobs") for _ in range(3)]
+    pump(clients, lambda: all(c.status == 200 for c in clients))
+    with Publisher(deployment.redis.url, grip_url=deployment.pushpin.publish_url) as publisher:
+        ids = [publisher.publish({"job": n}, channel="jobs") for n in range(5)]
+    pump(clients, lambda: all(len(c.events) >= 5 for c in clients))
+    for client in clients:
+        assert [e.data for e in client.events] == [f'{{"job": {n}}}' for n in range(5)]
+        assert [e.id for e in client.events] == ids
         client.close()
 
 
