@@ -11,7 +11,7 @@ import re
 import sys
 
 #: The extras whose dependencies are runtime ones (``test`` and ``docs`` are not).
-RUNTIME_EXTRAS = ("gevent", "redis", "cors", "metrics")
+RUNTIME_EXTRAS = ("gevent", "redis", "cors", "metrics", "grip")
 
 _REQUIREMENT = re.compile(
     r"(?P<name>[A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*>=\s*(?P<version>[0-9][^,;\s]*)"

@@ -123,6 +123,13 @@ def _server_family(value: object) -> str:
     return value.lower()
 
 
+def _grip_urls(value: object) -> list[str]:
+    # Imported here: the GRIP package needs Flask, and the table itself does not.
+    from .grip.mode import proxy_urls
+
+    return proxy_urls(value)
+
+
 def _origins(value: object) -> list[str]:
     # Imported here: cors.py needs Flask, and the table itself does not.
     from .cors import check_origins
@@ -313,6 +320,33 @@ KEYS: tuple[Key, ...] = (
         " `werkzeug` (`flask run`), `gevent`, `plain`. One INFO line at startup names the"
         " server and the capacity chosen (see [Deploying](deploying.md))",
         check=_server_family,
+    ),
+    Key(
+        "SSE_PUSH_GRIP_URL",
+        list,
+        None,
+        help="the publish endpoint of a GRIP proxy (Pushpin: `http://127.0.0.1:5561`), or a"
+        " list (or comma-separated string) of them: turns GRIP mode on, where the proxy holds"
+        " the streams (needs the Redis broker and the `grip` extra; see"
+        " [Behind Pushpin or Fastly Fanout](grip.md))",
+        optional=True,
+        check=_grip_urls,
+    ),
+    Key(
+        "SSE_PUSH_GRIP_KEY",
+        str,
+        None,
+        help="the key that verifies the proxy's `Grip-Sig` header: Pushpin's `sig_key` (at"
+        " least 32 bytes), or Fastly Fanout's public key (PEM); needed with"
+        " `SSE_PUSH_GRIP_URL`",
+        optional=True,
+    ),
+    Key(
+        "SSE_PUSH_GRIP_REQUIRED",
+        bool,
+        False,
+        help="in GRIP mode, refuse (`403`) stream requests that did not come through the proxy"
+        " (no valid `Grip-Sig`) instead of serving them directly",
     ),
     Key(
         "SSE_PUSH_PROMETHEUS",

@@ -114,11 +114,14 @@ def end_streams(runtime: Runtime, matches: Callable[[StreamInfo], bool], *, reco
 
     For good (the stop id, answered ``204``), or with a ``retry:`` hint.
     """
+    return runtime.registry.end_where(matches, Ending("revoked", revoked_chunk(runtime, reconnect)))
+
+
+def revoked_chunk(runtime: Runtime, reconnect: bool) -> bytes:
+    """The last chunk of a revoked stream: the stop id, or a ``retry:`` hint."""
     if reconnect:
-        final = closing_chunk("revoked", reconnect_retry(runtime.settings.retry))
-    else:
-        final = stop_chunk("revoked")
-    return runtime.registry.end_where(matches, Ending("revoked", final))
+        return closing_chunk("revoked", reconnect_retry(runtime.settings.retry))
+    return stop_chunk("revoked")
 
 
 def worker_name() -> str:

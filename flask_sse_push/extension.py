@@ -13,11 +13,13 @@ from flask.cli import AppGroup
 from .brokers import Broker, MemoryBroker, ReplayBudget, broker_from_url
 from .config import load as load_config
 from .connections import StreamInfo
-from .control import Revocation, end_streams, identity_text
+from .control import Revocation, end_streams, identity_text, revoked_chunk
 from .control_messages import signing_key
 from .data import encode_data
 from .event import ServerSentEvent
 from .exceptions import BrokerError
+from .grip.mode import configure as configure_grip
+from .grip.mode import grip_mode, revoke_held
 from .metrics import Metrics, PrometheusMetrics
 from .runtime import EXTENSION_KEY, Hooks, Runtime, Settings, get_runtime
 from .session_scope import request_identity, scope_secret, session_key
@@ -138,6 +140,7 @@ class SSEPush:
             runtime.start_for(request.environ)
 
         app.register_blueprint(make_blueprint(config["SSE_PUSH_URL_PREFIX"], cors_origins))
+        configure_grip(app, broker, config["SSE_PUSH_URL_PREFIX"])
         app.cli.add_command(_cli)
 
     @property
@@ -184,7 +187,11 @@ class SSEPush:
         state = _current_state("publish")
         text = encode_data(data, current_app.json.dumps)
         message = check_published_event(ServerSentEvent(text, event=event, id=id, retry=retry))
-        event_id = state.broker.publish(check_channel(channel), message)
+        grip = grip_mode(current_app)
+        if grip is not None:
+            event_id = grip.publish(check_channel(channel), message)
+        else:
+            event_id = state.broker.publish(check_channel(channel), message)
         state.metrics.published()
         return event_id
 
@@ -350,7 +357,9 @@ class SSEPush:
         Streams of this process end before the call returns; the others as soon
         as their worker reads the control message from the broker (within
         milliseconds on a healthy broker). With the in-process broker there is
-        no other worker to reach: the call ends this process' streams.
+        no other worker to reach: the call ends this process' streams. In GRIP
+        mode, a revoke of a whole ``channel`` (no ``identity``, no ``predicate``)
+        also ends the streams of it the proxy holds; others do not reach them.
 
         :raises TypeError: neither ``channel``, ``identity`` nor ``predicate``
             was given (to end every stream, revoke each channel).
@@ -392,6 +401,13 @@ class SSEPush:
         )
         if predicate is None and not state.broker.process_local:
             state.control.send("revoke", revocation.to_json())
+        if channel is not None and identity is None and predicate is None:
+            revoke_held(channel, revoked_chunk(state, reconnect))
+        elif grip_mode(current_app) is not None:
+            logger.warning(
+                "SSE revoke by identity or predicate leaves the streams the GRIP proxy holds"
+                " open: their StreamInfo is not known here. Revoke the whole channel instead."
+            )
         return ended
 
     def presence(self, channel: str) -> dict[t.Any, int]:
@@ -557,8 +573,12 @@ def _publish_command(channel: str, event: str | None, event_id: str | None, data
             " the web app and of this command, or publish from the web app itself with"
             " sse.publish()."
         )
+    grip = grip_mode(current_app)
     try:
-        click.echo(state.broker.publish(name, message))
+        if grip is not None:
+            click.echo(grip.publish(name, message))
+        else:
+            click.echo(state.broker.publish(name, message))
     except BrokerError as exc:
         raise click.ClickException(f"Nothing was published: {exc}") from exc
 

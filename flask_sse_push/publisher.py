@@ -6,6 +6,7 @@ import typing as t
 
 from .data import encode_data
 from .event import ServerSentEvent
+from .grip.proxy import ProxyPublisher
 from .validation import check_channel, check_published_event
 
 if t.TYPE_CHECKING:
@@ -41,7 +42,11 @@ class Publisher:
     :param socket_timeout: seconds to wait for Redis to answer. With both, a
         host that drops packets makes :meth:`publish` raise
         :class:`~flask_sse_push.BrokerError` instead of hanging.
-    :raises ValueError: ``url`` is not a Redis URL.
+    :param grip_url: the apps' ``SSE_PUSH_GRIP_URL`` (one URL or a list): each
+        event then also goes to the GRIP proxies that hold the streams, once,
+        from this process (see :doc:`/grip`). Needs a ``redis://`` URL.
+    :raises ValueError: ``url`` is not a Redis URL, or ``grip_url`` is given
+        with a Redis Cluster URL or is not an http(s) URL.
     :raises RuntimeError: the ``redis`` package is not installed.
 
     .. versionadded:: 0.1
@@ -55,6 +60,7 @@ class Publisher:
         history: int = 1000,
         connect_timeout: float = 3.0,
         socket_timeout: float = 5.0,
+        grip_url: str | list[str] | None = None,
     ) -> None:
         scheme = url.partition("://")[0]
         cluster = scheme in {"redis+cluster", "rediss+cluster"}
@@ -72,6 +78,14 @@ class Publisher:
                 " pip install 'flask-sse-push[redis]'"
             ) from exc
         self._broker: Broker
+        self._grip: ProxyPublisher | None = None
+        if grip_url is not None:
+            if cluster:
+                raise ValueError(
+                    "grip_url needs a redis:// broker URL: GRIP mode does not support"
+                    " Redis Cluster."
+                )
+            self._grip = ProxyPublisher([grip_url] if isinstance(grip_url, str) else grip_url)
         if cluster:
             self._broker = RedisClusterBroker.from_url(
                 url,
@@ -114,6 +128,12 @@ class Publisher:
         """
         text = encode_data(data)
         message = check_published_event(ServerSentEvent(text, event=event, id=id, retry=retry))
+        if self._grip is not None:
+            from .brokers.redis import RedisBroker
+            from .grip.publish import publish_through
+
+            assert isinstance(self._broker, RedisBroker)
+            return publish_through(self._broker, self._grip, check_channel(channel), message)
         return self._broker.publish(check_channel(channel), message)
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from .client import client_script_view
 from .connections import TOO_MANY, StreamInfo
 from .encoding import encode_comment
 from .exceptions import BrokerError, ChannelError
+from .grip.mode import hold_answer
 from .publish_http import publish_view
 from .runtime import get_runtime
 from .servers.base import StreamBody
@@ -260,6 +261,9 @@ def stream_view() -> Response:
         for authorize in hooks.authorizers:
             if not authorize(channel):
                 return _forbidden(f"Not allowed to subscribe to channel {channel!r}.")
+    held = hold_answer(state, channels, last_event_id)
+    if held is not None:  # GRIP mode: the proxy holds the stream
+        return held
     info = StreamInfo(
         channels=tuple(channels),
         identity=None if hooks.identify is None else hooks.identify(),

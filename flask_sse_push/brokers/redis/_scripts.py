@@ -62,7 +62,9 @@ end
 )
 
 # KEYS: stream, clock, ids. ARGV: pub/sub channel, history, message, has user
-# id ("1"/"0"), user id, then the entry's field/value pairs.
+# id ("1"/"0"), user id, then the entry's field/value pairs. Returns the new
+# entry id and the channel's previous newest one ('0-0' if none): GRIP's id and
+# prev-id (see flask_sse_push.grip).
 #
 # The clock also records the Redis run it last saw (``run``, INFO's run_id). The
 # first publish of a new run (a restart, a restore, a promoted replica) adds a
@@ -114,7 +116,7 @@ end
 note_restart(clock, last, id)
 remember_user_id(stream, ids, id)
 redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[3])
-return id
+return {id, prev}
 """
 )
 

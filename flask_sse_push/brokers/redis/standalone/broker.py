@@ -404,12 +404,22 @@ class RedisBroker(Broker):
         return bool(found)
 
     def publish(self, channel: str, event: ServerSentEvent) -> str:
+        return self.publish_entry(channel, event)[0]
+
+    def publish_entry(self, channel: str, event: ServerSentEvent) -> tuple[str, str, str]:
+        """Publish like :meth:`publish`; return the SSE id, the entry id, and the
+        channel's entry id before this one (``"0-0"`` if none), read atomically.
+
+        The last two are what a GRIP proxy orders a channel's events by
+        (see ``flask_sse_push.grip``).
+        """
         check_channel_name(channel)
         message, fields = entry_fields(event)
         keys = [self._key("stream", channel), self.prefix + "clock", self._key("ids", channel)]
         args = publish_args(self._key("channel", channel), self.history, message, event, fields)
-        entry_id = self._run_script("publish", self._publish_script, keys, args)
-        return event.id if event.id is not None else as_text(entry_id)
+        reply = self._run_script("publish", self._publish_script, keys, args)
+        entry_id, prev = as_text(reply[0]), as_text(reply[1])
+        return (event.id if event.id is not None else entry_id), entry_id, prev
 
     def read(
         self,
