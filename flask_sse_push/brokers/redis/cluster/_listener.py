@@ -28,6 +28,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from ....exceptions import BrokerError, SubscriptionClosed
+from ..._replay import Spending, mean_size, page_count
 from .._channels import Channel, ListenerBase
 from .._scripts import as_text
 from .._subscriber import (
@@ -312,26 +313,46 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             logger.info("Redis Cluster channels resubscribed after %d attempts.", failures + 1)
 
     def _catch_up(self, names: list[str]) -> list[str]:
-        """Read each channel's stream once and catch every client up; then release the held.
+        """Catch every client of ``names`` up from the streams; then release the held.
 
         Returns those that lost their shard meanwhile: they stay held.
         """
         again: list[str] = []
+        spendings: dict[int, Spending] = {}
         for batch in paced(names):
             with self.lock:
-                wanted = {n: self.channels[n].subs for n in batch if n in self.channels}
-            firsts = {
-                name: min(sub.position(name) for sub in subs) for name, subs in wanted.items()
-            }
-            reads = self.broker.read_channels(firsts)
+                wanted = {n: list(self.channels[n].subs) for n in batch if n in self.channels}
             since = time.monotonic()
             for name, subs in wanted.items():
-                settle(self, subs, lambda sub: sub.catch_up(name, reads[name]))  # noqa: B023
+                self._catch_up_channel(name, subs, spendings)
                 if time.monotonic() - since > CATCH_UP_SLICE:
                     time.sleep(RECOVERY_PAUSE)  # the held messages stay held meanwhile
                     since = time.monotonic()
             again += self._release(batch)
         return again
+
+    def _catch_up_channel(
+        self, name: str, subs: list[ClusterSubscription], spendings: dict[int, Spending]
+    ) -> None:
+        """Read ``name``'s stream in pages (:mod:`..._replay`) for ``subs``, each
+        client given at most its replay budget over the recovery."""
+        budget, size = self.broker.replay_budget, None
+        while subs:
+            count = page_count(1, budget, size)
+            start = min(sub.position(name) for sub in subs)
+            # One more than a page: the entry at the start itself comes first.
+            read = self.broker.read_channel(name, start, None, count + 1)
+            steps = [
+                (sub, sub.catch_up(name, read, spendings.setdefault(id(sub), Spending(budget))))
+                for sub in subs
+            ]
+            for sub in [sub for sub, more in steps if more is False]:
+                self.detach(sub)  # it overflowed
+            if not read.entries or read.entries[-1].key == read.tail:
+                return
+            subs = [sub for sub, more in steps if more]
+            size = mean_size([entry.event for entry in read.entries])
+            time.sleep(RECOVERY_PAUSE)
 
     def _release(self, names: Sequence[str]) -> list[str]:
         """Deliver the messages held back for ``names``, and stop holding them.

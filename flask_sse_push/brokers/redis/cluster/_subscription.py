@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import typing as t
 
+from ..._replay import BUDGET_REASON
 from ...base import reset_event
 from .._queue import QueuedSubscription
 from .._scripts import ZERO
@@ -18,6 +19,7 @@ from ._cursor import ChannelRead, verdict, wire_id
 
 if t.TYPE_CHECKING:
     from ....event import ServerSentEvent
+    from ..._replay import Spending
     from .._scripts import Key
     from ._listener import ClusterListener
 
@@ -106,24 +108,47 @@ class ClusterSubscription(QueuedSubscription["ClusterListener", Item]):
         self._wake.set()
         return True
 
-    def catch_up(self, channel: str, read: ChannelRead) -> bool:
-        """Queue what ``channel`` published while its shard was away, or a ``reset``."""
+    def catch_up(self, channel: str, read: ChannelRead, spending: Spending) -> bool | None:
+        """Queue one page of what ``channel`` published while its shard was away, or a ``reset``.
+
+        ``read`` holds the channel's entries from a position at or before this
+        client's (inclusive), and ``spending`` what is left of its replay
+        budget: past it comes a ``reset`` (reason ``"budget"``), as on a resume.
+
+        :returns: True if the next page may hold more for it, None if it needs
+            no more (caught up by a ``reset``, or closed), False if it overflowed.
+        """
         with self._lock:
             if self._closed is not None:
-                return True
-            if self._pending is not None:
-                # Still handing over: go_live() drops what the replay covers.
-                self._pending.extend((channel, e.key, e.event) for e in read.entries)
-                return True
+                return None
             index = self._index[channel]
             start = self.positions[index]
-            if verdict(start, read, strict=True) == "ok":
-                for entry in read.entries:
-                    if not self._append(channel, entry.key, entry.event):
-                        return False
-            else:
-                before = wire_id(self.positions)
-                self.positions[index] = read.tail or ZERO
-                self._items.append(reset_event(before, wire_id(self.positions), "expired"))
+            entries = [entry for entry in read.entries if entry.key > start]
+            if not entries and read.entries and read.entries[-1].key != read.tail:
+                return True  # it is ahead of this page
+            if self._pending is not None:
+                # Still handing over: go_live() drops what the replay covers; past
+                # the budget it ends, and the client resumes within the budget.
+                if not all(spending.take(entry.event) for entry in entries):
+                    return self._overflow()
+                self._pending += [(channel, e.key, e.event) for e in entries]
+                return True
+            if verdict(start, read, strict=True) != "ok":
+                self._reset(index, read, "expired")
+                return None
+            for entry in entries:
+                if not spending.take(entry.event):
+                    self._reset(index, read, BUDGET_REASON)
+                    return None
+                if not self._append(channel, entry.key, entry.event):
+                    return False
         self._wake.set()
         return True
+
+    def _reset(self, index: int, read: ChannelRead, reason: str) -> None:
+        """Move one channel's position to its newest entry, with a ``reset``; the
+        caller holds the lock."""
+        before = wire_id(self.positions)
+        self.positions[index] = read.tail or ZERO
+        self._items.append(reset_event(before, wire_id(self.positions), reason))
+        self._wake.set()

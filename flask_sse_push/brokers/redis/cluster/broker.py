@@ -361,10 +361,6 @@ class RedisClusterBroker(Broker):
             int(raw[3]) if len(raw) > 3 else None,
         )
 
-    def read_channels(self, firsts: Mapping[str, Key]) -> dict[str, ChannelRead]:
-        """:meth:`read_channel` for each channel, from its first id."""
-        return {name: self.read_channel(name, first) for name, first in firsts.items()}
-
     def tails(self, channels: Sequence[str]) -> list[Key]:
         """Each channel's newest entry id (``0-0`` for none), in one pipeline."""
         try:

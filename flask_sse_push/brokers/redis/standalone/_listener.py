@@ -17,6 +17,7 @@ import typing as t
 import redis
 
 from ....exceptions import BrokerError
+from ..._replay import Spending, complete_part, mean_size, page_count
 from .._channels import Channel, ListenerBase
 from .._scripts import ZERO, as_text, optional_key
 from .._subscriber import (
@@ -37,7 +38,7 @@ from .._subscriber import (
 
 if t.TYPE_CHECKING:
     from ....event import ServerSentEvent
-    from .._scripts import Key
+    from .._scripts import Entry, Key
     from .._subscriber import Item
     from ._subscription import RedisSubscription
     from .broker import RedisBroker
@@ -217,16 +218,42 @@ class Listener(ListenerBase["RedisSubscription", Channel["RedisSubscription"]]):
                 for channel in filter(None, map(self.channels.get, batch)):
                     subs.update((id(s), s) for s in channel.subs if s.connection < self.connection)
         readers: list[RedisSubscription] = []
-        firsts: dict[str, Key] = {}
+        wanted: set[str] = set()
         for count, sub in enumerate(subs.values(), 1):
             readers.append(sub)
-            firsts.update((n, min(firsts.get(n, sub.last), sub.last)) for n in sub.channels)
-            if len(firsts) >= BATCH or count == len(subs):
-                snapshot = self.broker.read(list(firsts), firsts=firsts)
-                settle(self, readers, lambda sub: sub.catch_up(snapshot))  # noqa: B023
-                readers, firsts = [], {}
-                if stop.wait(RECOVERY_PAUSE):
+            wanted.update(sub.channels)
+            if len(wanted) >= BATCH or count == len(subs):
+                self._catch_up_batch(readers, stop)
+                readers, wanted = [], set()
+                if stop.is_set():
                     return
+
+    def _catch_up_batch(self, subs: list[RedisSubscription], stop: threading.Event) -> None:
+        """Catch ``subs`` up in pages, as a resume is read (:mod:`..._replay`): each
+        page bounded, and each client given at most its replay budget."""
+        budget = self.broker.replay_budget
+        spendings = {id(sub): Spending(budget) for sub in subs}
+        since, size = ZERO, None
+        while subs and not stop.wait(RECOVERY_PAUSE):
+            firsts: dict[str, Key] = {}
+            for sub in subs:
+                start = max(sub.last, since)
+                firsts.update((n, min(firsts.get(n, start), start)) for n in sub.channels)
+            names, count = list(firsts), page_count(len(firsts), budget, size)
+            snapshot = self.broker.read(names, firsts=firsts, count=count)
+            pages = [[(e.key, e) for e in snapshot.entries[name]] for name in names]
+            complete, bound = complete_part(pages, count)
+            entries: dict[str, list[Entry]] = {}
+            for _, index, entry in complete:
+                entries.setdefault(names[index], []).append(entry)
+            page = snapshot._replace(entries=entries)
+            steps = [(sub, sub.catch_up(page, since, spendings[id(sub)])) for sub in subs]
+            for sub in [sub for sub, more in steps if more is False]:
+                self.detach(sub)  # it overflowed
+            if bound is None:
+                return
+            subs = [sub for sub, more in steps if more]
+            since, size = bound, mean_size([entry.event for _, _, entry in complete])
 
     def _mark_down(self, exc: BaseException) -> None:
         with self.lock:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import typing as t
 
+from ..._replay import BUDGET_REASON
 from ...base import reset_event
 from .._queue import QueuedSubscription
 from .._scripts import ZERO, format_id
 
 if t.TYPE_CHECKING:
     from ....event import ServerSentEvent
+    from ..._replay import Spending
     from .._scripts import Key, Snapshot
     from ._listener import Listener
 
@@ -70,27 +72,46 @@ class RedisSubscription(QueuedSubscription["Listener", "tuple[Key, ServerSentEve
         self._wake.set()
         return True
 
-    def catch_up(self, snapshot: Snapshot) -> bool:
-        """Queue what was published while the listener was away, or a ``reset``."""
+    def catch_up(self, page: Snapshot, since: Key, spending: Spending) -> bool | None:
+        """Queue one page of what was published while the listener was away, or a ``reset``.
+
+        ``page`` holds the entries after ``since`` (or, on the first page, after
+        each channel's oldest cursor) that are complete, and ``spending`` what
+        is left of this client's replay budget: past it comes a ``reset``
+        (reason ``"budget"``), as on a resume.
+
+        :returns: True if the next page may hold more for it, None if it needs
+            no more (caught up by a ``reset``, or closed), False if it overflowed.
+        """
         with self._lock:
             if self._closed is not None:
-                return True
+                return None
+            cursor = max(self.last, since)
+            entries = page.after(cursor, self.channels)
             if self._pending is not None:
-                # Still handing over: go_live() drops what the replay covers.
-                for entry in snapshot.after(self.last, self.channels):
-                    self._pending.append((entry.key, entry.event))
+                # Still handing over: go_live() drops what the replay covers; past
+                # the budget it ends, and the client resumes within the budget.
+                if not all(spending.take(entry.event) for entry in entries):
+                    return self._overflow()
+                self._pending += [(entry.key, entry.event) for entry in entries]
                 return True
-            last = self.last
-            if not snapshot.known(last, self.channels) or snapshot.gap_after(last, self.channels):
-                self._items.append(
-                    reset_event(format_id(last), format_id(snapshot.head), "expired")
-                )
-                self.last = snapshot.head
-            else:
-                for entry in snapshot.after(last, self.channels):
-                    if len(self._items) >= self._limit:
-                        return self._overflow()
-                    self._items.append(entry.event)
-                    self.last = entry.key
+            more: bool | None = True
+            if not page.known(cursor, self.channels) or page.gap_after(cursor, self.channels):
+                self._reset(page.head, "expired")
+                more = None
+            for entry in entries if more else ():
+                if not spending.take(entry.event):
+                    self._reset(page.head, BUDGET_REASON)
+                    more = None
+                    break
+                if len(self._items) >= self._limit:
+                    return self._overflow()
+                self._items.append(entry.event)
+                self.last = entry.key
         self._wake.set()
-        return True
+        return more
+
+    def _reset(self, head: Key, reason: str) -> None:
+        """Queue a ``reset`` to ``head``; the caller holds the lock."""
+        self._items.append(reset_event(format_id(self.last), format_id(head), reason))
+        self.last = head
