@@ -98,7 +98,7 @@ def publish_concurrently(deployment: Deployment, names: list[list[str]], channel
 def test_fan_out_through_pushpin(deployment: Deployment) -> None:
     clients = [deployment.client() for _ in range(40)]
     pump(clients, lambda: all(c.status == 200 for c in clients), what="40 held streams")
-    assert all(c.body.startswith(b"retry: 100\n\n") for c in clients)
+    assert all(c.body.startswith(b"retry: 100\n: keepalive ") for c in clients)
     batches = [[f"p{p}-{n}" for n in range(100)] for p in range(2)]
     publish_concurrently(deployment, batches, "default")
     total = sum(len(batch) for batch in batches)
