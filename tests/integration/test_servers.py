@@ -21,7 +21,7 @@ import pytest
 
 from tests.apps.lifecycle_app import GZIP_VARIABLE, LOG_VARIABLE, environment
 from tests.support import wire
-from tests.support.raw_client import RawStream, pump
+from tests.support.raw_client import RawStream, opened, pump, wait_for
 from tests.support.servers import Gunicorn, flask_run, gunicorn, stop, waitress
 
 if t.TYPE_CHECKING:
@@ -78,22 +78,6 @@ def _publish(server: Gunicorn, channel: str, events: list[dict[str, t.Any]]) -> 
     return ids
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.02) -> float:
-    """Poll ``condition``; return the seconds it took, or fail after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
-    return time.monotonic() - started
-
-
-def _opened(server: Gunicorn, path: str, **kwargs: t.Any) -> RawStream:
-    stream = RawStream(server.port, path, **kwargs)
-    assert pump([stream], lambda: bool(stream.body), 10), "the stream did not open"
-    return stream
-
-
 def _report(record_property: Callable[[str, object], None], name: str, value: float) -> None:
     record_property(name, round(value, 3))
     print(f"\n{name} = {value:.3f}")
@@ -113,7 +97,7 @@ def test_a_gzip_middleware_flushing_per_chunk_gets_a_valid_stream(kind: str) -> 
     header followed by raw event bytes, and decompression failed."""
     env = {**environment(SSE_PUSH_KEEPALIVE=5.0), GZIP_VARIABLE: "1"}
     with serve(kind, env) as server:
-        stream = _opened(server, "/events?channel=gz", headers={"Accept-Encoding": "gzip"})
+        stream = opened(server, "/events?channel=gz", headers={"Accept-Encoding": "gzip"})
         try:
             time.sleep(0.1)  # the stream waits for events: where direct writes happen
             events = [{"data": f"event {n}\nline two"} for n in range(5)]
@@ -137,7 +121,7 @@ def test_the_access_log_reports_the_real_body_size(kind: str) -> None:
     """Without this rule: a client received 100,244 body bytes and ``%(B)s`` said 58."""
     args = ("--access-logformat", "%(r)s B=%(B)s")
     with serve(kind, environment(SSE_PUSH_KEEPALIVE=5.0), args) as server:
-        stream = _opened(server, "/events?channel=log")
+        stream = opened(server, "/events?channel=log")
         time.sleep(0.1)
         ids: list[str] = []
         for _ in range(5):
@@ -148,7 +132,7 @@ def test_the_access_log_reports_the_real_body_size(kind: str) -> None:
         received = len(stream.body)
         stream.close()
         line = re.compile(r"GET /events\?channel=log HTTP/1\.1 B=(\d+)")
-        _wait_for(lambda: line.search(server.output()) is not None, 10)
+        wait_for(lambda: line.search(server.output()) is not None, 10)
         found = line.search(server.output())
         assert found is not None
         assert int(found.group(1)) == received
@@ -209,8 +193,8 @@ def test_a_slow_but_steady_reader_is_not_cut_and_a_stalled_one_is(
     1 MB/s was cut after about 6 s, every time it came back."""
     config = environment(SSE_PUSH_KEEPALIVE=30.0, SSE_PUSH_SEND_TIMEOUT=3.0)
     with serve(kind, config) as server:
-        steady = _opened(server, "/events?channel=big", rcvbuf=65536)
-        stalled = _opened(server, "/events?channel=stuck", rcvbuf=65536)
+        steady = opened(server, "/events?channel=big", rcvbuf=65536)
+        stalled = opened(server, "/events?channel=stuck", rcvbuf=65536)
         try:
             time.sleep(0.1)
             big = "x" * 12_000_000
@@ -226,7 +210,7 @@ def test_a_slow_but_steady_reader_is_not_cut_and_a_stalled_one_is(
             assert stats["live"] == 2 and "send_timeout" not in stats["disconnects"]
 
             _publish(server, "stuck", [{"data": big}])
-            cut_after = _wait_for(
+            cut_after = wait_for(
                 lambda: _stats(server)["disconnects"].get("send_timeout") == 1, 15, 0.1
             )
             _report(record_property, f"stalled_reader_cut_after_s_{kind}", cut_after)
@@ -251,7 +235,7 @@ def test_a_blocked_source_is_closed_within_a_second_of_its_client_leaving(
         assert pump([stream], lambda: stream.event_count >= 1, 10)
         stream.close()
         left = time.time()
-        _wait_for(lambda: bool(_stats(server)["sources_closed"]), 5)
+        wait_for(lambda: bool(_stats(server)["sources_closed"]), 5)
         closed_after = _stats(server)["sources_closed"][0] - left
         _report(record_property, f"source_closed_after_s_{kind}_{source}", closed_after)
         assert closed_after < 1.5
@@ -267,10 +251,10 @@ def test_a_client_that_closes_is_released_within_a_second(
     """Without this rule: a closed tab was noticed at the next keepalive (15 s by default)."""
     args = ("--channel-request-lookahead=1",) if kind == "waitress" else ()
     with serve(kind, environment(SSE_PUSH_KEEPALIVE=15.0), args) as server:
-        stream = _opened(server, "/events?channel=tab")
+        stream = opened(server, "/events?channel=tab")
         assert _stats(server)["live"] == 1
         stream.close()
-        released_after = _wait_for(lambda: _stats(server)["live"] == 0, 5)
+        released_after = wait_for(lambda: _stats(server)["live"] == 0, 5)
         _report(record_property, f"closed_client_released_after_s_{kind}", released_after)
         assert released_after < 1.5
         assert _stats(server)["disconnects"] == {"client": 1}
@@ -289,10 +273,10 @@ def test_each_disconnect_is_counted_under_its_reason(kind: str) -> None:
     }
     big = {"data": "x" * 8_000_000}
     with serve(kind, config) as server:
-        leaving = _opened(server, "/events?channel=tab")
-        timed_out = _opened(server, "/events?channel=st", rcvbuf=4096)
-        overflowing = _opened(server, "/events?channel=of", rcvbuf=4096)
-        revoked = _opened(server, "/events?channel=rv")
+        leaving = opened(server, "/events?channel=tab")
+        timed_out = opened(server, "/events?channel=st", rcvbuf=4096)
+        overflowing = opened(server, "/events?channel=of", rcvbuf=4096)
+        revoked = opened(server, "/events?channel=rv")
         try:
             time.sleep(0.1)
             leaving.close()
@@ -302,8 +286,8 @@ def test_each_disconnect_is_counted_under_its_reason(kind: str) -> None:
             _publish(server, "of", [{"data": f"small {n}"} for n in range(10)])
             httpx.post(f"{server.url}/revoke", json={"channel": "rv"}, timeout=10)
             expected = {"client": 1, "send_timeout": 1, "overflow": 1, "revoked": 1}
-            _wait_for(lambda: _stats(server)["disconnects"] == expected, 15, 0.1)
-            last = _opened(server, "/events?channel=down")
+            wait_for(lambda: _stats(server)["disconnects"] == expected, 15, 0.1)
+            last = opened(server, "/events?channel=down")
             stop(server.process)
             assert "reason=shutdown" in server.output()
             last.close()
@@ -314,9 +298,9 @@ def test_each_disconnect_is_counted_under_its_reason(kind: str) -> None:
 
 def test_a_stream_that_reaches_its_lifetime_is_counted_as_lifetime() -> None:
     with serve("gevent-worker", environment(SSE_PUSH_MAX_LIFETIME=1.0)) as server:
-        stream = _opened(server, "/events?channel=life")
+        stream = opened(server, "/events?channel=life")
         assert pump([stream], lambda: stream.done, 5)
-        _wait_for(lambda: _stats(server)["disconnects"] == {"lifetime": 1}, 5)
+        wait_for(lambda: _stats(server)["disconnects"] == {"lifetime": 1}, 5)
         stream.close()
 
 

@@ -22,7 +22,7 @@ import pytest
 from tests.apps.lifecycle_app import LOG_VARIABLE, environment
 from tests.support.browser_helpers import assert_full_countdown, chromium
 from tests.support.countdown import check_countdown, read_sse
-from tests.support.raw_client import RawStream, pump
+from tests.support.raw_client import RawStream, opened, pump, wait_for
 from tests.support.servers import Gunicorn, flask_run, granian, stop, uwsgi, waitress
 
 if t.TYPE_CHECKING:
@@ -81,22 +81,6 @@ def _stats(server: Gunicorn) -> dict[str, t.Any]:
     return result
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.02) -> float:
-    """Poll ``condition``; return the seconds it took, or fail after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
-    return time.monotonic() - started
-
-
-def _opened(server: Gunicorn, path: str = "/events?channel=x") -> RawStream:
-    stream = RawStream(server.port, path)
-    assert pump([stream], lambda: bool(stream.body), 10), "the stream did not open"
-    return stream
-
-
 def _report(record_property: Callable[[str, object], None], name: str, value: float) -> None:
     record_property(name, round(value, 3))
     print(f"\n{name} = {value:.3f}")
@@ -142,7 +126,7 @@ def test_a_publish_reaches_an_open_stream_within_a_second(
 ) -> None:
     """Fault 1: a POST that publishes got no answer in 10 s while one stream waited."""
     with serve(kind, environment(SSE_PUSH_KEEPALIVE=15.0)) as server:
-        stream = _opened(server, "/events?channel=room")
+        stream = opened(server, "/events?channel=room")
         started = time.time()
         reply = httpx.post(
             f"{server.url}/publish", json={"channel": "room", "data": "ping"}, timeout=5
@@ -160,7 +144,7 @@ def test_a_publish_reaches_an_open_stream_within_a_second(
 @pytest.mark.parametrize("kind", list(MODES))
 def test_a_waiting_stream_gets_keepalives(kind: str) -> None:
     with serve(kind, environment(SSE_PUSH_KEEPALIVE=0.5)) as server:
-        stream = _opened(server)
+        stream = opened(server)
         assert pump([stream], lambda: stream.body.count(b": keepalive\n\n") >= 2, 5)
         stream.close()
 
@@ -239,10 +223,10 @@ def test_a_closed_client_is_released_within_a_second(
     """Fault 4: closed clients were released at the second keepalive: waitress
     after 30.15 s, uWSGI threads after 30.06 s."""
     with serve(kind, environment(SSE_PUSH_KEEPALIVE=15.0), http=http) as server:
-        stream = _opened(server)
+        stream = opened(server)
         assert _stats(server)["live"] == 1
         stream.close()
-        released_after = _wait_for(lambda: _stats(server)["live"] == 0, 5)
+        released_after = wait_for(lambda: _stats(server)["live"] == 0, 5)
         _report(record_property, f"closed_client_released_after_s_{kind}{http}", released_after)
         assert released_after < 1.5
         assert _stats(server)["disconnects"] == {"client": 1}
@@ -255,10 +239,10 @@ def test_granian_releases_a_closed_client_at_the_first_write(
     (the next keepalive) is the earliest it can be seen; never the second one."""
     keepalive = 2.0
     with serve("granian", environment(SSE_PUSH_KEEPALIVE=keepalive)) as server:
-        stream = _opened(server)
+        stream = opened(server)
         time.sleep(0.2)
         stream.close()
-        released_after = _wait_for(lambda: _stats(server)["live"] == 0, 4 * keepalive)
+        released_after = wait_for(lambda: _stats(server)["live"] == 0, 4 * keepalive)
         _report(record_property, "closed_client_released_after_s_granian", released_after)
         assert released_after < keepalive + 1.0
         assert _stats(server)["disconnects"] == {"client": 1}
@@ -271,7 +255,7 @@ def test_a_blocked_source_is_closed_when_its_client_leaves_under_uwsgi_gevent() 
         assert pump([stream], lambda: stream.event_count >= 1, 10)
         stream.close()
         left = time.time()
-        _wait_for(lambda: bool(_stats(server)["sources_closed"]), 5)
+        wait_for(lambda: bool(_stats(server)["sources_closed"]), 5)
         assert _stats(server)["sources_closed"][0] - left < 1.5
 
 
@@ -290,7 +274,7 @@ def test_shutdown_with_three_open_streams_exits_within_five_seconds(
     were cut without the closed line and a spread ``retry:`` (waitress, ``flask
     run`` and uWSGI threads alike)."""
     with serve(kind, environment(SSE_PUSH_KEEPALIVE=15.0)) as server:
-        streams = [_opened(server) for _ in range(3)]
+        streams = [opened(server) for _ in range(3)]
         try:
             if kind == "flask-run":
                 time.sleep(1.0)  # its loop comes round every 0.5 s
@@ -321,13 +305,13 @@ def test_a_graceful_reload_of_a_uwsgi_gevent_worker_ends_its_streams_at_once() -
     """A reloading worker (SIGHUP) waits for every running request: for open
     streams, until uWSGI's reload mercy (60 s) ran out."""
     with serve("uwsgi-gevent", environment(SSE_PUSH_KEEPALIVE=15.0)) as server:
-        streams = [_opened(server) for _ in range(3)]
+        streams = [opened(server) for _ in range(3)]
         try:
             worker = _stats(server)["pid"]
             os.kill(worker, signal.SIGHUP)
             assert pump(streams, lambda: all(s.done for s in streams), 5)
             assert all(_CLOSED.search(stream.body) for stream in streams)
-            _wait_for(lambda: _stats(server)["pid"] != worker, 10, 0.2)  # a new worker serves
+            wait_for(lambda: _stats(server)["pid"] != worker, 10, 0.2)  # a new worker serves
         finally:
             for stream in streams:
                 stream.close()

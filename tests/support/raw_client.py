@@ -19,6 +19,8 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
+    from tests.support.servers import Gunicorn
+
 
 def split_response_head(buffer: bytes) -> tuple[int, dict[str, str], bytes] | None:
     """Parse an HTTP/1.1 status line and headers from the start of ``buffer``.
@@ -190,3 +192,20 @@ def pump(
                 if stream.eof:
                     selector.unregister(stream.sock)
     return True
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.02) -> float:
+    """Poll ``condition``; return the seconds it took, or fail after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+def opened(server: Gunicorn, path: str = "/events?channel=x", **kwargs: t.Any) -> RawStream:
+    """A stream of ``server`` at ``path``, once its first bytes have arrived."""
+    stream = RawStream(server.port, path, **kwargs)
+    assert pump([stream], lambda: bool(stream.body), 10), "the stream did not open"
+    return stream
