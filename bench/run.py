@@ -331,9 +331,15 @@ def selected(args: argparse.Namespace) -> list[tuple[Scenario, list[Contender]]]
     for name in args.scenario or list(SCENARIOS):
         scenario = SCENARIOS[name]
         names = [c for c in scenario.contenders if not args.contender or c in args.contender]
-        # Asked for by name: the ones no scenario lists (flask_sse_push_wake) too.
+        # Asked for by name: the ones no scenario lists (flask_sse_push_wake) too,
+        # but not one made for another scenario (parked_floor serves no publish).
+        listed = {c for s in SCENARIOS.values() for c in s.contenders}
         if scenario.mode in ("broadcast", "latency") and scenario.workers == 1:
-            names += [c for c in args.contender or () if c not in ALL and c not in names]
+            names += [
+                c
+                for c in args.contender or ()
+                if c not in ALL and c not in names and c not in listed
+            ]
         if args.smoke and not args.contender:
             names = [c for c in names if c in scenario.smoke_contenders]
         if names:
