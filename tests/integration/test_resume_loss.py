@@ -125,6 +125,29 @@ def test_a_flushed_redis_resets_every_cursor(prefix: str) -> None:
             broker.close()
 
 
+def test_a_channel_whose_stream_was_deleted_resets_its_cursors(prefix: str) -> None:
+    """``DEL`` of one channel's stream while the clock stays: what it issued after
+    the cursor is gone, with or without a publish since, on it or on another channel."""
+    with RedisServer() as server:
+        broker = RedisBroker.from_url(server.url, prefix=prefix)
+        try:
+            ids = [broker.publish("orders", ServerSentEvent(str(n))) for n in range(1, 6)]
+            broker.publish("other", ServerSentEvent("elsewhere"))
+            broker.client.delete(f"{prefix}stream:orders")
+            for channels in (["orders"], ["orders", "other"]):
+                got = first_events(broker, channels, ids[1])
+                assert [event.event for event in got] == ["reset"], [e.data for e in got]
+                assert json.loads(got[0].data)["reason"] == "unknown"
+            broker.publish("orders", ServerSentEvent("6"))
+            got = first_events(broker, ["orders"], ids[1])
+            assert [event.event for event in got] == ["reset"], [e.data for e in got]
+            # The newest id it issued before the delete lost nothing after it.
+            got = first_events(broker, ["orders"], ids[-1])
+            assert [event.data for event in got] == ["6"]
+        finally:
+            broker.close()
+
+
 def _b36(number: int) -> str:
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     out = ""

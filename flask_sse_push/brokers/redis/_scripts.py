@@ -94,7 +94,12 @@ local function note_restart(clock, last, id)
   redis.call('HSET', clock, 'holes', table.concat(kept, ' '))
 end
 local stream, clock, ids = KEYS[1], KEYS[2], KEYS[3]
+-- The channel's newest id is also kept in the clock, under the stream's key:
+-- a stream deleted on its own then still shows, in the next entry's prev and
+-- to a resume, that it issued ids it no longer holds.
 local prev = newest_id(stream)
+local own = redis.call('HGET', clock, stream)
+if own and newer(own, prev) then prev = own end
 local top = prev
 local last = redis.call('HGET', clock, 'last')
 if last and newer(last, top) then top = last end
@@ -109,9 +114,9 @@ if ms <= top_ms then ms, seq = top_ms, top_seq + 1 end
 local id = string.format('%d-%d', ms, seq)
 redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], id, 'prev', prev, 'before', top, unpack(ARGV, 6))
 if last then
-  redis.call('HSET', clock, 'last', id)
+  redis.call('HSET', clock, 'last', id, stream, id)
 else
-  redis.call('HSET', clock, 'last', id, 'since', id)
+  redis.call('HSET', clock, 'last', id, 'since', id, stream, id)
 end
 note_restart(clock, last, id)
 remember_user_id(stream, ids, id)
@@ -124,7 +129,8 @@ return {id, prev}
 # the user id, the most entries to read per stream ("" for all), then a first
 # id per stream ("" skips it). A user id found in a hash replaces every first
 # id. Returns last, since, the found entry id, the holes (see PUBLISH_SCRIPT),
-# then each stream's entries.
+# then each stream's entries, then each channel's newest id as the clock
+# recorded it (false if none).
 READ_SCRIPT = (
     _LUA_HELPERS
     + """
@@ -152,6 +158,7 @@ for i = 1, n do
   else
     out[4 + i] = redis.call('XRANGE', KEYS[1 + i], first, '+', 'COUNT', count)
   end
+  out[4 + n + i] = redis.call('HGET', KEYS[1], KEYS[1 + i])
 end
 return out
 """
@@ -286,6 +293,8 @@ class Snapshot(t.NamedTuple):
     found: Key | None
     entries: dict[str, list[Entry]]
     holes: tuple[tuple[Key, Key], ...] = ()
+    #: Each channel's newest id as the clock recorded it at publish (absent: none).
+    newest: dict[str, Key] = {}
 
     @property
     def head(self) -> Key:
@@ -295,7 +304,8 @@ class Snapshot(t.NamedTuple):
     def known(self, cursor: Key, channels: Iterable[str] = ()) -> bool:
         """Whether ``cursor`` was issued by this data set (no restart lost it).
 
-        It must lie between the first and the newest id issued. And every entry
+        It must lie between the first and the newest id issued. A channel that
+        issued an id after it must still hold an entry after it. And every entry
         records the newest id issued before it (``before``): the first entry
         after ``cursor`` on any of ``channels`` must have been added after it.
         One added after a lower id shows the data set never issued ``cursor``:
@@ -309,6 +319,20 @@ class Snapshot(t.NamedTuple):
             return False
         if any(low < cursor < high for low, high in self.holes):
             return False
+        return not any(self._emptied(cursor, name) for name in channels) and self._in_order(
+            cursor, channels
+        )
+
+    def _emptied(self, cursor: Key, name: str) -> bool:
+        """Whether ``name`` issued an id after ``cursor`` that its stream no longer
+        holds, with nothing after it: the stream was deleted or emptied."""
+        newest = self.newest.get(name)
+        if newest is None or newest <= cursor:
+            return False
+        return not any(entry.key > cursor for entry in self.entries.get(name, ()))
+
+    def _in_order(self, cursor: Key, channels: Iterable[str]) -> bool:
+        """Whether the first entry after ``cursor`` on each channel was added after it."""
         for name in channels:
             for entry in self.entries.get(name, ()):
                 if entry.key > cursor:

@@ -6,8 +6,9 @@ What it keeps in Redis, for the prefix ``P`` (default ``sse:``) and a channel ``
 - ``P`` + ``channel:C``: the pub/sub channel announcing each new entry, with the
   event in the message, so listeners need no second round trip.
 - ``P`` + ``ids:C``: user-supplied event id -> entry id, so such ids resume too.
-- ``P`` + ``clock``: the newest entry id under the prefix (``last``) and the first
-  one issued since the data was created (``since``).
+- ``P`` + ``clock``: the newest entry id under the prefix (``last``), the first
+  one issued since the data was created (``since``), and each channel's newest id
+  (under its stream's key), which outlives a stream deleted on its own.
 
 Entry ids are the SSE ids. A Lua script issues them from the one clock, so they
 grow across *all* channels in publish order, and one ``Last-Event-ID`` resumes a
@@ -458,12 +459,15 @@ class RedisBroker(Broker):
             name: [decode_entry(item) for item in raw[4 + i] or ()]
             for i, name in enumerate(channels)
         }
+        n = len(channels)
+        recorded = {name: optional_key(raw[4 + n + i]) for i, name in enumerate(channels)}
         return Snapshot(
             optional_key(raw[0]),
             optional_key(raw[1]),
             optional_key(raw[2]),
             entries,
             decode_holes(raw[3]),
+            {name: key for name, key in recorded.items() if key is not None},
         )
 
     def subscribe(
