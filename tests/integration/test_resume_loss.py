@@ -20,11 +20,11 @@ from flask_sse_push import ServerSentEvent
 from flask_sse_push.brokers.redis import RedisBroker
 from flask_sse_push.brokers.redis_cluster import RedisClusterBroker
 from tests.apps.lifecycle_app import environment
+from tests.support.cluster_helpers import RedisCluster
 from tests.support.servers import RedisServer, gunicorn
 
 if t.TYPE_CHECKING:
     from flask_sse_push import Broker
-    from tests.support.cluster_helpers import RedisCluster
 
 pytestmark = pytest.mark.integration
 
@@ -241,3 +241,83 @@ def test_a_user_without_the_info_right_still_publishes_and_resumes(prefix: str) 
             assert [event.data for event in first_events(broker, ["orders"], ids[0])] == ["1", "2"]
         finally:
             broker.close()
+
+
+def _on_two_shards(cluster: RedisCluster, prefix: str) -> tuple[str, str]:
+    """Two channel names whose keys live on different masters."""
+    names = [f"c{n}" for n in range(20)]
+    owners = {name: cluster.owner_port(f"{prefix}{{{name}}}") for name in names}
+    other = next(name for name in names if owners[name] != owners["c0"])
+    return "c0", other
+
+
+def _summary(entry_id: str) -> str:
+    """The summary cursor whose oldest position is ``entry_id`` (tag 1)."""
+    ms, _, seq = entry_id.partition("-")
+    return f"~~{_b36(int(ms))}-{_b36(int(seq))}.1"
+
+
+def test_a_cluster_shard_restored_from_an_older_snapshot_resets_cursors_it_lost(
+    prefix: str,
+) -> None:
+    """A real master restarted from its own older ``SAVE``: its channel lost 11-20.
+    A plain id or summary over two channels, taken from the other channel after
+    the loss began, must be a ``reset``, before and after a new publish there."""
+    with RedisCluster(masters=3) as cluster:
+        lossy, steady = _on_two_shards(cluster, prefix)
+        broker = RedisClusterBroker.from_url(cluster.url, prefix=prefix)
+        ids: dict[str, list[str]] = {lossy: [], steady: []}
+
+        def publish(numbers: range) -> None:
+            for n in numbers:
+                for name in (lossy, steady):
+                    ids[name].append(broker.publish(name, ServerSentEvent(f"{name}-{n}")))
+
+        publish(range(1, 11))
+        port = cluster.owner_port(f"{prefix}{{{lossy}}}")
+        with cluster.node(port) as node:
+            node.save()
+        publish(range(11, 21))
+        broker.close()
+        cluster.kill(port)  # no save at exit: the snapshot is what comes back
+        cluster.start_node(port)
+        cluster.wait_ok()
+        broker = RedisClusterBroker.from_url(cluster.url, prefix=prefix)
+        try:
+            cursor = ids[steady][14]  # published after the lossy channel's 15th
+            channels = sorted([lossy, steady])
+            # The steady channel's own events may follow the reset; not before it.
+            for sent in (cursor, _summary(cursor)):
+                got = first_events(broker, channels, sent)
+                assert got[0].event == "reset", [e.data for e in got]
+                assert json.loads(got[0].data)["reason"] == "unknown"
+            broker.publish(lossy, ServerSentEvent(f"{lossy}-21"))
+            for sent in (cursor, _summary(cursor)):
+                got = first_events(broker, channels, sent)
+                assert got[0].event == "reset", [e.data for e in got]
+            # A cursor from before the snapshot: the shard holds what followed it.
+            got = first_events(broker, channels, ids[steady][4])
+            assert "reset" not in [event.event for event in got]
+            assert f"{lossy}-10" in [event.data for event in got]
+        finally:
+            broker.close()
+
+
+def test_a_cluster_channel_whose_stream_was_deleted_resets_its_cursors(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    broker = RedisClusterBroker.from_url(redis_cluster.url, prefix=prefix)
+    try:
+        ids = [broker.publish("orders", ServerSentEvent(str(n))) for n in range(1, 6)]
+        broker.publish("other", ServerSentEvent("elsewhere"))
+        broker.client.delete(f"{prefix}{{orders}}:stream")
+        for channels in (["orders"], ["orders", "other"]):
+            got = first_events(broker, channels, ids[1])
+            assert [event.event for event in got] == ["reset"], [e.data for e in got]
+        broker.publish("orders", ServerSentEvent("6"))
+        got = first_events(broker, ["orders"], ids[1])
+        assert [event.event for event in got] == ["reset"], [e.data for e in got]
+        got = first_events(broker, ["orders"], ids[-1])
+        assert [event.data for event in got] == ["6"]
+    finally:
+        broker.close()

@@ -61,20 +61,9 @@ end
 """
 )
 
-# KEYS: stream, clock, ids. ARGV: pub/sub channel, history, message, has user
-# id ("1"/"0"), user id, then the entry's field/value pairs. Returns the new
-# entry id and the channel's previous newest one ('0-0' if none): GRIP's id and
-# prev-id (see flask_sse_push.grip).
-#
-# The clock also records the Redis run it last saw (``run``, INFO's run_id). The
-# first publish of a new run (a restart, a restore, a promoted replica) adds a
-# *hole* to ``holes`` (the 16 newest are kept): the newest id the data set had,
-# and the id issued now. No id between the two was issued by what Redis holds
-# now: a cursor in there was lost with the writes the restart did not keep.
-# Without the right to run INFO (a restricted ACL user) the check is skipped.
-PUBLISH_SCRIPT = (
-    LUA_PUBLISH_HELPERS
-    + """
+# note_restart(clock, last, id): on the first publish of a new Redis run, add
+# the hole (last, id) to the clock hash (see PUBLISH_SCRIPT). Both brokers use it.
+LUA_NOTE_RESTART = """
 local function note_restart(clock, last, id)
   local ok, info = pcall(redis.call, 'INFO', 'server')
   if not ok or type(info) ~= 'string' then return end
@@ -93,6 +82,23 @@ local function note_restart(clock, last, id)
   end
   redis.call('HSET', clock, 'holes', table.concat(kept, ' '))
 end
+"""
+
+# KEYS: stream, clock, ids. ARGV: pub/sub channel, history, message, has user
+# id ("1"/"0"), user id, then the entry's field/value pairs. Returns the new
+# entry id and the channel's previous newest one ('0-0' if none): GRIP's id and
+# prev-id (see flask_sse_push.grip).
+#
+# The clock also records the Redis run it last saw (``run``, INFO's run_id). The
+# first publish of a new run (a restart, a restore, a promoted replica) adds a
+# *hole* to ``holes`` (the 16 newest are kept): the newest id the data set had,
+# and the id issued now. No id between the two was issued by what Redis holds
+# now: a cursor in there was lost with the writes the restart did not keep.
+# Without the right to run INFO (a restricted ACL user) the check is skipped.
+PUBLISH_SCRIPT = (
+    LUA_PUBLISH_HELPERS
+    + LUA_NOTE_RESTART
+    + """
 local stream, clock, ids = KEYS[1], KEYS[2], KEYS[3]
 -- The channel's newest id is also kept in the clock, under the stream's key:
 -- a stream deleted on its own then still shows, in the next entry's prev and

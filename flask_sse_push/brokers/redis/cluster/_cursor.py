@@ -30,7 +30,7 @@ from __future__ import annotations
 import typing as t
 
 from ....validation import MAX_EVENT_ID_LENGTH
-from .._scripts import ZERO, format_id, parse_id
+from .._scripts import ZERO, decode_holes, format_id, optional_key, parse_id
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
@@ -141,12 +141,52 @@ CLOCK_SLACK_MS = 60_000
 
 
 class ChannelRead(t.NamedTuple):
-    """One channel's stream, read atomically on its shard, and that shard's clock (ms)."""
+    """One channel's stream, read atomically on its shard, and that shard's clock (ms).
+
+    ``newest`` is the newest id the channel issued (its clock record, which
+    outlives its stream), ``holes`` the ranges of ids (exclusive) its shard's
+    restarts may have lost, and ``restarted`` when (ms) the shard restarted, if
+    it did after the channel's last publish: the ids between ``newest`` and
+    then may be lost too.
+    """
 
     tail: Key | None
     found: Key | None
     entries: list[Entry]
     clock: int | None = None
+    newest: Key | None = None
+    holes: tuple[tuple[Key, Key], ...] = ()
+    restarted: int | None = None
+
+
+#: A channel's clock record as read: newest id, holes, restart time (ms).
+Record: t.TypeAlias = "tuple[Key | None, tuple[tuple[Key, Key], ...], int | None]"
+
+
+def restart_record(raw: Sequence[t.Any]) -> Record:
+    """Decode the read script's channel record: newest id, holes, restart time."""
+    if len(raw) < 3:
+        return None, (), None
+    return optional_key(raw[0]), decode_holes(raw[1]), None if not raw[2] else int(raw[2])
+
+
+def lost(start: Key, read: ChannelRead) -> bool:
+    """Whether the shard cannot vouch for the events after ``start`` on this channel.
+
+    The channel issued ids after ``start`` that its stream no longer holds any of
+    (a deleted stream); or ``start`` lies in a hole a restart left, or between
+    the channel's newest id and a restart no publish has followed yet: a shard
+    restored from an older snapshot never issued the ids in there, though
+    another shard may have.
+    """
+    if start == ZERO:
+        return False
+    newest = read.newest or read.tail or ZERO
+    if newest > start and not any(entry.key > start for entry in read.entries):
+        return True
+    if any(low < start < high for low, high in read.holes):
+        return True
+    return read.restarted is not None and newest < start < (read.restarted, 0)
 
 
 def verdict(start: Key, read: ChannelRead, *, strict: bool) -> str:
@@ -159,6 +199,8 @@ def verdict(start: Key, read: ChannelRead, *, strict: bool) -> str:
     from elsewhere (a plain id over several channels) needs only no gap.
     """
     after = [entry for entry in read.entries if entry.key > start]
+    if lost(start, read):
+        return "unknown"
     if after:
         prev = after[0].prev
         if prev > start:

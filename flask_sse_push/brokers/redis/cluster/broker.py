@@ -49,10 +49,10 @@ from .._scripts import (
     optional_key,
 )
 from .._subscriber import SUBSCRIBER_NAME
-from ._cursor import ChannelRead, wire_id
+from ._cursor import ChannelRead, restart_record, wire_id
 from ._listener import ClusterListener
 from ._replay import hand_over
-from ._scripts import PUBLISH_SCRIPT, READ_SCRIPT, keys
+from ._scripts import PUBLISH_SCRIPT, READ_SCRIPT, clock_key, keys
 from ._subscription import ClusterSubscription
 
 if t.TYPE_CHECKING:
@@ -66,7 +66,7 @@ __all__ = ["ACL_COMMANDS", "SCHEMES", "RedisClusterBroker"]
 #: The command rights (Redis ACL syntax) :class:`RedisClusterBroker` needs on
 #: every node, besides access to the keys and channels under its prefix.
 ACL_COMMANDS = (
-    "+ping +cluster|slots +command +eval +evalsha +script|load +time +hget +hset +hlen"
+    "+ping +cluster|slots +command +eval +evalsha +script|load +time +hget +hmget +hset +hlen"
     " +hgetall +hdel +xadd +xrange +xrevrange +spublish +ssubscribe +sunsubscribe"
     " +client|setname"
 )
@@ -324,7 +324,9 @@ class RedisClusterBroker(Broker):
         args = publish_args(pubsub, self.history, message, event, fields)
         try:
             with self._slot("publish") as local:
-                entry_id = local.publish(keys=[stream, ids], args=args)
+                entry_id = local.publish(
+                    keys=[stream, ids, clock_key(self.prefix, channel)], args=args
+                )
         except ERRORS as exc:
             raise self._error("publish", exc) from exc
         return event.id if event.id is not None else as_text(entry_id)
@@ -351,7 +353,7 @@ class RedisClusterBroker(Broker):
         ]
         try:
             with self._slot("read the history") as local:
-                raw = local.read(keys=[stream, ids], args=args)
+                raw = local.read(keys=[stream, ids, clock_key(self.prefix, channel)], args=args)
         except ERRORS as exc:
             raise self._error("read the history", exc) from exc
         return ChannelRead(
@@ -359,6 +361,7 @@ class RedisClusterBroker(Broker):
             optional_key(raw[1]),
             [decode_entry(e) for e in raw[2] or ()],
             int(raw[3]) if len(raw) > 3 else None,
+            *restart_record(raw[4:]),
         )
 
     def tails(self, channels: Sequence[str]) -> list[Key]:
@@ -426,6 +429,7 @@ class RedisClusterBroker(Broker):
         """Every command the broker and redis-py's cluster client run, with the
         keys and sharded channel of a channel ``default`` (see :meth:`check`)."""
         stream, ids, channel = keys(self.prefix, "default")
+        clock = clock_key(self.prefix, "default")
         return [
             ("PING",),
             ("CLUSTER", "SLOTS"),
@@ -434,6 +438,8 @@ class RedisClusterBroker(Broker):
             ("EVALSHA", "0" * 40, "0"),
             ("SCRIPT", "LOAD", "return 0"),
             ("TIME",),
+            ("HMGET", clock, "last", "run", "holes"),
+            ("HSET", clock, "last", "0-1"),
             ("XADD", stream, "MAXLEN", "~", "1", "0-1", "prev", "0-0"),
             ("XRANGE", stream, "-", "+"),
             ("XREVRANGE", stream, "+", "-", "COUNT", "1"),
