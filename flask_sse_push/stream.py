@@ -34,6 +34,10 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("flask_sse_push")
 
+#: Jitter comes from the system's generator, which keeps no state: drawing it
+#: never moves the app's (or a test's) seeded ``random``.
+_JITTER = random.SystemRandom()
+
 #: What a keepalive looks like on the wire: a comment, ignored by every client.
 KEEPALIVE = encode_comment("keepalive").encode()
 
@@ -105,7 +109,7 @@ def reconnect_retry(retry: int | None) -> int:
     A random value keeps clients that were dropped together (one overflowing
     channel, a broker hiccup) from coming back together.
     """
-    return retry if retry is not None else random.randint(1000, 3000)
+    return retry if retry is not None else _JITTER.randint(1000, 3000)
 
 
 def spread_retry(retry: int | None) -> int:
@@ -115,12 +119,12 @@ def spread_retry(retry: int | None) -> int:
     spread out instead of all at once.
     """
     base = 1000 if retry is None else retry
-    return random.randint(base, 3 * base)
+    return _JITTER.randint(base, 3 * base)
 
 
 def jittered_lifetime(lifetime: float | None) -> float | None:
     """Return 80 to 100 % of ``lifetime``, so clients connected together leave apart."""
-    return None if lifetime is None else lifetime * random.uniform(0.8, 1.0)
+    return None if lifetime is None else lifetime * _JITTER.uniform(0.8, 1.0)
 
 
 def event_stream(

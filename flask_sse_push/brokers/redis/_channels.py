@@ -26,6 +26,10 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("flask_sse_push")
 
+#: The system's generator, which keeps no state: backoff jitter never moves the
+#: app's seeded ``random``.
+_JITTER = random.SystemRandom()
+
 
 class Member(t.Protocol):
     """The subscription's side the table needs."""
@@ -119,7 +123,7 @@ class ListenerBase(t.Generic[_S, _C]):
         back at once.
         """
         delay = min(self.backoff_min * 2.0 ** min(failures - 1, 10), self.backoff_max)
-        return delay * random.uniform(0.8, 1.2)
+        return delay * _JITTER.uniform(0.8, 1.2)
 
     def _join(self, sub: _S) -> list[tuple[str, _C]]:
         """Add ``sub`` to each of its channels, made if new; return them."""
