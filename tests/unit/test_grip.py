@@ -572,3 +572,19 @@ def test_held_stream_ends_at_its_lifetime(
     # the proxy ends the stream and the client resumes from a2.
     assert "Grip-Hold" not in late.headers
     assert late.data == f"id: {a2}\ndata: 2\n\n".encode() + closing_chunk("lifetime", 100)
+
+
+def test_next_link_given_before_holds_carried_more_still_works(broker: RedisBroker) -> None:
+    """Streams held across an upgrade keep their links: a token of the
+    channel list alone, as links were before."""
+    app = grip_app(broker, "http://127.0.0.1:9")
+    a1 = broker.publish("a", ServerSentEvent("1"))
+    with app.app_context():
+        token = app.extensions["sse_push.grip"].tokens().dumps(["a"])
+    response = app.test_client().get(
+        f"/events/grip/next?token={token}",
+        headers={"Grip-Sig": grip_sig(), "Grip-Last": "sse:a; last-id=0-0"},
+    )
+    assert response.status_code == 200
+    assert response.data == f"id: {a1}\ndata: 1\n\n".encode()
+    assert response.headers.getlist("Grip-Channel") == [f"sse:a; prev-id={a1}", "sse:revoke:a"]
