@@ -358,8 +358,8 @@ class SSEPush:
         as their worker reads the control message from the broker (within
         milliseconds on a healthy broker). With the in-process broker there is
         no other worker to reach: the call ends this process' streams. In GRIP
-        mode, a revoke of a whole ``channel`` (no ``identity``, no ``predicate``)
-        also ends the streams of it the proxy holds; others do not reach them.
+        mode, a revoke without a predicate also ends the streams the proxy holds
+        that it selects; one with a predicate does not reach them.
 
         :raises TypeError: neither ``channel``, ``identity`` nor ``predicate``
             was given (to end every stream, revoke each channel).
@@ -401,12 +401,12 @@ class SSEPush:
         )
         if predicate is None and not state.broker.process_local:
             state.control.send("revoke", revocation.to_json())
-        if channel is not None and identity is None and predicate is None:
-            revoke_held(channel, revoked_chunk(state, reconnect))
+        if predicate is None:
+            revoke_held(channel, revoked_chunk(state, reconnect), identity)
         elif grip_mode(current_app) is not None:
             logger.warning(
-                "SSE revoke by identity or predicate leaves the streams the GRIP proxy holds"
-                " open: their StreamInfo is not known here. Revoke the whole channel instead."
+                "SSE revoke with a predicate leaves the streams the GRIP proxy holds open:"
+                " their StreamInfo is not known here. Revoke by channel= and identity= instead."
             )
         return ended
 

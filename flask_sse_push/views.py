@@ -261,12 +261,13 @@ def stream_view() -> Response:
         for authorize in hooks.authorizers:
             if not authorize(channel):
                 return _forbidden(f"Not allowed to subscribe to channel {channel!r}.")
-    held = hold_answer(state, channels, last_event_id)
+    identity = None if hooks.identify is None else hooks.identify()
+    held = hold_answer(state, channels, last_event_id, identity)
     if held is not None:  # GRIP mode: the proxy holds the stream
         return held
     info = StreamInfo(
         channels=tuple(channels),
-        identity=None if hooks.identify is None else hooks.identify(),
+        identity=identity,
         remote_addr=request.remote_addr,
         last_event_id=last_event_id,
     )

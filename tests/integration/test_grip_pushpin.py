@@ -7,8 +7,11 @@ lost, nothing twice, in order.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 import typing as t
+from functools import partial
 
 import httpx
 import jwt
@@ -47,8 +50,10 @@ class Deployment(t.NamedTuple):
         return SSEClient(self.pushpin.port, f"/events?{query}", last_event_id=last_event_id)
 
 
-@pytest.fixture
-def deployment() -> Iterator[Deployment]:
+@contextlib.contextmanager
+def deploy(**settings: str) -> Iterator[Deployment]:
+    """Redis, Pushpin, and the app under two gunicorn sync workers, with
+    ``settings`` added to the app's environment."""
     with RedisServer() as redis:
         port = free_port()
         pushpin = Pushpin(port, KEY)
@@ -58,6 +63,7 @@ def deployment() -> Iterator[Deployment]:
                 "SSE_PUSH_GRIP_URL": pushpin.publish_url,
                 "SSE_PUSH_GRIP_KEY": KEY,
                 "SSE_PUSH_GRIP_REQUIRED": "1",
+                **settings,
             }
             app = start_gunicorn(
                 "tests.apps.grip_app:create_app()",
@@ -70,6 +76,12 @@ def deployment() -> Iterator[Deployment]:
                 yield Deployment(redis, pushpin, app)
             finally:
                 stop(app.process)
+
+
+@pytest.fixture
+def deployment() -> Iterator[Deployment]:
+    with deploy() as running:
+        yield running
 
 
 def data_of(client: SSEClient) -> list[str]:
@@ -234,6 +246,72 @@ def test_revoke_ends_the_held_streams_for_good(deployment: Deployment) -> None:
     assert not any(c.ended for c in others)
     for client in clients + others:
         client.close()
+
+
+def test_revoke_by_identity_ends_only_that_identitys_held_streams(
+    deployment: Deployment,
+) -> None:
+    alice = [deployment.client(f"channel={name}&user=alice") for name in ("a", "b", "a&channel=b")]
+    alice_b = deployment.client("channel=b&user=alice")
+    bob = [deployment.client(f"channel={name}&user=bob") for name in ("a", "b")]
+    anonymous = deployment.client("channel=a")
+    everyone = [*alice, alice_b, *bob, anonymous]
+    pump(everyone, lambda: all(c.status == 200 for c in everyone), what="held streams")
+    # One identity on one channel: alice's streams of a end, her stream of b only stays.
+    httpx.post(f"{deployment.app.url}/revoke", data={"channel": "a", "user": "alice"}, timeout=10)
+    ended_a = [alice[0], alice[2]]
+    pump(everyone, lambda: all(c.ended for c in ended_a), what="alice's streams of a closed")
+    # Then the identity everywhere.
+    httpx.post(f"{deployment.app.url}/revoke", data={"user": "alice"}, timeout=10)
+    pump(everyone, lambda: alice[1].ended and alice_b.ended, what="alice's other streams closed")
+    assert {c.last_event_id for c in [*alice, alice_b]} == {STOP_ID}
+    for client in [*alice, alice_b]:
+        client.reconnect()  # EventSource's one reconnect, with the stop id
+    pump([*alice, alice_b], lambda: all(c.status is not None for c in [*alice, alice_b]))
+    assert {c.status for c in [*alice, alice_b]} == {204}
+    # Bob's and the anonymous streams stay, and get what is published.
+    deployment.publish("a1", "a")
+    deployment.publish("b1", "b")
+    others = [*bob, anonymous]
+    pump(others, lambda: all(len(c.events) == 1 for c in others))
+    assert [data_of(c) for c in others] == [["a1"], ["b1"], ["a1"]]
+    assert not any(c.ended for c in others)
+    for client in everyone:
+        client.close()
+
+
+def paused(clients: list[SSEClient], until: float) -> bool:
+    return time.monotonic() > until or all(c.ended for c in clients)
+
+
+def test_held_stream_ends_at_its_lifetime_and_resumes() -> None:
+    with deploy(SSE_PUSH_MAX_LIFETIME="2") as deployment:
+        clients = [deployment.client("channel=life"), deployment.client("channel=life&channel=x")]
+        pump(clients, lambda: all(c.status == 200 for c in clients), what="held streams")
+        opened = time.monotonic()
+        # Events keep flowing while the lifetime runs out: a busy stream ends too.
+        published: list[str] = []
+        while not all(c.ended for c in clients) and time.monotonic() - opened < 20:
+            published.append(f"e{len(published)}")
+            deployment.publish(published[-1], "life")
+            pump(clients, partial(paused, clients, time.monotonic() + 0.2))
+        lived = time.monotonic() - opened
+        assert all(c.ended for c in clients), f"held streams still open after {lived:.1f} s"
+        for client in clients:
+            assert b"retry: 100\n" in client.body.rpartition(b": closed: lifetime")[2]
+            assert client.last_event_id is not None
+        missed = [f"m{n}" for n in range(5)]
+        for name in missed:
+            deployment.publish(name, "life")
+        for client in clients:
+            client.reconnect()  # with its last id, as EventSource does
+        pump(clients, lambda: all(c.status == 200 for c in clients))
+        deployment.publish("after", "life")
+        expected = published + missed + ["after"]
+        pump(clients, lambda: all(len(c.events) >= len(expected) for c in clients))
+        assert_exactly(clients, expected)
+        for client in clients:
+            client.close()
 
 
 def test_publisher_outside_the_app(deployment: Deployment) -> None:

@@ -14,16 +14,23 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from flask import Flask
+from flask import Flask, request
 
 from flask_sse_push import ServerSentEvent, SSEPush
 from flask_sse_push.brokers.redis import RedisBroker
+from flask_sse_push.grip.ends import (
+    IDENTITY_LABEL,
+    channel_identity_channel,
+    identity_channel,
+    link_timeout,
+)
 from flask_sse_push.grip.history import initial_position, position_after
 from flask_sse_push.grip.instruct import cstring, hold_headers, parse_grip_last
 from flask_sse_push.grip.proxy import ProxyPublisher, ProxyTarget, close_item, publish_item
 from flask_sse_push.grip.sets import register, set_items
 from flask_sse_push.grip.signature import check_grip_sig
-from flask_sse_push.stream import stop_chunk
+from flask_sse_push.keys import derive_key
+from flask_sse_push.stream import closing_chunk, stop_chunk
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -260,16 +267,37 @@ def test_position_after_trimmed_history_is_a_reset(broker: RedisBroker) -> None:
 # -- the Flask side ----------------------------------------------------------
 
 
-def grip_app(broker: RedisBroker, proxy_url: str, *, required: bool = False) -> Flask:
+def grip_app(
+    broker: RedisBroker, proxy_url: str, *, required: bool = False, **config: object
+) -> Flask:
+    return grip_sse(broker, proxy_url, required=required, **config)[0]
+
+
+def grip_sse(
+    broker: RedisBroker, proxy_url: str, *, required: bool = False, **config: object
+) -> tuple[Flask, SSEPush]:
+    """An app in GRIP mode whose streams' identity is ``?user=`` (a number)."""
     app = Flask(__name__)
     app.config.update(
         SSE_PUSH_GRIP_URL=proxy_url,
         SSE_PUSH_GRIP_KEY=KEY,
         SSE_PUSH_GRIP_REQUIRED=required,
         SSE_PUSH_RETRY=100,
+        **{"SSE_PUSH_MAX_LIFETIME": None, **config},
     )
-    SSEPush(app, broker=broker)
-    return app
+    sse = SSEPush(app, broker=broker)
+
+    @sse.identify
+    def who() -> object:
+        # ?user=7 is the number 7: identities compare as their str().
+        user = request.args.get("user")
+        return None if user is None else int(user)
+
+    return app, sse
+
+
+def link_of(response: t.Any) -> str:
+    return str(response.headers["Grip-Link"][1:].partition(">")[0])
 
 
 def test_signed_request_is_held_with_its_replay(broker: RedisBroker) -> None:
@@ -440,3 +468,123 @@ def test_cli_publish_goes_to_the_proxy_too(
     assert bodies[0]["items"][0]["formats"]["http-stream"]["content"] == (
         f"id: {event_id}\ndata: hello\n\n"
     )
+
+
+# -- revoke by identity, lifetime --------------------------------------------
+
+SECRET = derive_key("app-secret", IDENTITY_LABEL)
+
+
+def test_held_stream_subscribes_to_its_identity_channels(broker: RedisBroker) -> None:
+    client = grip_app(broker, "http://127.0.0.1:9", SECRET_KEY="app-secret").test_client()
+    sig = {"Grip-Sig": grip_sig()}
+    held = client.get("/events?channel=a&channel=b&user=7", headers=sig)
+    names = [value.partition(";")[0] for value in held.headers.getlist("Grip-Channel")]
+    assert names == [
+        "sse:a+b",
+        "sse:revoke:a",
+        "sse:revoke:b",
+        identity_channel("sse:", SECRET, "7"),
+        channel_identity_channel("sse:", SECRET, "a", "7"),
+        channel_identity_channel("sse:", SECRET, "b", "7"),
+    ]
+    # Keyed by the app's secret: the proxy never sees the identity itself, and
+    # another app's streams of the same identity are apart.
+    assert not any(name.endswith(":7") for name in names)
+    assert identity_channel("sse:", derive_key("other", IDENTITY_LABEL), "7") not in names
+    # The next link keeps them.
+    again = client.get(
+        link_of(held), headers={**sig, "Grip-Last": "sse:a+b; last-id=0-0"}
+    ).headers.getlist("Grip-Channel")
+    assert [value.partition(";")[0] for value in again] == names
+    # An anonymous stream has only its channels'.
+    anonymous = client.get("/events?channel=a", headers=sig).headers.getlist("Grip-Channel")
+    assert [value.partition(";")[0] for value in anonymous] == ["sse:a", "sse:revoke:a"]
+
+
+def test_revoke_by_identity_closes_that_identitys_held_streams(
+    broker: RedisBroker, proxy: tuple[str, list[dict[str, t.Any]]]
+) -> None:
+    url, bodies = proxy
+    app, sse = grip_sse(broker, url, SECRET_KEY="app-secret")
+    client = app.test_client()
+    sig = {"Grip-Sig": grip_sig()}
+    held = {
+        user: [
+            value.partition(";")[0]
+            for value in client.get(
+                f"/events?channel=orders&channel=news&user={user}", headers=sig
+            ).headers.getlist("Grip-Channel")
+        ]
+        for user in (7, 8)
+    }
+    with app.app_context():
+        sse.revoke(identity="7")
+        sse.revoke("orders", identity=8, reconnect=True)
+        sse.revoke(identity=8, predicate=lambda info: True)  # cannot reach held ones
+    closed = [body["items"] for body in bodies]
+    assert len(closed) == 2
+    by_identity, by_pair = (items[0]["channel"] for items in closed)
+    for items, chunk in zip(
+        closed, [stop_chunk("revoked"), closing_chunk("revoked", 100)], strict=True
+    ):
+        channel = items[0]["channel"]
+        assert items == [
+            {"channel": channel, "formats": {"http-stream": {"content": chunk.decode()}}},
+            {"channel": channel, "formats": {"http-stream": {"action": "close"}}},
+        ]
+    # Each revoke closes a channel that the selected streams hold and the
+    # others do not.
+    assert by_identity in held[7] and by_identity not in held[8]
+    assert by_pair in held[8] and by_pair not in held[7]
+    news_only = client.get("/events?channel=news&user=8", headers=sig)
+    assert by_pair not in news_only.headers.getlist("Grip-Channel")
+
+
+def test_link_timeout() -> None:
+    assert link_timeout(None, None, 100.0) is None
+    assert link_timeout(None, 3600, 100.0) == 3600
+    assert link_timeout(101.2, None, 100.0) == 2
+    assert link_timeout(99.0, None, 100.0) == 1
+    assert link_timeout(5000.0, 3600, 100.0) == 3600
+
+
+def test_held_stream_ends_at_its_lifetime(
+    broker: RedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = grip_app(broker, "http://127.0.0.1:9", SSE_PUSH_MAX_LIFETIME=100.0)
+    client = app.test_client()
+    sig = {"Grip-Sig": grip_sig()}
+    held = client.get("/events?channel=a", headers=sig)
+    timeout = int(held.headers["Grip-Link"].rpartition("timeout=")[2])
+    assert 80 <= timeout <= 100  # 80 to 100 % of the lifetime
+    a1 = broker.publish("a", ServerSentEvent("1"))
+    # Before the deadline, a gap's fetch holds the stream on, to the same deadline.
+    early = client.get(link_of(held), headers={**sig, "Grip-Last": "sse:a; last-id=0-0"})
+    assert early.headers["Grip-Hold"] == "stream"
+    assert int(early.headers["Grip-Link"].rpartition("timeout=")[2]) in (timeout - 1, timeout)
+    a2 = broker.publish("a", ServerSentEvent("2"))
+    real = time.time
+    with monkeypatch.context() as patch:
+        patch.setattr(time, "time", lambda: real() + 101)
+        late = client.get(link_of(early), headers={**sig, "Grip-Last": f"sse:a; last-id={a1}"})
+    # Past it: the events the proxy lacks, the retry, and no instructions, so
+    # the proxy ends the stream and the client resumes from a2.
+    assert "Grip-Hold" not in late.headers
+    assert late.data == f"id: {a2}\ndata: 2\n\n".encode() + closing_chunk("lifetime", 100)
+
+
+def test_next_link_given_before_holds_carried_more_still_works(broker: RedisBroker) -> None:
+    """Streams held across an upgrade keep their links: a token of the
+    channel list alone, as links were before."""
+    app = grip_app(broker, "http://127.0.0.1:9")
+    a1 = broker.publish("a", ServerSentEvent("1"))
+    with app.app_context():
+        token = app.extensions["sse_push.grip"].tokens().dumps(["a"])
+    response = app.test_client().get(
+        f"/events/grip/next?token={token}",
+        headers={"Grip-Sig": grip_sig(), "Grip-Last": "sse:a; last-id=0-0"},
+    )
+    assert response.status_code == 200
+    assert response.data == f"id: {a1}\ndata: 1\n\n".encode()
+    assert response.headers.getlist("Grip-Channel") == [f"sse:a; prev-id={a1}", "sse:revoke:a"]
