@@ -109,6 +109,10 @@ class Revocation:
         return cls(channel, identity, reconnect)
 
 
+#: The reasons a subscription ends when its broker is closed, not broken.
+_BROKER_CLOSED = frozenset({"broker closed", "closed"})
+
+
 def end_streams(runtime: Runtime, matches: Callable[[StreamInfo], bool], *, reconnect: bool) -> int:
     """End this process' streams of ``runtime`` that ``matches``; return how many.
 
@@ -240,8 +244,7 @@ class ControlPlane:
                     backoff = 0.1
                     self._do_duties()
             except (SubscriptionClosed, BrokerError) as exc:
-                if not self._done():
-                    logger.info("Control channel subscription ended, subscribing again: %s", exc)
+                if self._resubscribes_after(exc):
                     self._wait(backoff)
                     backoff = min(MAX_BACKOFF, backoff * 2)
             finally:
@@ -250,6 +253,18 @@ class ControlPlane:
         if first is not None:
             first.close()
         self._do_duties()
+
+    def _resubscribes_after(self, exc: SubscriptionClosed | BrokerError) -> bool:
+        """Whether to subscribe again (after a pause) once ``exc`` ended the subscription."""
+        if isinstance(exc, SubscriptionClosed) and exc.reason in _BROKER_CLOSED:
+            # The app closed its broker: subscribing again would open a new
+            # listener on it that nothing ever closes.
+            self.stopped = True
+            return False
+        if self._done():
+            return False
+        logger.info("Control channel subscription ended, subscribing again: %s", exc)
+        return True
 
     def _wait(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -172,6 +172,19 @@ def test_the_control_thread_stops_with_the_worker(workers: tuple[Worker, Worker]
     assert not thread.is_alive()
 
 
+def test_the_control_thread_stops_when_its_broker_is_closed(
+    workers: tuple[Worker, Worker],
+) -> None:
+    """Closing the app's broker ends the control thread: subscribing again would open
+    a listener on the closed broker that nothing ever closes."""
+    _, there = workers
+    thread = get_runtime(there.app).control.thread
+    assert thread is not None and thread.is_alive()
+    there.broker.close()
+    thread.join(timeout=3)
+    assert not thread.is_alive()
+
+
 def test_memory_broker_revokes_in_process_without_a_thread(app: Flask) -> None:
     sse = SSEPush(app)
     stream = Opened(app, "room", None)
