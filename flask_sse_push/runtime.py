@@ -253,7 +253,12 @@ class Runtime:
         server.spawn(self._check_at_start)
 
     def _check_at_start(self) -> None:
-        self.check_broker()
+        try:
+            self.check_broker()
+        except Exception:  # best effort, in a thread of its own
+            # A broker closed while this runs (an app torn down at once) can fail
+            # inside its client in any way; health checks the broker again anyway.
+            logger.debug("The broker check at start did not finish.", exc_info=True)
 
 
 def app_target(app: Flask) -> str:
