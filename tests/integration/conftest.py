@@ -1,4 +1,5 @@
-"""Fixtures that start processes: a redis-server and Redis Clusters on 127.0.0.1.
+"""Fixtures that start processes: a redis-server and Redis Clusters on 127.0.0.1,
+and headless Chromium.
 
 Each skips (or fails under ``SSE_PUSH_TESTS_STRICT=1``) when ``redis-server`` is
 not installed, through :func:`tests.support.servers.missing`.
@@ -10,12 +11,15 @@ import typing as t
 
 import pytest
 
+from tests.support.browser_helpers import chromium
 from tests.support.cluster_helpers import RedisCluster
 from tests.support.redis_helpers import Inspector, redis_client
 from tests.support.servers import RedisServer
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +49,10 @@ def failover_cluster() -> Iterator[RedisCluster]:
     """Three masters with one replica each, for a module that kills masters."""
     with RedisCluster(masters=3, replicas=1) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium for the whole module (tests open pages of their own)."""
+    with chromium() as launched:
+        yield launched

@@ -27,7 +27,6 @@ from tests.support.browser_helpers import (
     CHROMIUM_ARGS,
     StaticPage,
     assert_full_countdown,
-    chromium,
     countdown_patterns,
 )
 from tests.support.servers import ROOT, Gunicorn, RedisServer, start_gunicorn, stop
@@ -76,12 +75,6 @@ def serving(
         # A stream whose page has closed stays open on the server until its next
         # keepalive; a graceful stop would wait for it.
         stop(server.process, signal.SIGQUIT)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")

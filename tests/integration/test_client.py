@@ -19,7 +19,6 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.browser_helpers import chromium
 from tests.support.servers import Gunicorn, start_gunicorn, stop
 
 if t.TYPE_CHECKING:
@@ -37,12 +36,6 @@ START = """(options) => {
         client.on(type, (event) => got.push([event.type, event.data, event.lastEventId]));
     }
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")

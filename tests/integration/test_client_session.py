@@ -16,7 +16,6 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.browser_helpers import chromium
 from tests.support.servers import gunicorn
 
 if t.TYPE_CHECKING:
@@ -38,12 +37,6 @@ START = """(options) => {
         client.on(type, (event) => got.push([event.type, event.data, event.lastEventId]));
     }
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,12 @@ import typing as t
 
 import pytest
 
-from tests.support.browser_helpers import chromium
 from tests.support.servers import start_gunicorn, stop
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from playwright.sync_api import Browser
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 def _requests(log: str) -> list[str]:

@@ -23,7 +23,6 @@ import httpx
 import pytest
 
 from tests.apps.env_app import environment
-from tests.support.browser_helpers import chromium
 from tests.support.proxy_helpers import (
     LineReader,
     Nginx,
@@ -326,12 +325,6 @@ def test_http2_response_has_no_connection_header(proxy: Proxy) -> None:
         assert response.status_code == 200
         assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
         assert "connection" not in response.headers
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.mark.integration
