@@ -138,6 +138,11 @@ class LiveStream:
         ``offer`` (the runtime's, shared by every stream)."""
         self.offer = offer
 
+    def moved_to(self, socket: SocketLike) -> None:
+        """Watch and cut ``socket`` from now on: the server moved the connection
+        to a new socket object (same descriptor) when the stream parked."""
+        self.socket = socket
+
     def drop_writer(self) -> None:
         """Forget the fast-path writer: the subscription would not take it."""
         self.writer = None

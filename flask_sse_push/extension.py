@@ -480,8 +480,10 @@ class SSEPush:
         ``lag`` (the most events waiting for any one client right now) and
         ``control`` (messages from other workers:
         ``applied``, and ``ignored`` by reason: ``malformed``, ``forged``,
-        ``stale``, ...). Counts start when the app is set up; under gunicorn
-        each worker has its own.
+        ``stale``, ...), and ``clients_parked`` (of the connected clients, those
+        whose stream waits right now without a greenlet of its own, under the
+        package's gunicorn worker class; only for ``"worker"``). Counts start
+        when the app is set up; under gunicorn each worker has its own.
 
         :param scope: ``"worker"`` (the default): this process.
             ``"deployment"``: every worker sharing the broker, added up from
@@ -502,6 +504,7 @@ class SSEPush:
             raise ValueError(f'scope must be "worker" or "deployment", not {scope!r}.')
         snapshot = state.metrics.snapshot(state.broker, state.registry)
         snapshot["control"] = state.control.snapshot()
+        snapshot["clients_parked"] = state.server.parked()
         return snapshot
 
     def streams(self) -> list[StreamInfo]:

@@ -127,45 +127,24 @@ def jittered_lifetime(lifetime: float | None) -> float | None:
     return None if lifetime is None else lifetime * _JITTER.uniform(0.8, 1.0)
 
 
-def event_stream(
-    subscription: Subscription,
-    live: LiveStream,
-    *,
-    keepalive: float,
-    retry: int | None = None,
-    lifetime: float | None = None,
-    metrics: Metrics | None = None,
-) -> Iterator[bytes]:
-    """Yield the bytes of an SSE response body for ``subscription``, as the server writes them.
+def event_stream(body: BodyChunks) -> Iterator[bytes]:
+    """Yield the bytes of an SSE response body, as the server writes them.
 
-    This is the carrying side: what to send comes from :class:`BodyChunks`. Each
-    chunk is handed over in pieces of at most
-    :data:`~flask_sse_push.sockets.PIECE` bytes, and the start of each is
-    marked on ``live``, so the send timeout measures a lack of progress, never
-    the size of a write. Once the first chunk is written, a fast-path writer the
-    server offered (``live.writer``) is given to the subscription. The
-    subscription is closed when the generator ends, including when the server
-    closes it because the client went away; what ended it is left in
-    ``live.reason``.
-
-    :param live: this stream's entry in the registry of live streams.
-    :param keepalive: seconds of quiet before a keepalive comment is sent.
-    :param retry: milliseconds sent as ``retry:`` first (see :class:`BodyChunks`).
-    :param lifetime: seconds after which the stream ends (see :class:`BodyChunks`).
-    :param metrics: counts the events written and the ``reset`` events among them.
+    This is the carrying side of a stream that keeps its greenlet or thread:
+    what to send comes from ``body``. Each chunk is handed over in pieces of at
+    most :data:`~flask_sse_push.sockets.PIECE` bytes, and the start of each is
+    marked on the stream, so the send timeout measures a lack of progress,
+    never the size of a write. Once the first chunk is written, a fast-path
+    writer the server offered is given to the subscription. The subscription is
+    closed when the generator ends, including when the server closes it because
+    the client went away (:meth:`BodyChunks.release`).
     """
-    writer = None
+    live = body.live
     try:
-        live.began_write()
-        yield first_chunk(retry, keepalive, subscription.start_id)
-        # Only now: the server has written the headers and the first chunk.
-        writer = live.writer
-        if writer is not None and not subscription.set_consumer(writer):
-            writer = None
-            live.drop_writer()
-        body = BodyChunks(
-            subscription, live, keepalive=keepalive, retry=retry, lifetime=lifetime, metrics=metrics
-        )
+        if not body.opened:
+            yield body.opening()
+            # Only now: the server has written the headers and the first chunk.
+            body.hand_to_writer()
         # A method call, not a for loop over ``body``: Python runs a method's
         # frame in the generator's own C frame, while ``for`` would call
         # ``__next__`` from C, one C frame deeper. Every stream's greenlet waits
@@ -178,13 +157,7 @@ def event_stream(
                 yield from _pieces(chunk, live)
         live.finish()
     finally:
-        if writer is not None:
-            subscription.set_consumer(None)
-        if live.reason is None or live.reason == "send_timeout":
-            # A stalled client may have overflowed its queue before its write
-            # was cut: the overflow is why it ended.
-            live.learned(_closed_reason(subscription) or live.reason)
-        subscription.close()
+        body.release()
 
 
 def _pieces(chunk: bytes, live: LiveStream) -> Iterator[bytes]:
@@ -222,7 +195,16 @@ class BodyChunks:
     :param metrics: counts the events sent and the ``reset`` events among them.
     """
 
-    __slots__ = ("_subscription", "_live", "_keepalive", "_retry", "_deadline", "_metrics", "_done")
+    __slots__ = (
+        "_subscription",
+        "live",
+        "keepalive",
+        "_retry",
+        "deadline",
+        "_metrics",
+        "_done",
+        "opened",
+    )
 
     def __init__(
         self,
@@ -235,12 +217,17 @@ class BodyChunks:
         metrics: Metrics | None = None,
     ) -> None:
         self._subscription = subscription
-        self._live = live
-        self._keepalive = keepalive
+        #: The stream's entry in the registry of live streams.
+        self.live = live
+        #: Seconds of quiet before a keepalive comment is due.
+        self.keepalive = keepalive
         self._retry = retry
-        self._deadline = None if lifetime is None else time.monotonic() + lifetime
+        #: ``time.monotonic()`` when the lifetime is up, or ``None``.
+        self.deadline = None if lifetime is None else time.monotonic() + lifetime
         self._metrics = metrics
         self._done = False
+        #: Whether :meth:`opening` was taken.
+        self.opened = False
 
     def __iter__(self) -> BodyChunks:
         return self
@@ -251,6 +238,81 @@ class BodyChunks:
             raise StopIteration
         return chunk
 
+    def chunks(self) -> Iterator[bytes]:
+        """The whole body, first chunk included, for a server that iterates it
+        (:func:`event_stream`)."""
+        return event_stream(self)
+
+    def opening(self) -> bytes:
+        """The first chunk (:func:`first_chunk`), its write marked on the stream."""
+        self.opened = True
+        self.live.began_write()
+        return first_chunk(self._retry, self.keepalive, self._subscription.start_id)
+
+    def hand_to_writer(self) -> bool:
+        """Give the subscription the server's fast-path writer, if there is one;
+        return whether it took it (else the stream forgets the writer)."""
+        writer = self.live.writer
+        if writer is None:
+            return False
+        if self._subscription.set_consumer(writer):
+            return True
+        self.live.drop_writer()
+        return False
+
+    def can_park(self) -> bool:
+        """Whether the stream can wait without a greenlet: it has a fast-path writer
+        and its subscription can wait without a reader
+        (:meth:`~flask_sse_push.brokers.Subscription.park`)."""
+        return self.live.writer is not None and self._subscription.parks
+
+    def park(self, wake: Callable[[], None]) -> bool:
+        """Wait without a reader until ``wake()``; False if something is ready now
+        (see :meth:`~flask_sse_push.brokers.Subscription.park`)."""
+        return self._subscription.park(wake)
+
+    def poll_chunk(self, keepalive_due: bool) -> bytes | None:
+        """Return the next chunk to send without waiting: ``b""`` when there is
+        nothing to send yet, ``None`` once the stream ended.
+
+        The parked counterpart of :meth:`next_chunk`: the caller finishes any
+        partial direct write first, and says whether the keepalive interval has
+        passed since the last write.
+        """
+        if self._done:
+            return None
+        live = self.live
+        if live.ending is None:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                live.learned("lifetime")
+                return self._last(closing_chunk("lifetime", reconnect_retry(self._retry)))
+            try:
+                batch = self._subscription.get(0)
+            except SubscriptionClosed as closed:
+                if live.ending is None:
+                    return self._closed(closed)
+            else:
+                if live.ending is None:
+                    if batch:
+                        return self._chunk(batch)
+                    return KEEPALIVE if keepalive_due else b""
+        return self._ending(live.ending)
+
+    def release(self) -> None:
+        """End the stream's use of its subscription, however it ended; learn why.
+
+        Runs once the last chunk is written, or the client is gone.
+        """
+        live = self.live
+        subscription = self._subscription
+        if live.writer is not None:
+            subscription.set_consumer(None)
+        if live.reason is None or live.reason == "send_timeout":
+            # A stalled client may have overflowed its queue before its write
+            # was cut: the overflow is why it ended.
+            live.learned(_closed_reason(subscription) or live.reason)
+        subscription.close()
+
     def next_chunk(self) -> bytes | None:
         """Return the next chunk to send, waiting for it; ``None`` once the stream ended."""
         # Every wait (the subscription's get, finishing a direct write) happens in
@@ -258,8 +320,8 @@ class BodyChunks:
         # frame fewer, which is memory per idle stream. The helpers never wait.
         if self._done:
             return None
-        live = self._live
-        keepalive = self._keepalive
+        live = self.live
+        keepalive = self.keepalive
         while live.ending is None:
             live.wrote()
             timeout = self._wait_time()
@@ -291,16 +353,16 @@ class BodyChunks:
     def _wait_time(self) -> float | None:
         """Seconds to wait for events: the keepalive interval, or less if the
         lifetime ends first; ``None`` once the lifetime is up."""
-        if self._deadline is None:
-            return self._keepalive
-        remaining = self._deadline - time.monotonic()
+        if self.deadline is None:
+            return self.keepalive
+        remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             return None
-        return min(self._keepalive, remaining)
+        return min(self.keepalive, remaining)
 
     def _unsent_writer(self) -> FastWriter | None:
         """The stream's direct writer if a write of it left part of a chunk unsent."""
-        writer = self._live.writer
+        writer = self.live.writer
         if writer is None or writer.unsent is None:
             return None
         return writer
@@ -322,7 +384,7 @@ class BodyChunks:
         """The last chunk of a stream its source ended: a ``retry:`` hint if the
         client should come back, the stop id if it must not, else nothing."""
         if ended.reason != "closed":  # "closed" is the server closing it
-            self._live.learned(ended.reason)
+            self.live.learned(ended.reason)
         if ended.reconnect:
             return self._last(closing_chunk(ended.reason, reconnect_retry(self._retry)))
         if ended.stop:

@@ -24,16 +24,22 @@ from .runtime import get_runtime
 from .servers.base import StreamBody
 from .session_scope import session_key_view
 from .sockets import tune
-from .stream import STOP_ID, closing_chunk, event_stream, jittered_lifetime, reconnect_retry
+from .stream import (
+    STOP_ID,
+    BodyChunks,
+    closing_chunk,
+    jittered_lifetime,
+    reconnect_retry,
+)
 from .validation import check_channels, decode_header_cursor, resume_cursor
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
     from .brokers.base import Subscription
     from .connections import LiveStream
     from .runtime import Runtime
-    from .servers.base import Attachable
+    from .servers.base import Attachable, ParkableSource
 
 #: Headers on every stream. There is deliberately no ``Connection`` header:
 #: HTTP/2 forbids it, and some clients then drop the response.
@@ -48,22 +54,24 @@ logger = logging.getLogger("flask_sse_push")
 
 
 def sse_response(
-    chunks: Iterable[bytes],
+    chunks: Iterable[bytes] | Callable[[], Iterator[bytes]],
     on_close: Callable[[], object] | None = None,
     attachable: Attachable | None = None,
+    source: ParkableSource | None = None,
 ) -> Response:
     """Wrap encoded chunks in a streaming response with the SSE headers.
 
     ``on_close`` runs when the server closes the response, even if the body was
     never iterated (a generator that never started never runs its ``finally``).
-    ``attachable`` gets a server's offer to carry the stream itself (see
-    :class:`~flask_sse_push.servers.base.StreamBody`).
+    ``attachable`` gets a server's offer to carry the stream itself, and a
+    server that parks streams drives ``source`` instead of iterating the
+    chunks (see :class:`~flask_sse_push.servers.base.StreamBody`).
     """
     # direct_passthrough hands StreamBody to the server as is: no per-chunk
     # re-encoding generator, and close() reaches StreamBody without passing
     # through a generator that may be running in another thread.
     response = Response(
-        StreamBody(iter(chunks), on_close, attachable),
+        StreamBody(chunks if callable(chunks) else iter(chunks), on_close, attachable, source),
         status=200,
         content_type=CONTENT_TYPE,
         direct_passthrough=True,
@@ -198,45 +206,59 @@ def stream_response(runtime: Runtime, live: LiveStream, *, lifetime: float | Non
     reconnect can land on another worker.
     """
     settings = runtime.settings
-    registry = runtime.registry
-    metrics = runtime.metrics
     subscription = live.subscription
     assert subscription is not None
     if live.socket is not None:
         tune(live.socket, settings.keepalive, settings.send_timeout)
-    chunks = event_stream(
+    body = BodyChunks(
         subscription,
         live,
         keepalive=settings.keepalive,
         retry=settings.retry,
         lifetime=jittered_lifetime(lifetime),
-        metrics=metrics,
+        metrics=runtime.metrics,
     )
-    closed = False
-
-    def on_close() -> None:
-        nonlocal closed
-        subscription.close()
-        registry.close(live)
-        if live.finished and runtime.server.cut_when_finished:
-            live.cut_connection()
-        if not closed:
-            closed = True
-            reason = live.final_reason()
-            metrics.disconnected(live.info.channels, reason)
-            runtime.presence.closed(live.info)
-            level = logging.WARNING if reason == "overflow" else logging.INFO
-            logger.log(
-                level,
-                "SSE stream closed: channels=%s remote=%s reason=%s",
-                ",".join(live.info.channels) or "-",
-                live.info.remote_addr,
-                reason,
-            )
-
     if settings.direct_writes:
         live.allow_direct_writes(runtime.offer)
-    return sse_response(chunks, on_close, live)
+    return sse_response(body.chunks, StreamEnd(runtime, live), live, body)
+
+
+class StreamEnd:
+    """What runs once the server is done with a stream: release it, count it, log it.
+
+    A small object rather than a closure: one is kept for every open stream.
+    """
+
+    __slots__ = ("_runtime", "_live", "_reported")
+
+    def __init__(self, runtime: Runtime, live: LiveStream) -> None:
+        self._runtime = runtime
+        self._live = live
+        self._reported = False
+
+    def __call__(self) -> None:
+        runtime = self._runtime
+        live = self._live
+        subscription = live.subscription
+        if subscription is not None:
+            subscription.close()
+        runtime.registry.close(live)
+        if live.finished and runtime.server.cut_when_finished:
+            live.cut_connection()
+        if self._reported:
+            return
+        self._reported = True
+        reason = live.final_reason()
+        runtime.metrics.disconnected(live.info.channels, reason)
+        runtime.presence.closed(live.info)
+        level = logging.WARNING if reason == "overflow" else logging.INFO
+        logger.log(
+            level,
+            "SSE stream closed: channels=%s remote=%s reason=%s",
+            ",".join(live.info.channels) or "-",
+            live.info.remote_addr,
+            reason,
+        )
 
 
 def stream_view() -> Response:

@@ -17,7 +17,7 @@ from ..event import RESET_EVENT as RESET_EVENT
 from ..event import ServerSentEvent
 
 if t.TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from types import TracebackType
 
     from .handoff import Consumer
@@ -88,6 +88,25 @@ class Subscription(abc.ABC):
         waiting gets its events from ``get`` as usual. ``None`` turns it off.
 
         :returns: whether the subscription supports this; the default does not.
+        """
+        return False
+
+    #: Whether :meth:`park` is supported; the default subscription does not.
+    parks: t.ClassVar[bool] = False
+
+    def park(self, wake: Callable[[], None]) -> bool:
+        """Wait without a reader, for a stream that keeps no greenlet or thread.
+
+        Optional, and only with a consumer (:meth:`set_consumer`): the consumer
+        takes events as they come, as it does while a reader waits in
+        :meth:`get`. Where a waiting reader would be woken (the consumer took only
+        part of a batch or could not be deferred, or the subscription ended),
+        ``wake()`` is called instead, once, from any thread and possibly under
+        the broker's lock, so it must only schedule the reader's return. The
+        next :meth:`get` (with a timeout of 0) ends the park.
+
+        :returns: False if something is ready already (call ``get(0)``), or
+            parking is not supported (:attr:`parks`).
         """
         return False
 

@@ -9,7 +9,10 @@ chunks itself. For that it needs, from objects neither project documents:
 - gunicorn's ``Response`` (``gunicorn.http.wsgi``): whether it frames the body
   as chunks (``chunked``), the byte count its access log reports (``sent``),
   the length the application declared (``response_length``), and, through
-  ``start_response.__self__``, the response itself;
+  ``start_response.__self__``, the response itself; for a stream that parks,
+  its ``write`` (the headers and the first chunk), and the ``status``,
+  ``headers`` and request (``req``, whose ``headers`` it reads) of its
+  access-log line;
 - gevent's hub: the OS thread it runs in (``thread_ident``).
 
 They are all named here, and :func:`self_check` looks for them on real objects
@@ -31,7 +34,16 @@ SOCKET_ATTRIBUTES: tuple[str, ...] = ("_sock",)
 #: Attributes of gunicorn's ``Response`` the worker and the fast path read or write.
 #: The fan-out's hot loop adds to ``sent`` inline (``response.sent += size``), to
 #: spare a call per stream per pass; it is checked here all the same.
-RESPONSE_ATTRIBUTES: tuple[str, ...] = ("chunked", "sent", "response_length", "start_response")
+RESPONSE_ATTRIBUTES: tuple[str, ...] = (
+    "chunked",
+    "sent",
+    "response_length",
+    "start_response",
+    "write",
+    "status",
+    "headers",
+    "req",
+)
 #: Attributes of gevent's hub the fast path reads.
 HUB_ATTRIBUTES: tuple[str, ...] = ("thread_ident",)
 #: Read where present: gunicorn releases before it never omitted a GET's body.
@@ -113,3 +125,10 @@ def hub_thread(hub: t.Any) -> int:
     """Return the ident of the OS thread a gevent hub runs in."""
     ident: int = hub.thread_ident
     return ident
+
+
+def access_fields(response: t.Any) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]]]:
+    """Return what gunicorn's access log reads of a response and its request: the
+    status line, the response headers and the request headers."""
+    request_headers = getattr(response.req, "headers", None) or []
+    return response.status, response.headers, request_headers

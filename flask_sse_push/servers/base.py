@@ -55,6 +55,16 @@ class CarriedStream(t.Protocol):
     def wrote(self) -> None:
         """Mark that no blocking write is under way."""
 
+    @property
+    def writer(self) -> FastWriter | None:
+        """The fast-path writer the server offered, if the stream kept it."""
+
+    def finish(self) -> None:
+        """Mark that the body ended by itself, its last write done."""
+
+    def moved_to(self, socket: SocketLike) -> None:
+        """Watch and cut ``socket`` from now on (same descriptor, new object)."""
+
 
 class DeliveryCounter(t.Protocol):
     """Where a fast-path writer counts what it wrote (the runtime's metrics)."""
@@ -136,6 +146,10 @@ class Server:
     def gone_check(self, environ: t.Mapping[str, t.Any]) -> Callable[[], bool] | None:
         """Return a cheap check that the client of this request has left, if the server has one."""
         return None
+
+    def parked(self) -> int:
+        """Return how many streams wait right now without a greenlet or thread of their own."""
+        return 0
 
     def fast_writer(
         self, carrier: object, live: CarriedStream, metrics: DeliveryCounter | None
@@ -229,6 +243,37 @@ def connection_headroom(connections: int) -> int:
     return max(1, min(100, connections // 10))
 
 
+class ParkableSource(t.Protocol):
+    """What a server that parks streams needs of a stream's body source (the
+    runtime's :class:`~flask_sse_push.stream.BodyChunks`)."""
+
+    @property
+    def live(self) -> CarriedStream: ...
+
+    @property
+    def keepalive(self) -> float: ...
+
+    @property
+    def deadline(self) -> float | None: ...
+
+    @property
+    def opened(self) -> bool: ...
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+    def opening(self) -> bytes: ...
+
+    def hand_to_writer(self) -> bool: ...
+
+    def can_park(self) -> bool: ...
+
+    def park(self, wake: Callable[[], None]) -> bool: ...
+
+    def poll_chunk(self, keepalive_due: bool) -> bytes | None: ...
+
+    def release(self) -> None: ...
+
+
 class StreamBody:
     """The response body of a stream: chunks, ``close()`` and ``attach()``.
 
@@ -237,38 +282,59 @@ class StreamBody:
     directly ("generator already executing"), so then ``on_close`` ends its
     subscription, which wakes it and lets it finish by itself.
 
-    :param chunks: the encoded body.
+    :param chunks: the encoded body, or a function that makes it when the
+        server first iterates the body (a server that parks the stream never does).
     :param on_close: runs once the server is done with the response, even if it
         never iterated the body.
     :param attachable: gets the carrier a server offers, through its own
         ``attach(carrier)`` (see :meth:`attach`); the live stream.
+    :param source: what makes the chunks, for a server that parks streams
+        (:attr:`source`); ``None`` for a body that cannot park.
     """
 
-    __slots__ = ("_chunks", "_on_close", "_attachable")
+    __slots__ = ("_chunks", "_on_close", "_attachable", "source", "carrier")
 
     def __init__(
         self,
-        chunks: Iterator[bytes],
+        chunks: Iterator[bytes] | Callable[[], Iterator[bytes]],
         on_close: Callable[[], object] | None = None,
         attachable: Attachable | None = None,
+        source: ParkableSource | None = None,
     ) -> None:
         self._chunks = chunks
         self._on_close = on_close
         self._attachable = attachable
+        #: The body's source, for a server that parks streams.
+        self.source = source
+        #: The carrier a server attached, or ``None``.
+        self.carrier: object | None = None
+
+    def _iterator(self) -> Iterator[bytes]:
+        chunks = self._chunks
+        if callable(chunks) and not hasattr(chunks, "__next__"):
+            chunks = self._chunks = chunks()
+        return t.cast("Iterator[bytes]", chunks)
 
     def __iter__(self) -> Iterator[bytes]:
         # The server iterates the chunks themselves, one Python call less per
         # chunk; it still calls close() on this object, not on what it iterates.
-        return self._chunks
+        return self._iterator()
 
     def __next__(self) -> bytes:
-        return next(self._chunks)
+        return next(self._iterator())
 
     def attach(self, carrier: object) -> None:
         """Offer the stream a direct carrier; only a server that owns this response's
         framing and byte count, and got this very object from the application, may."""
+        self.carrier = carrier
         if self._attachable is not None:
             self._attachable.attach(carrier)
+
+    def take_carrier(self) -> object | None:
+        """Return the carrier :meth:`attach` got, and let go of it (it holds the
+        request's objects, which a parked stream does not keep)."""
+        carrier, self.carrier = self.carrier, None
+        return carrier
 
     def close(self) -> None:
         chunks = self._chunks
@@ -281,7 +347,7 @@ class StreamBody:
         # First the generator, whose ``finally`` learns why the stream ended;
         # then on_close, which reports it.
         close = getattr(chunks, "close", None)
-        if close is not None:
+        if close is not None and hasattr(chunks, "__next__"):
             close()
         if self._on_close is not None:
             self._on_close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import time
 import typing as t
 
 from ..event import RESET_EVENT
@@ -32,8 +33,9 @@ from ..sockets import PIECE
 from ._gunicorn_internals import hub_thread, is_chunked, raw_socket
 
 if t.TYPE_CHECKING:
-    import socket
+    import _socket
     from collections.abc import Callable
+    from datetime import datetime
 
     from ..event import ServerSentEvent
     from .base import CarriedStream, DeliveryCounter
@@ -43,13 +45,26 @@ logger = logging.getLogger("flask_sse_push")
 
 class Carrier:
     """One response the worker lets the fast path write to: its socket and gunicorn's
-    response object, which frames the body and counts its bytes."""
+    response object, which frames the body and counts its bytes.
 
-    __slots__ = ("sock", "response")
+    :param started: when the request began (``datetime.now()``), and
+    :param environ: the request's WSGI environ, both for the access log of a
+        stream that parks.
+    """
 
-    def __init__(self, sock: t.Any, response: t.Any) -> None:
+    __slots__ = ("sock", "response", "started", "environ")
+
+    def __init__(
+        self,
+        sock: t.Any,
+        response: t.Any,
+        started: datetime | None = None,
+        environ: dict[str, t.Any] | None = None,
+    ) -> None:
         self.sock = sock
         self.response = response
+        self.started = started
+        self.environ = environ
 
 
 class _Pass:
@@ -61,9 +76,21 @@ class _Pass:
     the deliveries are counted once per batch, not per stream.
     """
 
-    __slots__ = ("batch", "chunked", "data", "body_size", "resets", "takes", "events", "all_resets")
+    __slots__ = (
+        "batch",
+        "chunked",
+        "data",
+        "body_size",
+        "resets",
+        "takes",
+        "events",
+        "all_resets",
+        "at",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, at: float = 0.0) -> None:
+        #: ``time.monotonic()`` when the pass began: the writes' time, for keepalives.
+        self.at = at
         self.batch: list[ServerSentEvent] = []
         self.chunked = False
         self.data = b""
@@ -148,7 +175,7 @@ class Flusher:
             while self.jobs:
                 jobs, self.jobs = self.jobs, []
                 self.passes += 1
-                self.current = done = _Pass()
+                self.current = done = _Pass(time.monotonic())
                 for job in jobs:
                     try:
                         job()
@@ -161,7 +188,7 @@ class Flusher:
 
 
 class DirectWriter:
-    """Writes one stream's events straight to its socket while its greenlet waits.
+    """Writes one stream's events straight to its socket while nobody waits on them.
 
     It is the :class:`~flask_sse_push.brokers.handoff.Consumer` the stream gives
     its subscription.
@@ -173,13 +200,13 @@ class DirectWriter:
     """
 
     __slots__ = (
-        "_sock",
         "_raw",
-        "_response",
+        "_counter",
         "_chunked",
         "_live",
         "_flusher",
         "unsent",
+        "written_at",
     )
 
     def __init__(
@@ -189,15 +216,31 @@ class DirectWriter:
         *,
         live: CarriedStream,
     ) -> None:
-        self._sock = carrier.sock
-        self._raw: socket.socket = raw_socket(carrier.sock)
-        self._response = carrier.response
+        self._raw: _socket.socket = raw_socket(carrier.sock)
+        #: What counts the body's bytes for the access log (``sent``): gunicorn's
+        #: response, or the parked stream once it owns the count.
+        self._counter: t.Any = carrier.response
         self._chunked = is_chunked(carrier.response)
         self._live = live
         self._flusher = flusher
-        #: The rest of a chunk the kernel did not take; the stream's greenlet
-        #: must write it before anything else. ``None`` when there is none.
+        #: The rest of a chunk the kernel did not take; it must be written,
+        #: blocking, before anything else. ``None`` when there is none.
         self.unsent: bytes | None = None
+        #: ``time.monotonic()`` of the pass that last wrote (0.0: none yet); the
+        #: keepalive interval of a parked stream counts from it.
+        self.written_at = 0.0
+
+    @property
+    def chunked(self) -> bool:
+        """Whether the body is framed as HTTP/1.1 chunks."""
+        return self._chunked
+
+    def hand_over(self, raw: _socket.socket, counter: object) -> None:
+        """Write to ``raw`` and count in ``counter.sent`` from now on: the stream
+        parked, and owns its socket and its byte count."""
+        self._raw = raw
+        self._counter = counter
+        self.written_at = time.monotonic()  # the first chunk was just written
 
     def defer(self, job: Callable[[], None]) -> bool:
         return self._flusher.add(job)
@@ -215,15 +258,35 @@ class DirectWriter:
             data = done.frame(events, self._chunked)
         # What gunicorn's access log reports as the body size (%(B)s); inline,
         # not through _gunicorn_internals, to spare a call (its self-check covers it).
-        self._response.sent += done.body_size
-        if self.unsent is not None:  # the greenlet is finishing a chunk: queue behind it
+        self._counter.sent += done.body_size
+        self.written_at = done.at
+        if self.unsent is not None:  # a blocking write is finishing a chunk: queue behind it
             self.unsent += data
             return False
         try:
             sent = self._raw.send(data)
         except OSError:
-            # Full (BlockingIOError), or the peer is gone and the greenlet's own
-            # write will fail and end it.
+            # Full (BlockingIOError), or the peer is gone and the blocking
+            # write will fail and end the stream.
+            sent = 0
+        if sent < len(data):
+            self.unsent = data[sent:]
+            return False
+        return True
+
+    def send(self, data: bytes) -> bool:
+        """Write ``data`` without blocking, counted as body bytes; what the kernel
+        does not take is left in :attr:`unsent`. Return whether all of it went.
+
+        :param data: one whole chunk, framed already if the body is chunked.
+        """
+        self.written_at = time.monotonic()
+        if self.unsent is not None:
+            self.unsent += data
+            return False
+        try:
+            sent = self._raw.send(data)
+        except BlockingIOError:
             sent = 0
         if sent < len(data):
             self.unsent = data[sent:]
@@ -233,18 +296,28 @@ class DirectWriter:
     def finish_chunk(self) -> bool:
         """Write what the kernel did not take, blocking; False if the socket failed.
 
-        Runs in the stream's own greenlet. It writes at most :data:`PIECE`
-        bytes at a time and marks each piece's start, so the send timeout
-        measures a lack of progress, not the size of what is left.
+        Runs in a greenlet that may wait: the stream's own, or a parked
+        stream's short-lived one. It writes at most :data:`PIECE` bytes at a
+        time and marks each piece's start, so the send timeout measures a lack
+        of progress, not the size of what is left.
         """
+        from gevent.socket import wait_write
+
         live = self._live
+        raw = self._raw
         try:
             while self.unsent is not None:
                 unsent, self.unsent = self.unsent, None
                 view = memoryview(unsent)
-                for start in range(0, len(view), PIECE):
-                    live.began_write()
-                    self._sock.sendall(view[start : start + PIECE])
+                start = 0
+                while start < len(view):
+                    live.began_write()  # a piece: the send timeout bounds each one
+                    end = min(start + PIECE, len(view))
+                    while start < end:
+                        try:
+                            start += raw.send(view[start:end])
+                        except BlockingIOError:
+                            wait_write(raw.fileno())
         except OSError:
             return False
         finally:

@@ -152,6 +152,10 @@ class GunicornGevent(_Gunicorn, GeventServer):
             self._flusher = Flusher(metrics)
         return DirectWriter(carrier, self._flusher, live=live)
 
+    def parked(self) -> int:
+        parking = getattr(self.worker, "parking", None)
+        return 0 if parking is None else int(parking.parked())
+
     def passes(self) -> int:
         """Direct-write passes run so far (for tests and benchmarks)."""
         return 0 if self._flusher is None else self._flusher.passes

@@ -108,6 +108,7 @@ def create_app() -> Flask:
             sockopts=options,
             direct_passes=getattr(runtime.server, "passes", lambda: 0)(),
             disconnects=sse.stats()["disconnects"],
+            parked=sse.stats()["clients_parked"],
             capacity=runtime.registry.max_connections,
             server=runtime.server.name,
             sources_closed=sources_closed,

@@ -17,9 +17,15 @@ class Response:
     chunked = True
     sent = 0
     response_length = None
+    status = "200 OK"
+    headers: t.ClassVar[list[tuple[str, str]]] = []
+    req = None
 
     def start_response(self, *args: object) -> None:
         """Stands for gunicorn's bound ``start_response``."""
+
+    def write(self, data: bytes) -> None:
+        """Stands for gunicorn's ``write``."""
 
 
 class Hub:

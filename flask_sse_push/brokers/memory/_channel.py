@@ -23,7 +23,7 @@ from ..base import Subscription
 from ..handoff import ParkingLot, defer_once
 
 if t.TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ...event import ServerSentEvent
     from ..handoff import Consumer
@@ -132,7 +132,10 @@ class Mailbox(Subscription):
         "consumer",
         "_deferred",
         "start_id",
+        "_on_wake",
     )
+
+    parks = True
 
     def __init__(self, broker: Incarnation, channels: Sequence[str], limit: int):
         self._broker = broker
@@ -147,6 +150,8 @@ class Mailbox(Subscription):
         self.consumer: Consumer | None = None
         self._deferred = False  # this mailbox's own hand-off job is deferred
         self.start_id: str | None = None
+        #: Set while the mailbox waits without a reader (:meth:`park`).
+        self._on_wake: Callable[[], None] | None = None
 
     def put(self, event: ServerSentEvent) -> bool:
         """Queue ``event``; return False, queueing nothing, if the client is full."""
@@ -157,8 +162,7 @@ class Mailbox(Subscription):
         if self._waiting:
             consumer = self.consumer
             if consumer is None:
-                self._waiting = False
-                self._wake.set()
+                self.wake()
             else:
                 self._deferred = defer_once(consumer, self._deferred, self._hand_off)
                 if not self._deferred:
@@ -183,15 +187,35 @@ class Mailbox(Subscription):
         if self._closed is not None:
             return False
         self._closed = reason
-        self._wake.set()
+        self.wake()
         return True
 
     def wake(self) -> None:
-        self._waiting = False
-        self._wake.set()
+        """Wake the reader: the one waiting in :meth:`get`, or whoever parked it."""
+        waiting, self._waiting = self._waiting, False
+        on_wake = self._on_wake
+        if on_wake is None:
+            self._wake.set()
+        elif waiting:
+            on_wake()
+
+    def park(self, wake: Callable[[], None]) -> bool:
+        with self._broker._lock:
+            if self._items or self._closed is not None or self.consumer is None:
+                return False
+            self._on_wake = wake
+            self._waiting = True
+            if len(self.channels) == 1:
+                self._broker._park_locked(self)
+        return True
 
     def get(self, timeout: float | None = None) -> list[ServerSentEvent]:
-        if not self._items and self._closed is None:
+        if self._on_wake is not None:  # parked without a reader: that ends now
+            with self._broker._lock:
+                self._on_wake = None
+                self._waiting = False
+                self._broker._unpark_locked(self)
+        if not self._items and self._closed is None and timeout != 0:
             park = self.consumer is not None and len(self.channels) == 1
             # Announce the wait before looking again, so a put in between
             # either is seen here or sets the flag.

@@ -199,10 +199,13 @@ class Incarnation:
     def _park(self, mailbox: Mailbox) -> None:
         """Park ``mailbox`` in its channel's lot while its reader waits with a consumer."""
         with self._lock:
-            state = self._channels.get(mailbox.channels[0])
-            if state is not None and mailbox in state.queued:  # not dropped meanwhile
-                del state.queued[mailbox]
-                state.lot.parked[mailbox] = self._seq
+            self._park_locked(mailbox)
+
+    def _park_locked(self, mailbox: Mailbox) -> None:
+        state = self._channels.get(mailbox.channels[0])
+        if state is not None and mailbox in state.queued:  # not dropped meanwhile
+            del state.queued[mailbox]
+            state.lot.parked[mailbox] = self._seq
 
     def _unpark(self, mailbox: Mailbox) -> None:
         """Take the lock itself."""

@@ -18,6 +18,8 @@ from ..base import Subscription
 from ..handoff import defer_once
 
 if t.TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ...event import ServerSentEvent
     from ..handoff import Consumer
 
@@ -53,6 +55,10 @@ class QueuedSubscription(Subscription, t.Generic[_L, _I]):
         self._waiting = False  # the reader waits in get()
         self._consumer: Consumer | None = None
         self._deferred = False  # a hand-off job is deferred
+        #: Set while the subscription waits without a reader (:meth:`park`).
+        self._on_wake: Callable[[], None] | None = None
+
+    parks = True
 
     # -- filled by the listener and the broker -----------------------------------------
 
@@ -75,14 +81,14 @@ class QueuedSubscription(Subscription, t.Generic[_L, _I]):
         self._closed = SubscriptionClosed("overflow")
         self._items.clear()
         self._pending = None
-        self._wake.set()
+        self.wake()
         return False
 
     def _notify(self) -> None:
         """Tell the reader, or its consumer, that events are ready."""
         consumer = self._consumer
         if consumer is None or not self._waiting:
-            self._wake.set()
+            self.wake()
         else:
             self._deferred = defer_once(consumer, self._deferred, self._hand_off)
             if not self._deferred:
@@ -104,13 +110,16 @@ class QueuedSubscription(Subscription, t.Generic[_L, _I]):
                 return False
             self._closed = reason
             self._pending = None
-        self._wake.set()
+        self.wake()
         return True
 
     # -- read by the client's request thread -------------------------------------------
 
     def get(self, timeout: float | None = None) -> list[ServerSentEvent]:
-        if not self._items and self._closed is None:
+        if self._on_wake is not None:  # parked without a reader: that ends now
+            self._on_wake = None
+            self._waiting = False
+        if not self._items and self._closed is None and timeout != 0:
             self._waiting = True
             self._wake.wait(timeout)
             self._waiting = False
@@ -131,8 +140,21 @@ class QueuedSubscription(Subscription, t.Generic[_L, _I]):
         return True
 
     def wake(self) -> None:
-        self._waiting = False
-        self._wake.set()
+        """Wake the reader: the one waiting in :meth:`get`, or whoever parked it."""
+        waiting, self._waiting = self._waiting, False
+        on_wake = self._on_wake
+        if on_wake is None:
+            self._wake.set()
+        elif waiting:
+            on_wake()
+
+    def park(self, wake: Callable[[], None]) -> bool:
+        with self._lock:
+            if self._items or self._closed is not None or self._consumer is None:
+                return False
+            self._on_wake = wake
+            self._waiting = True
+        return True
 
     def pending(self) -> int:
         return len(self._items)
