@@ -112,6 +112,43 @@ class ParkedStream:
         :meth:`~flask_sse_push.brokers.Subscription.park`)."""
         self.table.ready(self)
 
+    def queue(self) -> bool:
+        """Mark a parked stream as waiting to be stepped; False if it is not parked
+        (it is stepping or writing, and looks again before it parks)."""
+        if self.state != "parked":
+            return False
+        self.state = "ready"
+        return True
+
+    def resume(self) -> bool:
+        """Mark a queued stream as stepping; False if it was closed meanwhile."""
+        if self.state != "ready":
+            return False
+        self.state = "awake"
+        return True
+
+    def timer(self) -> float:
+        """When the stream's keepalive is due, or its lifetime ends, if sooner."""
+        source = self.source
+        when = self.writer.written_at + source.keepalive
+        return when if source.deadline is None else min(when, source.deadline)
+
+    def set_timer(self, when: float) -> bool:
+        """Take ``when`` as the time of the stream's entry in the timer heap; False
+        if its current entry comes first (and re-arms it when it comes up)."""
+        if self.timer_at is not None and self.timer_at <= when:
+            return False
+        self.timer_at = when
+        return True
+
+    def timer_came(self, when: float) -> bool:
+        """Whether the heap entry for ``when`` is the stream's current one, and the
+        stream waits parked; the entry is then spent."""
+        if self.timer_at != when:
+            return False  # superseded by a later entry
+        self.timer_at = None
+        return self.state == "parked"
+
     def step(self) -> bool:
         """Move the stream on without blocking, until it parks again or ends.
 
@@ -228,9 +265,8 @@ class ParkingTable:
         if self._ident() != self._thread:
             self._hub.loop.run_callback_threadsafe(self.ready, stream)
             return
-        if stream.state != "parked":
-            return  # stepping or writing already: it looks again before it parks
-        stream.state = "ready"
+        if not stream.queue():
+            return
         self._ready.append(stream)
         if not self._stepping:
             self._stepping = True
@@ -242,9 +278,8 @@ class ParkingTable:
             while self._ready:
                 batch, self._ready = self._ready, []
                 for stream in batch:
-                    if stream.state != "ready":
+                    if not stream.resume():
                         continue
-                    stream.state = "awake"
                     try:
                         if stream.step():
                             self._spawn(stream.carry)
@@ -256,13 +291,9 @@ class ParkingTable:
 
     def arm(self, stream: ParkedStream) -> None:
         """Have ``stream`` woken when its keepalive is due or its lifetime ends."""
-        source = stream.source
-        when = stream.writer.written_at + source.keepalive
-        if source.deadline is not None:
-            when = min(when, source.deadline)
-        if stream.timer_at is not None and stream.timer_at <= when:
-            return  # its current entry comes first, and re-arms it
-        stream.timer_at = when
+        when = stream.timer()
+        if not stream.set_timer(when):
+            return
         heapq.heappush(self._timers, (when, next(self._order), stream))
         if not self._timer_running:
             self._timer_running = True
@@ -277,10 +308,7 @@ class ParkingTable:
                 now = time.monotonic()
                 while timers and timers[0][0] <= now:
                     when, _, stream = heapq.heappop(timers)
-                    if stream.timer_at != when:
-                        continue  # superseded by a later entry
-                    stream.timer_at = None
-                    if stream.state == "parked":
+                    if stream.timer_came(when):
                         self._fire(stream, now)
                 self._timer_due = timers[0][0] if timers else now + TIMER_TICK
                 self._poke.clear()
@@ -290,10 +318,7 @@ class ParkingTable:
 
     def _fire(self, stream: ParkedStream, now: float) -> None:
         """A stream's timer came up: wake it if its keepalive or lifetime is due."""
-        source = stream.source
-        if stream.writer.written_at + source.keepalive > now and (
-            source.deadline is None or source.deadline > now
-        ):
+        if stream.timer() > now:
             self.arm(stream)  # data went out since it was armed: not due yet
         else:
             self.ready(stream)
