@@ -208,12 +208,11 @@ class Subscriber:
         self._commands = commands
         self._name_of = name_of
         self._counts: dict[str, _Counts] = {}
-        self._awaited: set[str] = set()  # the channels with waiters
 
     def opened(self, conn: t.Any, clock: tuple[int, float]) -> None:
         """Count afresh on ``conn``; a waiter kept waits for its first subscribe."""
         self.conn, self.open, self.clock = conn, True, clock
-        self._counts = {name: _Counts(self._counts[name].waiters) for name in self._awaited}
+        self._counts = {name: _Counts(c.waiters) for name, c in self._counts.items() if c.waiters}
 
     def subscribed(self, name: str) -> bool:
         counts = self._counts.get(name)
@@ -245,13 +244,11 @@ class Subscriber:
             waiter.confirm()
         else:
             counts.waiters.append((target, waiter))
-            self._awaited.add(name)
 
     def forget(self, name: str, *, handed: bool) -> None:
         """Drop ``name``: Redis refused it here. Its waiters are confirmed if
         another subscription took it over (``handed``), else they fail."""
         counts = self._counts.pop(name, None)
-        self._awaited.discard(name)
         for _, waiter in counts.waiters if counts is not None else ():
             if handed:
                 waiter.confirm()
@@ -262,11 +259,10 @@ class Subscriber:
         """The connection broke (``dead``: for good); fail the waiters."""
         self.open = False
         self.dead = self.dead or dead
-        for name in self._awaited:
-            for _, waiter in self._counts[name].waiters:
+        for counts in self._counts.values():
+            for _, waiter in counts.waiters:
                 waiter.fail()
-            self._counts[name].waiters = []
-        self._awaited.clear()
+            counts.waiters = []
 
     def _get(self, name: str) -> _Counts:
         counts = self._counts.get(name)
@@ -399,8 +395,6 @@ class Subscriber:
             for target, waiter in waiting:
                 if target <= counts.acked:
                     waiter.confirm()
-            if not counts.waiters:
-                self._awaited.discard(name)
         elif counts.leaving:
             counts.leaving -= 1
         else:

@@ -46,7 +46,7 @@ from ._cursor import wire_id
 from ._scripts import keys
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from ....event import ServerSentEvent
     from .._scripts import Key
@@ -235,18 +235,24 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
 
     def _follow(self, shard: _Shard, names: list[str]) -> None:
         """Recover ``names``: Redis dropped or refused them on ``shard``, their slot moved."""
-        fresh = []
         with self.lock:
-            for name in names:
-                channel = self.channels.get(name)
-                if channel is not None and channel.shard is shard:
-                    channel.shard = None
-                    if channel.held is None:  # else a recovery under way routes it again
-                        channel.held = []
-                        fresh.append(name)
+            fresh = self._unroute(shard, names)
         if fresh:
             logger.info("Redis Cluster moved %r away from %s; following.", fresh[:10], shard.name)
             self._spawn(self._recover, fresh)
+
+    def _unroute(self, shard: _Shard, names: Iterable[str]) -> list[str]:
+        """Take those of ``names`` on ``shard`` off it and hold their messages; return those
+        held only now (a recovery under way routes the others again). The caller holds the lock."""
+        fresh = []
+        for name in names:
+            channel = self.channels.get(name)
+            if channel is not None and channel.shard is shard:
+                channel.shard = None
+                if channel.held is None:
+                    channel.held = []
+                    fresh.append(name)
+        return fresh
 
     def _dispatch(self, name: str, key: Key, event: ServerSentEvent) -> None:
         channel = self.channels.get(name)
@@ -269,15 +275,7 @@ class ClusterListener(ListenerBase["ClusterSubscription", _Channel]):
             self.error = str(exc) or type(exc).__name__
             if self.shards.get(shard.name) is shard:
                 del self.shards[shard.name]
-            names = []
-            for name, channel in self.channels.items():
-                if channel.shard is shard:
-                    channel.shard = None
-                    # A channel held back is being recovered already: that
-                    # recovery sees the failure and routes it again.
-                    if channel.held is None:
-                        channel.held = []
-                        names.append(name)
+            names = self._unroute(shard, self.channels)
             conn, shard.conn = shard.conn, None
         if conn is not None:
             conn.disconnect()
