@@ -89,3 +89,7 @@ class TestHandover(contract.TestHandover):
 
 class TestConsumer(contract.TestConsumer):
     pass
+
+
+class TestPark(contract.TestPark):
+    pass

@@ -416,3 +416,127 @@ class TestConsumer:
                 # (A multi-channel stream's ids are the broker's resume points, not
                 # necessarily publish()'s: compare the data.)
                 assert [e.data for e in got] == [f"attempt {attempt}"]
+
+
+class _Deferring:
+    """A consumer whose deferred jobs run when the test lets them (the publisher
+    yields); ``take`` takes whole batches, or (``whole=False``) only part of each."""
+
+    def __init__(self, *, whole: bool = True) -> None:
+        self.whole = whole
+        self.jobs: list[t.Callable[[], None]] = []
+        self.taken: list[ServerSentEvent] = []
+        self._lock = threading.Lock()
+
+    def defer(self, job: t.Callable[[], None]) -> bool:
+        with self._lock:
+            self.jobs.append(job)
+        return True
+
+    def take(self, events: list[ServerSentEvent]) -> bool:
+        self.taken.extend(events)
+        return self.whole
+
+    def run_jobs(self) -> None:
+        with self._lock:
+            jobs, self.jobs = self.jobs, []
+        for job in jobs:
+            job()
+
+
+class _Wakes:
+    """The ``wake`` a parked subscription calls: counts the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.called = threading.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.called.set()
+
+
+def _until(consumer: _Deferring | None, done: t.Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Run the consumer's deferred jobs until ``done()``; False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if consumer is not None:
+            consumer.run_jobs()
+        if done():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("channels", [["a"], ["a", "b"]])
+class TestPark:
+    """A subscription that waits without a reader (a parked stream)."""
+
+    def test_it_parks_only_with_a_consumer_and_nothing_ready(
+        self, broker: Broker, channels: list[str]
+    ) -> None:
+        with broker.subscribe(channels) as sub:
+            assert sub.parks
+            assert not sub.park(_Wakes()), "parked without a consumer to take events"
+            consumer = _Deferring()
+            assert sub.set_consumer(consumer)
+            publish_all(broker, (channels[-1], "ready"))
+            assert _until(None, lambda: sub.pending() == 1)
+            assert not sub.park(_Wakes()), "parked with an event ready"
+            assert [e.data for e in sub.get(0)] == ["ready"]
+            assert sub.park(_Wakes())
+
+    def test_events_go_to_the_consumer_and_the_reader_sleeps_on(
+        self, broker: Broker, channels: list[str]
+    ) -> None:
+        with broker.subscribe(channels) as sub:
+            consumer = _Deferring()
+            sub.set_consumer(consumer)
+            wakes = _Wakes()
+            assert sub.park(wakes)
+            publish_all(broker, *[(channels[n % len(channels)], str(n)) for n in range(3)])
+            assert _until(consumer, lambda: len(consumer.taken) == 3)
+            assert [e.data for e in consumer.taken] == ["0", "1", "2"]
+            assert wakes.calls == 0
+            assert sub.get(0) == []  # ends the park; nothing is left for the reader
+
+    def test_a_consumer_that_takes_part_wakes_the_reader_once(
+        self, broker: Broker, channels: list[str]
+    ) -> None:
+        with broker.subscribe(channels) as sub:
+            consumer = _Deferring(whole=False)
+            sub.set_consumer(consumer)
+            wakes = _Wakes()
+            assert sub.park(wakes)
+            publish_all(broker, (channels[-1], "first"))
+            assert _until(consumer, lambda: wakes.calls > 0)
+            publish_all(broker, (channels[-1], "second"))
+            assert _until(None, lambda: sub.pending() == 1)
+            assert wakes.calls == 1, "a parked reader is woken once, until it reads"
+            assert [e.data for e in consumer.taken] == ["first"]
+            assert [e.data for e in sub.get(0)] == ["second"]
+
+    def test_a_consumer_that_cannot_defer_wakes_the_reader(
+        self, broker: Broker, channels: list[str]
+    ) -> None:
+        with broker.subscribe(channels) as sub:
+            sub.set_consumer(_Refusing())
+            for attempt in range(3):
+                wakes = _Wakes()
+                assert sub.park(wakes)
+                publish_all(broker, (channels[-1], f"attempt {attempt}"))
+                assert wakes.called.wait(5), f"attempt {attempt}: the parked reader was not woken"
+                assert [e.data for e in sub.get(0)] == [f"attempt {attempt}"]
+                assert wakes.calls == 1
+
+    def test_closing_it_wakes_the_reader_which_learns_it_ended(
+        self, broker: Broker, channels: list[str]
+    ) -> None:
+        sub = broker.subscribe(channels)
+        sub.set_consumer(_Deferring())
+        wakes = _Wakes()
+        assert sub.park(wakes)
+        sub.close()
+        assert wakes.calls == 1
+        with pytest.raises(SubscriptionClosed):
+            sub.get(0)
