@@ -128,7 +128,7 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
         gunicorn -k flask_sse_push.servers.gunicorn.GeventWorker -w 4 'app:create_app()'
 
     A stream it carries that waits for events is *parked*
-    (:mod:`flask_sse_push.servers.parking`): its request greenlet returns, and
+    (see the deploying guide, "Parked streams"): its request greenlet returns, and
     the worker holds the stream in a small object until it ends, then writes
     its access-log line (with the status, bytes and duration of the whole
     stream) and closes the connection. gunicorn's ``post_request`` hook runs
