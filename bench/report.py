@@ -307,8 +307,9 @@ def targets(outcomes: dict[str, dict[str, Outcome]]) -> list[str]:
         add(f"idle: {top:,} held with keepalives", held, "{:,.0f}", held >= top)
         for target in _ok(idle)[0].data.get("unreachable", []):
             add(f"idle: {target:,} held (open-file limit too low here)", float("nan"), "", None)
-        add(f"idle: ≤ 12 KiB/conn at {top:,}", per, "{:.1f} KiB", per <= 12)
-        add(f"idle: ≤ 17.3 KiB/conn at {top:,} (issue 13)", per, "{:.1f} KiB", per <= 17.3)
+        for step in sorted(steps):
+            at = statistics.median(float(s["per_conn"]) for s in steps[step]) / 1024
+            add(f"idle: ≤ 4 KiB/conn at {step:,} (parked streams)", at, "{:.1f} KiB", at <= 4)
     conns = _value(outcomes, "redis_fanout", "flask_sse_push_redis", "redis_conns")
     workers = SCENARIOS["redis_fanout"].workers
     add(
