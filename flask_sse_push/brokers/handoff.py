@@ -22,6 +22,9 @@ import bisect
 import typing as t
 
 if t.TYPE_CHECKING:
+    import threading
+
+if t.TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..event import ServerSentEvent
@@ -139,6 +142,25 @@ class ParkingLot(t.Generic[_R]):
             if not self.parked:
                 self.fresh, self.fresh_seqs = [], []
         return missed
+
+
+class Waking:
+    """How a subscription wakes its reader: the one waiting in ``get()`` on
+    ``_wake``, or, once it parked (``Subscription.park``), the ``_on_wake``
+    callback, called once until the reader comes back."""
+
+    _waiting: bool
+    _on_wake: Callable[[], None] | None
+    _wake: threading.Event
+
+    def wake(self) -> None:
+        """Wake the reader: the one waiting in ``get()``, or whoever parked it."""
+        waiting, self._waiting = self._waiting, False
+        on_wake = self._on_wake
+        if on_wake is None:
+            self._wake.set()
+        elif waiting:
+            on_wake()
 
 
 def defer_once(consumer: Consumer, deferred: bool, job: Callable[[], None]) -> bool:

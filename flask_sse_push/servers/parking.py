@@ -31,6 +31,8 @@ import logging
 import time
 import typing as t
 
+from ._gunicorn_internals import hub_thread
+
 if t.TYPE_CHECKING:
     import _socket
     from collections.abc import Callable
@@ -227,8 +229,6 @@ class ParkingTable:
 
         self._spawn = gevent.spawn_raw
         self._hub = gevent.get_hub()
-        from ._gunicorn_internals import hub_thread
-
         self._thread = hub_thread(self._hub)
         self._ident: Callable[[], int] = get_original("_thread", "get_ident")
         self.streams: dict[ParkedStream, None] = {}

@@ -20,7 +20,7 @@ import typing as t
 
 from ...exceptions import SubscriptionClosed
 from ..base import Subscription
-from ..handoff import ParkingLot, defer_once
+from ..handoff import ParkingLot, Waking, defer_once
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -112,7 +112,7 @@ class Channel:
         return True
 
 
-class Mailbox(Subscription):
+class Mailbox(Waking, Subscription):
     """A bounded per-client queue, woken by an event flag.
 
     The publisher sets the flag only when the reader is waiting for it, so a
@@ -189,15 +189,6 @@ class Mailbox(Subscription):
         self._closed = reason
         self.wake()
         return True
-
-    def wake(self) -> None:
-        """Wake the reader: the one waiting in :meth:`get`, or whoever parked it."""
-        waiting, self._waiting = self._waiting, False
-        on_wake = self._on_wake
-        if on_wake is None:
-            self._wake.set()
-        elif waiting:
-            on_wake()
 
     def park(self, wake: Callable[[], None]) -> bool:
         with self._broker._lock:

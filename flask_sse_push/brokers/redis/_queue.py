@@ -15,7 +15,7 @@ import typing as t
 
 from ...exceptions import SubscriptionClosed
 from ..base import Subscription
-from ..handoff import defer_once
+from ..handoff import Waking, defer_once
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,7 +34,7 @@ _L = t.TypeVar("_L", bound=Detaching)
 _I = t.TypeVar("_I")
 
 
-class QueuedSubscription(Subscription, t.Generic[_L, _I]):
+class QueuedSubscription(Waking, Subscription, t.Generic[_L, _I]):
     """One client's bounded queue, filled by the listener ``_L``.
 
     ``_I`` is what is buffered before :meth:`go_live` (a live event with its
@@ -138,15 +138,6 @@ class QueuedSubscription(Subscription, t.Generic[_L, _I]):
     def set_consumer(self, consumer: Consumer | None) -> bool:
         self._consumer = consumer
         return True
-
-    def wake(self) -> None:
-        """Wake the reader: the one waiting in :meth:`get`, or whoever parked it."""
-        waiting, self._waiting = self._waiting, False
-        on_wake = self._on_wake
-        if on_wake is None:
-            self._wake.set()
-        elif waiting:
-            on_wake()
 
     def park(self, wake: Callable[[], None]) -> bool:
         with self._lock:
