@@ -15,6 +15,7 @@ are parked is read from ``GET /stats`` (``parked``: ``clients_parked``).
 from __future__ import annotations
 
 import contextlib
+import pathlib
 import re
 import resource
 import selectors
@@ -127,6 +128,21 @@ def _keepalives(body: bytes) -> int:
 def _last_comment(body: bytes) -> str:
     """The text of the body's last comment line (``: closed: ...`` for an ended stream)."""
     return wire.parse(body).comments[-1].strip()
+
+
+#: The access-log format: path, query, status, body bytes, duration (microseconds).
+ACCESS_FORMAT = "%(U)s %(q)s %(s)s %(B)s %(D)s"
+
+
+def _log_lines(path: str, channel: str) -> list[tuple[int, int, float]]:
+    """(status, bytes, seconds) of each access-log line of a stream of ``channel``."""
+    found = []
+    with open(path, encoding="utf-8") as log:
+        for line in log:
+            fields = line.split()
+            if len(fields) == 5 and fields[0] == "/events" and fields[1] == f"channel={channel}":
+                found.append((int(fields[2]), int(fields[3]), int(fields[4]) / 1e6))
+    return found
 
 
 # -- 1. a stream that parks, wakes for a slow reader, and parks again -----------
@@ -277,15 +293,18 @@ def test_sigterm_ends_10000_parked_streams() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("broker", BROKERS)
 def test_parked_streams_end_with_their_lifetime(
-    broker: str, request: pytest.FixtureRequest
+    broker: str, request: pytest.FixtureRequest, tmp_path: pathlib.Path
 ) -> None:
     """With a 2 s lifetime, parked streams end after 80-100 % of it (at random),
     with ``: closed: lifetime``, a ``retry:`` and their last event id; so does a
-    stream that gets events meanwhile; each is counted as a ``lifetime`` end."""
+    stream that gets events meanwhile; each is counted as a ``lifetime`` end,
+    and has its access-log line with its bytes and its duration."""
     lifetime = 2.0
     idle_channel, busy_channel = _channel("idle"), _channel("busy")
     config = _config(broker, request, SSE_PUSH_KEEPALIVE=30.0, SSE_PUSH_MAX_LIFETIME=lifetime)
-    with gunicorn(APP, env=config) as server, _closing([]) as streams:
+    access_log = str(tmp_path / "access.log")
+    extra = ("--access-logfile", access_log, "--access-logformat", ACCESS_FORMAT)
+    with gunicorn(APP, env=config, extra_args=extra) as server, _closing([]) as streams:
         starts: list[float] = []
         for _ in range(8):
             starts.append(time.time())
@@ -301,6 +320,7 @@ def test_parked_streams_end_with_their_lifetime(
             published.append((f"busy {n}", event_id))
             time.sleep(0.2)
         assert pump(streams, lambda: all(s.done for s in streams), 10)
+        wait_for(lambda: _stats(server)["disconnects"].get("lifetime") == len(streams), 5)
         stats = _stats(server)
     lives: list[float] = []
     since_first: list[float] = []
@@ -329,30 +349,22 @@ def test_parked_streams_end_with_their_lifetime(
     # The upper bound allows for a slow, shared machine.
     assert all(life <= lifetime + 0.75 for life in since_first), since_first
     assert max(lives) - min(lives) > 0.02, f"no jitter: {lives}"
-    assert stats["disconnects"].get("lifetime") == len(streams), stats["disconnects"]
     assert stats["live"] == 0
+    idle_lines = _log_lines(access_log, idle_channel)
+    (busy_line,) = _log_lines(access_log, busy_channel)
+    assert sorted(sent for _, sent, _ in idle_lines) == sorted(len(s.body) for s in streams[:-1])
+    assert busy_line[1] == len(busy.body)
+    for status, _, duration in [*idle_lines, busy_line]:
+        assert status == 200
+        assert 0.8 * lifetime - 0.1 <= duration <= lifetime + 1.0, duration
 
 
 # -- 4. access-log lines of parked streams --------------------------------------------
 
-#: The access-log format: path, query, status, body bytes, duration (microseconds).
-ACCESS_FORMAT = "%(U)s %(q)s %(s)s %(B)s %(D)s"
-
-
-def _log_lines(path: str, channel: str) -> list[tuple[int, int, float]]:
-    """(status, bytes, seconds) of each access-log line of a stream of ``channel``."""
-    found = []
-    with open(path, encoding="utf-8") as log:
-        for line in log:
-            fields = line.split()
-            if len(fields) == 5 and fields[0] == "/events" and fields[1] == f"channel={channel}":
-                found.append((int(fields[2]), int(fields[3]), int(fields[4]) / 1e6))
-    return found
-
 
 @pytest.mark.slow
 def test_a_parked_stream_s_access_log_line_is_written_when_it_ends(
-    tmp_path: t.Any,
+    tmp_path: pathlib.Path,
 ) -> None:
     """Streams that park, get events and keepalives, and end in three ways (the
     client closes, a revoke, a shutdown) each get exactly one access-log line,
@@ -416,12 +428,16 @@ def test_a_parked_stream_s_access_log_line_is_written_when_it_ends(
 
 
 @pytest.mark.slow
-def test_a_parked_stream_gets_keepalives_unless_data_flows() -> None:
+@pytest.mark.parametrize("broker", BROKERS)
+def test_a_parked_stream_gets_keepalives_unless_data_flows(
+    broker: str, request: pytest.FixtureRequest
+) -> None:
     """With a 1 s keepalive, an idle parked stream gets ``: keepalive`` about every
     second from the table's timers; a stream that gets an event every 0.3 s gets
     none (data resets the timer)."""
     quiet_channel, busy_channel = _channel("quiet"), _channel("busy")
-    with gunicorn(APP, env=environment(SSE_PUSH_KEEPALIVE=1.0)) as server, _closing([]) as streams:
+    config = _config(broker, request, SSE_PUSH_KEEPALIVE=1.0)
+    with gunicorn(APP, env=config) as server, _closing([]) as streams:
         quiet = opened(server, f"/events?channel={quiet_channel}")
         busy = opened(server, f"/events?channel={busy_channel}")
         streams += [quiet, busy]
