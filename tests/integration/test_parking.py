@@ -217,6 +217,62 @@ def test_a_stream_wakes_for_a_slow_reader_and_parks_again(
     assert "Traceback" not in server.output(), server.output()[-3000:]
 
 
+@pytest.mark.slow
+def test_a_stream_awake_for_a_slow_reader_ends_cleanly() -> None:
+    """Streams woken to finish a large write end like parked ones: a client that
+    hangs up meanwhile is released at once (a ``client`` disconnect); a revoke
+    lets the write finish, then sends the stop chunk after every event; on
+    SIGTERM the parked streams get their last chunk at once while a stalled
+    one is cut, and gunicorn exits well within its graceful timeout."""
+    quiet, gone, revoked_channel, stalled_channel = (
+        _channel(name) for name in ("quiet", "gone", "revoked", "stalled")
+    )
+    config = environment(SSE_PUSH_KEEPALIVE=30.0, SSE_PUSH_SEND_TIMEOUT=10.0)
+    graceful = 20
+    extra = ("--graceful-timeout", str(graceful))
+    with gunicorn(APP, env=config, extra_args=extra) as server, _closing([]) as streams:
+        others = [opened(server, f"/events?channel={quiet}") for _ in range(2)]
+        streams += others
+        slow = {
+            name: opened(server, f"/events?channel={name}", rcvbuf=4096)
+            for name in (gone, revoked_channel, stalled_channel)
+        }
+        streams += slow.values()
+        _wait_parked(server, 5)
+        big = {name: [f"{name} {n} " + "x" * 300_000 for n in range(10)] for name in slow}
+        ids = {name: _publish(server, name, data) for name, data in big.items()}
+        _wait_parked(server, 2)
+
+        slow[gone].close()
+        wait_for(lambda: _stats(server)["live"] == 4, 5)
+        assert _stats(server)["disconnects"] == {"client": 1}
+
+        assert _revoke(server, revoked_channel) == 1
+        revoked = slow[revoked_channel]
+        assert pump([revoked], lambda: revoked.eof, 20)
+        assert _events(revoked) == list(
+            zip(big[revoked_channel], ids[revoked_channel], strict=True)
+        )
+        assert wire.parse(revoked.body).last_event_id == STOP_ID
+        assert _last_comment(revoked.body) == "closed: revoked"
+        stats = _stats(server)
+        assert (stats["live"], stats["parked"]) == (3, 2)
+
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert pump(others, lambda: all(s.eof for s in others), 10)
+        server.process.wait(graceful + 10)
+        exited_after = time.monotonic() - started
+        output = server.output()
+        stalled = slow[stalled_channel]
+        assert pump([stalled], lambda: stalled.eof, 10), "the stalled stream was never closed"
+    assert exited_after < graceful / 2, output[-3000:]
+    for stream in others:
+        assert stream.terminated
+        assert _last_comment(stream.body) == "closed: server shutting down"
+    assert "Traceback" not in output, output[-3000:]
+
+
 # -- 2. shutdown with 10,000 parked streams ----------------------------------------
 
 #: Parked streams the shutdown test ends at once.
