@@ -480,6 +480,31 @@ def test_a_parked_stream_s_access_log_line_is_written_when_it_ends(
         assert lives[way] - 1.0 <= duration <= lives[way] + 2.0, (way, duration, lives[way])
 
 
+@pytest.mark.slow
+def test_gunicorn_s_post_request_hook_runs_when_the_stream_parks(tmp_path: pathlib.Path) -> None:
+    """The worker's request is over once the stream parks: gunicorn's
+    ``post_request`` hook runs then, once, while the stream goes on."""
+    calls = tmp_path / "post_request.log"
+    settings = tmp_path / "hooks.py"
+    settings.write_text(
+        "def post_request(worker, req, environ, resp):\n"
+        f"    with open({str(calls)!r}, 'a') as out:\n"
+        "        out.write(req.path + ' ' + req.query + '\\n')\n"
+    )
+    channel = _channel("hooked")
+    config = environment(SSE_PUSH_KEEPALIVE=30.0)
+    with gunicorn(APP, env=config, extra_args=("-c", str(settings))) as server:
+        with _closing([opened(server, f"/events?channel={channel}")]) as (stream,):
+            _wait_parked(server, 1)
+            line = f"/events channel={channel}"
+            wait_for(lambda: calls.exists() and line in calls.read_text().splitlines(), 5)
+            (event_id,) = _publish(server, channel, ["after the hook"])
+            assert pump([stream], lambda: stream.event_count == 1, 10)
+            assert _events(stream) == [("after the hook", event_id)]
+        wait_for(lambda: _stats(server)["live"] == 0, 5)
+    assert calls.read_text().splitlines().count(line) == 1
+
+
 # -- 5. keepalives of parked streams -----------------------------------------------
 
 
