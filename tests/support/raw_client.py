@@ -84,6 +84,8 @@ class RawStream:
         #: The server closed the connection (or reset it).
         self.eof = False
         self.received: list[Received] = []
+        #: Bytes read from the socket so far, head and framing included.
+        self.wire_bytes = 0
         self._event_count = 0
         self._raw = b""
         self._chunked = False
@@ -108,10 +110,11 @@ class RawStream:
         """``len(self.events)``, without building the list."""
         return self._event_count
 
-    def read(self) -> None:
-        """Read what the socket has; call when the selector says it is readable."""
+    def read(self, size: int = 65536) -> None:
+        """Read what the socket has, up to ``size`` bytes; call when the selector
+        says it is readable."""
         try:
-            data = self.sock.recv(65536)
+            data = self.sock.recv(size)
         except BlockingIOError:
             return
         except OSError:
@@ -119,6 +122,7 @@ class RawStream:
         if not data:
             self.eof = True
             return
+        self.wire_bytes += len(data)
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
