@@ -303,7 +303,6 @@ def targets(outcomes: dict[str, dict[str, Outcome]]) -> list[str]:
         steps = _idle_steps(_ok(idle))
         top = max(steps)
         held = min(min(int(s["open"]), int(s["kept"])) for s in steps[top])
-        per = statistics.median(float(s["per_conn"]) for s in steps[top]) / 1024
         add(f"idle: {top:,} held with keepalives", held, "{:,.0f}", held >= top)
         for target in _ok(idle)[0].data.get("unreachable", []):
             add(f"idle: {target:,} held (open-file limit too low here)", float("nan"), "", None)
