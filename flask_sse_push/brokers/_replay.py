@@ -115,7 +115,9 @@ def complete_part(
         ascending, at most ``count`` of them.
     :returns: the complete entries ``(key, channel index, item)``, ascending,
         and the key they run through, or ``None`` when every channel was read
-        to its end (the page holds the rest of the replay).
+        to its end (the page holds the rest of the replay). The key holds for
+        channels read at once (one snapshot); a channel read apart from the
+        others is complete only up to the lower of the key and its page's end.
     """
     full = [page[-1][0] for page in pages if len(page) >= count]
     bound = min(full) if full else None

@@ -12,6 +12,7 @@ import pytest
 
 from flask_sse_push import ServerSentEvent
 from flask_sse_push.brokers import broker_from_url
+from flask_sse_push.brokers._replay import FIRST_PAGE, PAGE_ENTRIES
 from flask_sse_push.brokers.redis.cluster._cursor import (
     decode_positions,
     encode_positions,
@@ -26,6 +27,8 @@ from tests.support.redis_helpers import reconnecting_clients, take
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from flask_sse_push.brokers.redis._scripts import Key
+    from flask_sse_push.brokers.redis.cluster._cursor import ChannelRead
     from tests.support.cluster_helpers import RedisCluster
 
 
@@ -296,6 +299,72 @@ def test_reconnecting_multi_shard_clients_get_every_event_once(
         for channel in channels:  # and in order per channel
             mine = {data for ch, data in published if ch == channel}
             assert [d for d in seen if d in mine] == [d for ch, d in published if ch == channel]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("page", [0, 1], ids=["first_page", "later_page"])
+def test_a_replay_page_skips_nothing_published_between_its_channels_reads(
+    redis_cluster: RedisCluster,
+    broker: RedisClusterBroker,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    page: int,
+) -> None:
+    """A replay page reads its channels one after another, each on its shard. The
+    channel read first may move on before the next one fills its page: what it got
+    meanwhile is below that page's bound, yet in neither page, and must still come
+    (once), not be taken for covered and dropped from the live events held back.
+
+    The reads are the real ones; the test only publishes between two of them, as a
+    busy publisher does while a loaded worker reads slowly.
+    """
+    first, second = sorted(spread_channels(redis_cluster, prefix, 2))  # the read order
+    publish(broker, first, "before")
+    publish(broker, second, "before")
+    cursor = broker.cursor([first, second])
+    expected: dict[str, list[str]] = {first: [], second: []}
+    tags = {first: "f", second: "s"}
+
+    def publish_more(channel: str, count: int) -> None:
+        for _ in range(count):
+            data = f"{tags[channel]}{len(expected[channel])}"
+            publish(broker, channel, data)
+            expected[channel].append(data)
+
+    # For a later page, full first pages on both channels; the first channel then
+    # has a few entries left for the page under test, short of filling it.
+    publish_more(first, 2 if page == 0 else FIRST_PAGE + 5)
+    publish_more(second, 0 if page == 0 else FIRST_PAGE + 3)
+    real_read = broker.read_channel
+    reads_of_first: list[ChannelRead] = []
+
+    def read_channel(
+        channel: str, start: Key | None, user_id: str | None = None, count: int | None = None
+    ) -> ChannelRead:
+        read = real_read(channel, start, user_id, count)
+        if channel == first:
+            reads_of_first.append(read)
+            if len(reads_of_first) == page + 1:
+                # The first channel moves on, then the second fills this page.
+                publish_more(first, 3)
+                publish_more(second, PAGE_ENTRIES)
+        return read
+
+    monkeypatch.setattr(broker, "read_channel", read_channel)
+    with broker.subscribe([first, second], last_event_id=cursor) as sub:
+        monkeypatch.undo()
+        assert len(reads_of_first) > page  # the page under test was read
+        publish(broker, first, "end")
+        publish(broker, second, "end")
+        events: list[ServerSentEvent] = []
+        deadline = time.monotonic() + 10.0
+        while [e.data for e in events].count("end") < 2 and time.monotonic() < deadline:
+            events += sub.get(0.05)
+        assert sub.get(0.2) == []
+    assert [e.data for e in events].count("end") == 2
+    assert [e.event for e in events if e.event is not None] == []  # no reset: nothing lost
+    for channel, mine in expected.items():
+        assert [e.data for e in events if e.data.startswith(tags[channel])] == mine
 
 
 @pytest.mark.integration

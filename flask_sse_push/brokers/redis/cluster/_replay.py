@@ -185,7 +185,14 @@ def _replay(
         size = mean_size([event for _, _, event in complete])
         count = page_count(len(names), broker.replay_budget, size)
         for i in indexes:
-            position = positions[i] = max(positions[i], bound)
+            # A page covers a channel through ``bound`` only as far as its read
+            # went. One that did not fill its page was read to its newest entry
+            # *then*: its shard's read comes before the others', so it may have
+            # more since, below ``bound`` (another channel's id, read later).
+            # Those are in no page, and go_live() drops them from the live
+            # events as covered: the next page must start after its own read.
+            read_to = reads[i].entries[-1].key if reads[i].entries else positions[i]
+            position = positions[i] = max(positions[i], min(bound, read_to))
             reads[i] = broker.read_channel(names[i], (position[0], position[1] + 1), None, count)
             through[i] = max(through[i], reads[i].tail or ZERO)
         indexes = [i for i in indexes if reads[i].entries]
