@@ -107,10 +107,24 @@ def publish_concurrently(deployment: Deployment, names: list[list[str]], channel
         thread.join(120)
 
 
+#: How a held stream's body starts: Pushpin relays it once the hold is set up.
+HELD = b"retry: 100\n: keepalive "
+
+
+def wait_held(clients: list[SSEClient], what: str) -> None:
+    """Wait until every client has its status and the start of its body: the status
+    alone may arrive before the body, and before Pushpin holds the stream."""
+    pump(
+        clients,
+        lambda: all(c.status == 200 and len(c.body) >= len(HELD) for c in clients),
+        what=what,
+    )
+
+
 def test_fan_out_through_pushpin(deployment: Deployment) -> None:
     clients = [deployment.client() for _ in range(40)]
-    pump(clients, lambda: all(c.status == 200 for c in clients), what="40 held streams")
-    assert all(c.body.startswith(b"retry: 100\n: keepalive ") for c in clients)
+    wait_held(clients, "40 held streams")
+    assert all(c.body.startswith(HELD) for c in clients)
     batches = [[f"p{p}-{n}" for n in range(100)] for p in range(2)]
     publish_concurrently(deployment, batches, "default")
     total = sum(len(batch) for batch in batches)
@@ -153,7 +167,7 @@ def test_resume_after_missed_events(deployment: Deployment) -> None:
 
 def test_lost_item_is_filled_from_the_next_link(deployment: Deployment) -> None:
     clients = [deployment.client("channel=a&channel=b") for _ in range(5)]
-    pump(clients, lambda: all(c.status == 200 for c in clients), what="streams")
+    wait_held(clients, "streams")
     broker = RedisBroker.from_url(deployment.redis.url)
     deployment.publish("a1", "a")
     broker.publish("a", ServerSentEvent("a2-never-sent-to-the-proxy"))
@@ -177,7 +191,7 @@ def union_order(deployment: Deployment, channels: list[str]) -> list[str]:
 
 def test_multi_channel_fan_out_and_resume(deployment: Deployment) -> None:
     clients = [deployment.client("channel=a&channel=b") for _ in range(20)]
-    pump(clients, lambda: all(c.status == 200 for c in clients), what="20 held streams")
+    wait_held(clients, "20 held streams")
     publish_concurrently(deployment, [[f"a{n}" for n in range(60)]], "a")
     batches = [[f"a{n}" for n in range(60, 120)], [f"b{n}" for n in range(60)]]
     threads = [
@@ -205,7 +219,7 @@ def test_multi_channel_fan_out_and_resume(deployment: Deployment) -> None:
 
 def test_proxy_restart(deployment: Deployment) -> None:
     clients = [deployment.client() for _ in range(10)]
-    pump(clients, lambda: all(c.status == 200 for c in clients), what="streams")
+    wait_held(clients, "streams")
     before = [f"before-{n}" for n in range(5)]
     for name in before:
         deployment.publish(name)
@@ -219,7 +233,7 @@ def test_proxy_restart(deployment: Deployment) -> None:
     for client in clients:
         client.reconnect()
     after = [f"after-{n}" for n in range(5)]
-    pump(clients, lambda: all(c.status == 200 for c in clients), what="streams again")
+    wait_held(clients, "streams again")
     for name in after:
         deployment.publish(name)
     pump(clients, lambda: all(len(c.events) >= 15 for c in clients), what="resume")
@@ -231,7 +245,7 @@ def test_proxy_restart(deployment: Deployment) -> None:
 def test_revoke_ends_the_held_streams_for_good(deployment: Deployment) -> None:
     clients = [deployment.client("channel=orders") for _ in range(5)]
     others = [deployment.client("channel=other") for _ in range(2)]
-    pump(clients + others, lambda: all(c.status == 200 for c in clients + others))
+    wait_held(clients + others, "held streams")
     deployment.publish("o1", "orders")
     pump(clients, lambda: all(len(c.events) == 1 for c in clients))
     httpx.post(f"{deployment.app.url}/revoke", data={"channel": "orders"}, timeout=10)
@@ -256,7 +270,7 @@ def test_revoke_by_identity_ends_only_that_identitys_held_streams(
     bob = [deployment.client(f"channel={name}&user=bob") for name in ("a", "b")]
     anonymous = deployment.client("channel=a")
     everyone = [*alice, alice_b, *bob, anonymous]
-    pump(everyone, lambda: all(c.status == 200 for c in everyone), what="held streams")
+    wait_held(everyone, "held streams")
     # One identity on one channel: alice's streams of a end, her stream of b only stays.
     httpx.post(f"{deployment.app.url}/revoke", data={"channel": "a", "user": "alice"}, timeout=10)
     ended_a = [alice[0], alice[2]]
@@ -287,7 +301,7 @@ def paused(clients: list[SSEClient], until: float) -> bool:
 def test_held_stream_ends_at_its_lifetime_and_resumes() -> None:
     with deploy(SSE_PUSH_MAX_LIFETIME="2") as deployment:
         clients = [deployment.client("channel=life"), deployment.client("channel=life&channel=x")]
-        pump(clients, lambda: all(c.status == 200 for c in clients), what="held streams")
+        wait_held(clients, "held streams")
         opened = time.monotonic()
         # Events keep flowing while the lifetime runs out: a busy stream ends too.
         published: list[str] = []
@@ -305,7 +319,7 @@ def test_held_stream_ends_at_its_lifetime_and_resumes() -> None:
             deployment.publish(name, "life")
         for client in clients:
             client.reconnect()  # with its last id, as EventSource does
-        pump(clients, lambda: all(c.status == 200 for c in clients))
+        wait_held(clients, "held streams")
         deployment.publish("after", "life")
         expected = published + missed + ["after"]
         pump(clients, lambda: all(len(c.events) >= len(expected) for c in clients))
@@ -316,7 +330,7 @@ def test_held_stream_ends_at_its_lifetime_and_resumes() -> None:
 
 def test_publisher_outside_the_app(deployment: Deployment) -> None:
     clients = [deployment.client("channel=jobs") for _ in range(3)]
-    pump(clients, lambda: all(c.status == 200 for c in clients))
+    wait_held(clients, "held streams")
     with Publisher(deployment.redis.url, grip_url=deployment.pushpin.publish_url) as publisher:
         ids = [publisher.publish({"job": n}, channel="jobs") for n in range(5)]
     pump(clients, lambda: all(len(c.events) >= 5 for c in clients))
