@@ -35,7 +35,9 @@ from datetime import datetime
 
 from ._gunicorn_internals import (
     access_fields,
+    access_log_enabled,
     declared_length,
+    log_access,
     omits_body,
     response_of,
     self_check,
@@ -101,23 +103,16 @@ class _AccessLine:
     objects in it, and the Flask request, are let go).
     """
 
-    __slots__ = ("log", "status", "headers", "request_headers", "environ", "started")
+    __slots__ = ("log", "fields", "environ", "started")
 
     def __init__(self, log: t.Any, response: t.Any, environ: dict[str, t.Any], started: datetime):
         self.log = log
-        self.status, self.headers, self.request_headers = access_fields(response)
+        self.fields = access_fields(response)
         self.environ = {key: value for key, value in environ.items() if type(value) is str}
         self.started = started
 
     def write(self, sent: int) -> None:
-        from gunicorn.workers.ggevent import GeventResponse
-
-        self.log.access(
-            GeventResponse(self.status, self.headers, sent),
-            self.request_headers,
-            self.environ,
-            datetime.now() - self.started,
-        )
+        log_access(self.log, self.fields, sent, self.environ, datetime.now() - self.started)
 
 
 class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
@@ -204,7 +199,7 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
         raw.setblocking(False)
         live.moved_to(raw)
         access = None
-        if self.log.access_log_enabled and carrier.started is not None:
+        if access_log_enabled(self.log) and carrier.started is not None:
             access = _AccessLine(self.log, response, carrier.environ or {}, carrier.started)
         stream = ParkedStream(parking, body, source, writer, raw, response.sent, access)
         writer.hand_over(raw, stream)

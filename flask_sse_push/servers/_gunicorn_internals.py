@@ -13,7 +13,9 @@ chunks itself. For that it needs, from objects neither project documents:
   its ``write`` (the headers and the first chunk), and the ``status``,
   ``headers`` and request (``req``, whose ``headers`` it reads) of its
   access-log line;
-- gevent's hub: the OS thread it runs in (``thread_ident``).
+- gevent's hub: the OS thread it runs in (``thread_ident``);
+- gunicorn's ``GeventResponse`` (``gunicorn.workers.ggevent``), the stand-in its
+  own workers give the access log, for the line of a stream that parked.
 
 They are all named here, and :func:`self_check` looks for them on real objects
 when a worker starts: if a gunicorn or gevent release drops or renames one, the
@@ -28,6 +30,7 @@ import typing as t
 if t.TYPE_CHECKING:
     import socket
     from collections.abc import Callable
+    from datetime import timedelta
 
 #: Attributes of gevent's socket the fast path reads.
 SOCKET_ATTRIBUTES: tuple[str, ...] = ("_sock",)
@@ -77,12 +80,15 @@ def self_check(cfg: object = None) -> str | None:
     from gevent import get_hub
     from gevent import socket as gsocket
     from gunicorn.http.wsgi import Response  # type: ignore[import-untyped]
+    from gunicorn.workers import ggevent  # type: ignore[import-untyped]
 
     sock = gsocket.socket()
     try:
         lacking = missing(sock, Response(None, sock, cfg), get_hub())
     finally:
         sock.close()
+    if not hasattr(ggevent, "GeventResponse"):
+        lacking.append("ggevent.GeventResponse")
     if not lacking:
         return None
     return (
@@ -132,3 +138,27 @@ def access_fields(response: t.Any) -> tuple[str, list[tuple[str, str]], list[tup
     status line, the response headers and the request headers."""
     request_headers = getattr(response.req, "headers", None) or []
     return response.status, response.headers, request_headers
+
+
+def access_log_enabled(log: t.Any) -> bool:
+    """Return whether gunicorn's logger writes access-log lines (as its own workers ask)."""
+    return bool(getattr(log, "access_log_enabled", True))
+
+
+def log_access(
+    log: t.Any,
+    fields: tuple[str, list[tuple[str, str]], list[tuple[str, str]]],
+    sent: int,
+    environ: dict[str, str],
+    duration: timedelta,
+) -> None:
+    """Write one access-log line through gunicorn's logger for a response that ended.
+
+    :param fields: what :func:`access_fields` returned for the response.
+    :param sent: the body bytes written (``%(B)s``).
+    :param duration: how long the request took (``%(D)s``, ``%(L)s``...).
+    """
+    from gunicorn.workers.ggevent import GeventResponse  # type: ignore[import-untyped]
+
+    status, headers, request_headers = fields
+    log.access(GeventResponse(status, headers, sent), request_headers, environ, duration)
