@@ -23,8 +23,6 @@ import typing as t
 
 if t.TYPE_CHECKING:
     import threading
-
-if t.TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..event import ServerSentEvent
