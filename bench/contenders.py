@@ -276,6 +276,10 @@ class WSGIFloor(Contender):
 
 
 class Limit(Contender):
+    """A bare gevent server of the bench's own, run as ``script PORT KEEPALIVE``."""
+
+    script = "limit_server.py"
+
     def unavailable(self) -> str | None:
         return _pip_install("gevent")
 
@@ -283,24 +287,14 @@ class Limit(Contender):
         self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
     ) -> Server:
         port = free_port()
-        command = [sys.executable, "limit_server.py", str(port), str(keepalive)]
+        command = [sys.executable, self.script, str(port), str(keepalive)]
         proc = procs.start(self.name, pinned(SERVER_CPU, command))
         proc.wait_for_port(port)
         return Server(port, "/events", [proc.pid], ": keepalive")
 
 
-class ParkedFloor(Contender):
-    def unavailable(self) -> str | None:
-        return _pip_install("gevent")
-
-    def start(
-        self, procs: Processes, *, workers: int, keepalive: float, redis_url: str | None
-    ) -> Server:
-        port = free_port()
-        command = [sys.executable, "parked_floor.py", str(port), str(keepalive)]
-        proc = procs.start(self.name, pinned(SERVER_CPU, command))
-        proc.wait_for_port(port)
-        return Server(port, "/events", [proc.pid], ": keepalive")
+class ParkedFloor(Limit):
+    script = "parked_floor.py"
 
 
 CONTENDERS: dict[str, Contender] = {

@@ -22,25 +22,13 @@ from socket import IPPROTO_TCP, TCP_NODELAY  # noqa: E402
 from urllib.parse import parse_qsl, urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
+from bare_wire import CONNECTED, HEAD, KEEPALIVE, chunk  # noqa: E402
 from gevent.event import Event  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 from publisher import WARM, Plan, run_gevent  # noqa: E402
 
 if t.TYPE_CHECKING:
     import socket
-
-HEAD = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-    b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
-)
-
-
-def chunk(block: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(block), block)
-
-
-CONNECTED = chunk(b": connected\n\n")
-KEEPALIVE = chunk(b": keepalive\n\n")
 
 
 class Client:

@@ -21,23 +21,11 @@ import typing as t
 from socket import IPPROTO_TCP, TCP_NODELAY
 
 import gevent
+from bare_wire import CONNECTED, HEAD, KEEPALIVE
 from gevent.server import StreamServer
 
 if t.TYPE_CHECKING:
     import socket
-
-HEAD = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-    b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
-)
-
-
-def chunk(block: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(block), block)
-
-
-CONNECTED = chunk(b": connected\n\n")
-KEEPALIVE = chunk(b": keepalive\n\n")
 
 #: Errors of a non-blocking send that mean "the kernel's buffer is full, try later".
 FULL = (errno.EAGAIN, errno.EWOULDBLOCK)
