@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench.loadgen import rss_bytes  # noqa: E402
 from bench.procs import children, raise_nofile  # noqa: E402
 from flask_sse_push import Publisher  # noqa: E402
-from tests.support.pushpin import Pushpin  # noqa: E402
+from tests.support.pushpin import Pushpin, start_grip_app  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     GEVENT_WORKER,
     RedisServer,
@@ -208,22 +208,9 @@ def main() -> int:
     report: dict[str, t.Any] = {"nofile": nofile}
     with RedisServer() as redis:
         port = free_port()
+        keepalive = {"SSE_PUSH_KEEPALIVE": str(args.keepalive)}
         with Pushpin(port, KEY, client_maxconn=args.idle + 2000) as pushpin:
-            env = {
-                "SSE_PUSH_BROKER_URL": redis.url,
-                "SSE_PUSH_GRIP_URL": pushpin.publish_url,
-                "SSE_PUSH_GRIP_KEY": KEY,
-                "SSE_PUSH_GRIP_REQUIRED": "1",
-                "SSE_PUSH_KEEPALIVE": str(args.keepalive),
-            }
-            app = start_gunicorn(
-                "tests.apps.grip_app:create_app()",
-                env=env,
-                port=port,
-                workers=2,
-                worker="sync",
-                extra_args=("--backlog", "4096"),
-            )
+            app = start_grip_app(pushpin, redis.url, keepalive, extra_args=("--backlog", "4096"))
             try:
                 workers = children(app.process.pid)
                 if args.idle:
@@ -247,10 +234,7 @@ def main() -> int:
         report["raised_limits"] = raised
         port = free_port()
         with Pushpin(port, KEY, client_maxconn=args.clients + 500, handler=raised) as pushpin:
-            env["SSE_PUSH_GRIP_URL"] = pushpin.publish_url
-            app = start_gunicorn(
-                "tests.apps.grip_app:create_app()", env=env, port=port, workers=2, worker="sync"
-            )
+            app = start_grip_app(pushpin, redis.url, keepalive)
             try:
                 grip = Publisher(redis.url, grip_url=pushpin.publish_url)
                 report["broadcast_through_pushpin_raised_limits"] = broadcast(

@@ -20,9 +20,9 @@ import pytest
 from flask_sse_push import Publisher, ServerSentEvent
 from flask_sse_push.brokers.redis import RedisBroker
 from flask_sse_push.stream import STOP_ID
-from tests.support.pushpin import Pushpin
+from tests.support.pushpin import Pushpin, start_grip_app
 from tests.support.redis_helpers import SSEClient, pump
-from tests.support.servers import RedisServer, free_port, start_gunicorn, stop
+from tests.support.servers import RedisServer, free_port, stop
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -58,20 +58,7 @@ def deploy(**settings: str) -> Iterator[Deployment]:
         port = free_port()
         pushpin = Pushpin(port, KEY)
         with pushpin:
-            env = {
-                "SSE_PUSH_BROKER_URL": redis.url,
-                "SSE_PUSH_GRIP_URL": pushpin.publish_url,
-                "SSE_PUSH_GRIP_KEY": KEY,
-                "SSE_PUSH_GRIP_REQUIRED": "1",
-                **settings,
-            }
-            app = start_gunicorn(
-                "tests.apps.grip_app:create_app()",
-                env=env,
-                port=port,
-                workers=2,
-                worker="sync",
-            )
+            app = start_grip_app(pushpin, redis.url, settings)
             try:
                 yield Deployment(redis, pushpin, app)
             finally:

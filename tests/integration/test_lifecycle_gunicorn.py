@@ -27,7 +27,7 @@ from httpx_sse import connect_sse
 
 from flask_sse_push.stream import STOP_ID
 from tests.apps.lifecycle_app import environment
-from tests.support.raw_client import RawStream, pump
+from tests.support.raw_client import RawStream, pump, wait_for
 from tests.support.servers import ROOT, Gunicorn, gunicorn, missing
 
 pytestmark = pytest.mark.integration
@@ -51,16 +51,6 @@ def _publish(server: Gunicorn, data: str, *, channel: str = "default", count: in
     reply.raise_for_status()
     ids: list[str] = reply.json()["ids"]
     return ids
-
-
-def _wait_for(condition: t.Callable[[], bool], timeout: float, step: float = 0.05) -> float:
-    """Poll ``condition``; return the seconds it took, or fail after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
-    return time.monotonic() - started
 
 
 def _open(server: Gunicorn, count: int, path: str = "/events?channel=room") -> list[RawStream]:
@@ -152,7 +142,7 @@ def test_hup_reload_hands_clients_to_the_new_worker() -> None:
                 stream.close()
         assert all(stream.terminated for stream in streams)
         assert all(200 <= _final_retry(stream) <= 600 for stream in streams)
-        _wait_for(lambda: _stats(server)["pid"] != old_pid, 15)
+        wait_for(lambda: _stats(server)["pid"] != old_pid, 15, 0.05)
         (again,) = _open(server, 1)
         again.close()
 
@@ -203,12 +193,12 @@ def test_a_reader_that_never_reads_delays_no_one(
         try:
             baseline = statistics.median(_latencies(fast, server))
             slow = RawStream(server.port, "/events?channel=fast&channel=flood", rcvbuf=2048)
-            _wait_for(lambda: _stats(server)["live"] == 101, 10)
+            wait_for(lambda: _stats(server)["live"] == 101, 10, 0.05)
             _publish(server, "x" * 65536, channel="flood", count=40)
             flooded = time.monotonic()
             loaded = statistics.median(_latencies(fast, server))
             unsubscribed = _stats(server)["subscribers"]
-            _wait_for(lambda: _stats(server)["live"] == 100, 20)
+            wait_for(lambda: _stats(server)["live"] == 100, 20, 0.05)
             cut_after = time.monotonic() - flooded
         finally:
             for stream in fast:
@@ -238,10 +228,10 @@ def test_stalled_reader_is_released_by_the_send_timeout(
     with gunicorn(APP, env=config) as server:
         stalled = RawStream(server.port, "/events?channel=big", rcvbuf=2048)
         try:
-            _wait_for(lambda: _stats(server)["live"] == 1, 10)
+            wait_for(lambda: _stats(server)["live"] == 1, 10, 0.05)
             _publish(server, "x" * 65536, channel="big", count=80)
             published = time.monotonic()
-            _wait_for(lambda: _stats(server)["live"] == 0, 20)
+            wait_for(lambda: _stats(server)["live"] == 0, 20, 0.05)
             released = time.monotonic() - published
             assert _stats(server)["subscribers"] == 0
         finally:
@@ -356,8 +346,8 @@ def test_limit_above_worker_connections_is_warned_about() -> None:
     hang instead of being told to retry."""
     config = environment(SSE_PUSH_MAX_CONNECTIONS=3)
     with gunicorn(APP, env=config, extra_args=("--worker-connections", "2")) as server:
-        _wait_for(lambda: "Booting worker" in server.output(), 10)
-        _wait_for(lambda: "worker_connections" in server.output(), 10)
+        wait_for(lambda: "Booting worker" in server.output(), 10, 0.05)
+        wait_for(lambda: "worker_connections" in server.output(), 10, 0.05)
         output = server.output()
     assert "SSE_PUSH_MAX_CONNECTIONS is 3, but gunicorn's gevent worker" in output
     assert "can hold only 1 streams" in output

@@ -131,21 +131,33 @@ def test_a_channel_whose_stream_was_deleted_resets_its_cursors(prefix: str) -> N
     with RedisServer() as server:
         broker = RedisBroker.from_url(server.url, prefix=prefix)
         try:
-            ids = [broker.publish("orders", ServerSentEvent(str(n))) for n in range(1, 6)]
-            broker.publish("other", ServerSentEvent("elsewhere"))
-            broker.client.delete(f"{prefix}stream:orders")
-            for channels in (["orders"], ["orders", "other"]):
-                got = first_events(broker, channels, ids[1])
-                assert [event.event for event in got] == ["reset"], [e.data for e in got]
-                assert json.loads(got[0].data)["reason"] == "unknown"
-            broker.publish("orders", ServerSentEvent("6"))
-            got = first_events(broker, ["orders"], ids[1])
-            assert [event.event for event in got] == ["reset"], [e.data for e in got]
-            # The newest id it issued before the delete lost nothing after it.
-            got = first_events(broker, ["orders"], ids[-1])
-            assert [event.data for event in got] == ["6"]
+            _a_deleted_stream_resets_its_cursors(broker, f"{prefix}stream:orders", "unknown")
         finally:
             broker.close()
+
+
+def _a_deleted_stream_resets_its_cursors(
+    broker: RedisBroker | RedisClusterBroker, stream_key: str, reason: str | None
+) -> None:
+    """Publish to ``orders`` (and ``other``), ``DEL`` the ``orders`` stream at
+    ``stream_key``, and check what each cursor then gets.
+
+    :param reason: the ``reset`` event's reason to expect, or ``None`` to not look.
+    """
+    ids = [broker.publish("orders", ServerSentEvent(str(n))) for n in range(1, 6)]
+    broker.publish("other", ServerSentEvent("elsewhere"))
+    broker.client.delete(stream_key)
+    for channels in (["orders"], ["orders", "other"]):
+        got = first_events(broker, channels, ids[1])
+        assert [event.event for event in got] == ["reset"], [e.data for e in got]
+        if reason is not None:
+            assert json.loads(got[0].data)["reason"] == reason
+    broker.publish("orders", ServerSentEvent("6"))
+    got = first_events(broker, ["orders"], ids[1])
+    assert [event.event for event in got] == ["reset"], [e.data for e in got]
+    # The newest id it issued before the delete lost nothing after it.
+    got = first_events(broker, ["orders"], ids[-1])
+    assert [event.data for event in got] == ["6"]
 
 
 def _b36(number: int) -> str:
@@ -308,16 +320,6 @@ def test_a_cluster_channel_whose_stream_was_deleted_resets_its_cursors(
 ) -> None:
     broker = RedisClusterBroker.from_url(redis_cluster.url, prefix=prefix)
     try:
-        ids = [broker.publish("orders", ServerSentEvent(str(n))) for n in range(1, 6)]
-        broker.publish("other", ServerSentEvent("elsewhere"))
-        broker.client.delete(f"{prefix}{{orders}}:stream")
-        for channels in (["orders"], ["orders", "other"]):
-            got = first_events(broker, channels, ids[1])
-            assert [event.event for event in got] == ["reset"], [e.data for e in got]
-        broker.publish("orders", ServerSentEvent("6"))
-        got = first_events(broker, ["orders"], ids[1])
-        assert [event.event for event in got] == ["reset"], [e.data for e in got]
-        got = first_events(broker, ["orders"], ids[-1])
-        assert [event.data for event in got] == ["6"]
+        _a_deleted_stream_resets_its_cursors(broker, f"{prefix}{{orders}}:stream", None)
     finally:
         broker.close()

@@ -14,9 +14,13 @@ import shutil
 import subprocess
 import tempfile
 import time
+import typing as t
 from pathlib import Path
 
-from .servers import free_port, missing, stop, wait_for_port
+from .servers import Gunicorn, free_port, missing, start_gunicorn, stop, wait_for_port
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping
 
 PUSHPIN_CONF = Path("/etc/pushpin/pushpin.conf")
 INTERNAL_CONF = Path("/usr/lib/pushpin/internal.conf")
@@ -170,3 +174,32 @@ class Pushpin:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_grip_app(
+    pushpin: Pushpin,
+    redis_url: str,
+    settings: Mapping[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Gunicorn:
+    """Start the GRIP test app (``tests.apps.grip_app``) under two gunicorn sync
+    workers, on ``pushpin``'s backend port, publishing through it with its key and
+    refusing requests that did not come through it; the caller must :func:`stop` it.
+
+    :param settings: added to the app's environment (``SSE_PUSH_*`` keys).
+    """
+    env = {
+        "SSE_PUSH_BROKER_URL": redis_url,
+        "SSE_PUSH_GRIP_URL": pushpin.publish_url,
+        "SSE_PUSH_GRIP_KEY": pushpin.sig_key,
+        "SSE_PUSH_GRIP_REQUIRED": "1",
+        **(settings or {}),
+    }
+    return start_gunicorn(
+        "tests.apps.grip_app:create_app()",
+        env=env,
+        port=pushpin.backend_port,
+        workers=2,
+        worker="sync",
+        extra_args=extra_args,
+    )

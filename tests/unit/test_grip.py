@@ -405,9 +405,7 @@ def test_publish_goes_to_the_broker_and_once_to_the_proxy(
     broker: RedisBroker, proxy: tuple[str, list[dict[str, t.Any]]]
 ) -> None:
     url, bodies = proxy
-    app = Flask(__name__)
-    app.config.update(SSE_PUSH_GRIP_URL=url, SSE_PUSH_GRIP_KEY=KEY)
-    sse = SSEPush(app, broker=broker)
+    app, sse = grip_sse(broker, url)
     with app.app_context():
         first = sse.publish("one", channel="a")
         second = sse.publish("two\nlines", channel="a", event="note")
@@ -437,9 +435,7 @@ def test_revoke_closes_the_held_streams_of_the_channel(
     broker: RedisBroker, proxy: tuple[str, list[dict[str, t.Any]]]
 ) -> None:
     url, bodies = proxy
-    app = Flask(__name__)
-    app.config.update(SSE_PUSH_GRIP_URL=url, SSE_PUSH_GRIP_KEY=KEY)
-    sse = SSEPush(app, broker=broker)
+    app, sse = grip_sse(broker, url)
     with app.app_context():
         sse.revoke("orders")
         sse.revoke("orders", lambda info: info.identity == "u1")  # cannot reach held ones
@@ -458,9 +454,7 @@ def test_cli_publish_goes_to_the_proxy_too(
     broker: RedisBroker, proxy: tuple[str, list[dict[str, t.Any]]]
 ) -> None:
     url, bodies = proxy
-    app = Flask(__name__)
-    app.config.update(SSE_PUSH_GRIP_URL=url, SSE_PUSH_GRIP_KEY=KEY)
-    SSEPush(app, broker=broker)
+    app = grip_app(broker, url)
     result = app.test_cli_runner().invoke(args=["sse", "publish", "--channel", "a", "hello"])
     assert result.exit_code == 0, result.output
     event_id = result.output.strip()
